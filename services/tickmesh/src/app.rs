@@ -1,0 +1,178 @@
+//! Building and running a set of tickmesh services in one process.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::str::FromStr;
+
+use tickmesh_mesh::{ConfigHandle, Running, ServeError, Service, Shutdown};
+use tokio::net::TcpListener;
+use tracing::info;
+
+/// One of the four tickmesh services.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Target {
+    /// `tickmesh.v1.IngestionService`.
+    Ingestion,
+    /// `tickmesh.v1.ComputationService`.
+    Computation,
+    /// `tickmesh.v1.CachingService`.
+    Caching,
+    /// `tickmesh.v1.QueryService`.
+    Query,
+}
+
+impl Target {
+    /// All four, in the order `tickmesh up` starts them.
+    pub const ALL: [Target; 4] = [
+        Target::Ingestion,
+        Target::Computation,
+        Target::Caching,
+        Target::Query,
+    ];
+
+    /// Short name, as on the command line.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Target::Ingestion => "ingestion",
+            Target::Computation => "computation",
+            Target::Caching => "caching",
+            Target::Query => "query",
+        }
+    }
+
+    /// Full gRPC service name.
+    pub fn service_name(self) -> &'static str {
+        use tickmesh_proto::service_names as n;
+        match self {
+            Target::Ingestion => n::INGESTION,
+            Target::Computation => n::COMPUTATION,
+            Target::Caching => n::CACHING,
+            Target::Query => n::QUERY,
+        }
+    }
+
+    /// The documented default port: 7401-7404 (clear of 50051, which is often taken).
+    pub fn default_port(self) -> u16 {
+        match self {
+            Target::Ingestion => 7401,
+            Target::Computation => 7402,
+            Target::Caching => 7403,
+            Target::Query => 7404,
+        }
+    }
+
+    fn service(self, config: &ConfigHandle) -> Service {
+        match self {
+            Target::Ingestion => tickmesh_ingestion::service(config),
+            Target::Computation => tickmesh_computation::service(config),
+            Target::Caching => tickmesh_caching::service(config),
+            Target::Query => tickmesh_query::service(config),
+        }
+    }
+}
+
+impl fmt::Display for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Target {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Target::ALL
+            .into_iter()
+            .find(|t| t.as_str() == s)
+            .ok_or_else(|| {
+                format!("unknown target {s:?}: use ingestion, computation, caching or query")
+            })
+    }
+}
+
+/// Why the app could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    /// A listener could not be bound.
+    #[error("cannot listen on {addr} for {target}: {source}")]
+    Bind {
+        /// The service.
+        target: Target,
+        /// The address asked for.
+        addr: SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// A server failed.
+    #[error(transparent)]
+    Serve(#[from] ServeError),
+}
+
+/// A set of services running in this process.
+#[derive(Debug)]
+pub struct App {
+    running: Vec<(Target, Running)>,
+}
+
+impl App {
+    /// Binds every listener first (so a taken port fails before anything serves), then serves
+    /// each target on its own port. Port 0 picks a free port; see [`App::addrs`].
+    pub async fn build(
+        targets: &[(Target, SocketAddr)],
+        config: &ConfigHandle,
+        shutdown: &Shutdown,
+    ) -> Result<App, AppError> {
+        let mut listeners = Vec::with_capacity(targets.len());
+        for &(target, addr) in targets {
+            let listener = TcpListener::bind(addr)
+                .await
+                .map_err(|source| AppError::Bind {
+                    target,
+                    addr,
+                    source,
+                })?;
+            listeners.push((target, listener));
+        }
+        let mut running = Vec::with_capacity(listeners.len());
+        for (target, listener) in listeners {
+            let served =
+                tickmesh_mesh::serve(target.service(config), listener, config, shutdown).await?;
+            running.push((target, served));
+        }
+        Ok(App { running })
+    }
+
+    /// The bound address of every service.
+    pub fn addrs(&self) -> BTreeMap<Target, SocketAddr> {
+        self.running
+            .iter()
+            .map(|(t, r)| (*t, r.local_addr()))
+            .collect()
+    }
+
+    /// Runs until the shutdown signal has fired and every service has drained (in parallel,
+    /// each within the grace period).
+    pub async fn wait(self) -> Result<(), AppError> {
+        let mut servers = tokio::task::JoinSet::new();
+        for (_, running) in self.running {
+            servers.spawn(running.wait());
+        }
+        let mut first_error: Option<AppError> = None;
+        while let Some(result) = servers.join_next().await {
+            let error = match result {
+                Ok(Ok(())) => continue,
+                Ok(Err(e)) => e,
+                Err(e) => ServeError::Task(e),
+            };
+            first_error.get_or_insert(error.into());
+        }
+        match first_error {
+            Some(e) => Err(e),
+            None => {
+                info!("all services stopped");
+                Ok(())
+            }
+        }
+    }
+}

@@ -1,0 +1,6 @@
+//! The tickmesh process: all four services in one process (`tickmesh up`) or one of them
+//! (`tickmesh serve --target`), built the same way so both modes behave the same.
+
+pub mod app;
+
+pub use app::{App, AppError, Target};

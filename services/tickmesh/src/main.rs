@@ -1,0 +1,260 @@
+//! `tickmesh`: run the mesh, one service of it, or check its configuration.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+use tickmesh::{App, Target};
+use tickmesh_mesh::logging::{self, LogFormat};
+use tickmesh_mesh::{ConfigHandle, Shutdown};
+use tracing::{error, info};
+
+/// A gRPC mesh for market-data analytics.
+#[derive(Debug, Parser)]
+#[command(name = "tickmesh", version, about)]
+struct Cli {
+    /// Configuration file (YAML, TOML or JSON) laid over the built-in defaults.
+    #[arg(long, global = true, env = "TICKMESH_CONFIG")]
+    config: Option<PathBuf>,
+    /// Log filter, e.g. `info` or `info,tickmesh_mesh=debug`.
+    #[arg(long, global = true, env = "TICKMESH_LOG", default_value = "info")]
+    log: String,
+    /// Log format: text on a terminal and JSON otherwise when `auto`.
+    #[arg(long, global = true, env = "TICKMESH_LOG_FORMAT", value_enum, default_value_t = LogFormatArg::Auto)]
+    log_format: LogFormatArg,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LogFormatArg {
+    Auto,
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run all four services in this process with the embedded defaults (the default command).
+    Up(UpArgs),
+    /// Run one service (one per pod on Kubernetes).
+    Serve(ServeArgs),
+    /// Check or show the configuration.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(Debug, Clone, clap::Args)]
+struct UpArgs {
+    /// Address to listen on; `up` is meant for one machine, so loopback by default.
+    #[arg(long, default_value_t = IpAddr::V4(Ipv4Addr::LOCALHOST))]
+    bind: IpAddr,
+    /// Port of ingestion; computation, caching and query take the next three. 0 lets the OS
+    /// pick a free port for each.
+    #[arg(long, default_value_t = Target::Ingestion.default_port())]
+    base_port: u16,
+    /// Once every service is SERVING, write their addresses to this file as JSON.
+    #[arg(long)]
+    ready_file: Option<PathBuf>,
+}
+
+impl Default for UpArgs {
+    fn default() -> Self {
+        Self {
+            bind: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            base_port: Target::Ingestion.default_port(),
+            ready_file: None,
+        }
+    }
+}
+
+#[derive(Debug, clap::Args)]
+struct ServeArgs {
+    /// The service to run.
+    #[arg(long)]
+    target: Target,
+    /// Address to listen on (default: all interfaces on the target's documented port).
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+    /// Once the service is SERVING, write its address to this file as JSON.
+    #[arg(long)]
+    ready_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+enum ConfigCommand {
+    /// Validate a configuration file (laid over the defaults, with TICKMESH_* overrides).
+    Check {
+        /// The file to check.
+        file: PathBuf,
+    },
+    /// Print the effective configuration.
+    Print {
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = PrintFormat::Yaml)]
+        format: PrintFormat,
+    },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum PrintFormat {
+    Yaml,
+    Json,
+}
+
+fn main() -> ExitCode {
+    let started = Instant::now();
+    let cli = Cli::parse();
+    let command = cli.command.unwrap_or(Command::Up(UpArgs::default()));
+    if let Command::Config(config) = command {
+        return config_command(config, cli.config.as_deref());
+    }
+    logging::init(
+        &cli.log,
+        match cli.log_format {
+            LogFormatArg::Auto => LogFormat::Auto,
+            LogFormatArg::Text => LogFormat::Text,
+            LogFormatArg::Json => LogFormat::Json,
+        },
+    );
+    let loaded = match tickmesh_config::load(cli.config.as_deref(), std::env::vars()) {
+        Ok(loaded) => loaded,
+        Err(e) => {
+            error!(error = %e, "configuration rejected");
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("tickmesh-io")
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        let config = ConfigHandle::new(loaded);
+        info!(source = %config.current().source, "configuration loaded");
+        match command {
+            Command::Up(args) => up(args, &config, started).await,
+            Command::Serve(args) => serve(args, &config, started).await,
+            Command::Config(_) => unreachable!("handled before the runtime starts"),
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            error!(error = format!("{e:#}"), "tickmesh stopped with an error");
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn up(args: UpArgs, config: &ConfigHandle, started: Instant) -> anyhow::Result<()> {
+    let targets: Vec<(Target, SocketAddr)> = Target::ALL
+        .iter()
+        .enumerate()
+        .map(|(i, &target)| {
+            let port = match args.base_port {
+                0 => 0,
+                base => base.checked_add(i as u16).unwrap_or(0),
+            };
+            (target, SocketAddr::new(args.bind, port))
+        })
+        .collect();
+    run(&targets, args.ready_file.as_deref(), config, started).await
+}
+
+async fn serve(args: ServeArgs, config: &ConfigHandle, started: Instant) -> anyhow::Result<()> {
+    let addr = args.listen.unwrap_or_else(|| {
+        SocketAddr::new(
+            IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            args.target.default_port(),
+        )
+    });
+    run(
+        &[(args.target, addr)],
+        args.ready_file.as_deref(),
+        config,
+        started,
+    )
+    .await
+}
+
+async fn run(
+    targets: &[(Target, SocketAddr)],
+    ready_file: Option<&Path>,
+    config: &ConfigHandle,
+    started: Instant,
+) -> anyhow::Result<()> {
+    let shutdown = Shutdown::new();
+    shutdown
+        .on_signals()
+        .context("cannot install the signal handlers")?;
+    let app = App::build(targets, config, &shutdown).await?;
+    let addrs = app.addrs();
+    let startup_us = started.elapsed().as_micros() as u64;
+    info!(
+        startup_us,
+        services = addrs.len(),
+        "all services serving; Ctrl-C or SIGTERM stops them"
+    );
+    if let Some(path) = ready_file {
+        write_ready_file(path, &addrs, startup_us)
+            .with_context(|| format!("cannot write the ready file {}", path.display()))?;
+    }
+    app.wait().await?;
+    Ok(())
+}
+
+/// Writes the addresses atomically (temp file + rename) so a reader never sees half a file.
+fn write_ready_file(
+    path: &Path,
+    addrs: &BTreeMap<Target, SocketAddr>,
+    startup_us: u64,
+) -> std::io::Result<()> {
+    let mut body = serde_json::Map::new();
+    for (target, addr) in addrs {
+        body.insert(target.as_str().to_owned(), addr.to_string().into());
+    }
+    body.insert("startup_us".to_owned(), startup_us.into());
+    body.insert("pid".to_owned(), std::process::id().into());
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, serde_json::Value::Object(body).to_string())?;
+    std::fs::rename(tmp, path)
+}
+
+fn config_command(command: ConfigCommand, file: Option<&Path>) -> ExitCode {
+    let (file, printing) = match &command {
+        ConfigCommand::Check { file } => (Some(file.as_path()), None),
+        ConfigCommand::Print { format } => (file, Some(*format)),
+    };
+    match tickmesh_config::load(file, std::env::vars()) {
+        Ok(loaded) => {
+            match printing {
+                None => println!("ok: configuration is valid ({})", loaded.source),
+                Some(PrintFormat::Yaml) => {
+                    println!("# effective configuration: {}", loaded.source);
+                    print!("{}", tickmesh_config::to_yaml(&loaded.config));
+                }
+                Some(PrintFormat::Json) => {
+                    println!("{:#}", tickmesh_config::to_json(&loaded.config))
+                }
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        }
+    }
+}

@@ -1,0 +1,148 @@
+//! The running configuration of a process, shared by its services and served by
+//! `tickmesh.v1.ConfigService`.
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use futures_util::StreamExt;
+use tickmesh_config::{ConfigError, LoadedConfig, PerformanceOptimizationConfig};
+use tickmesh_proto::v1::config_service_server::{ConfigService, ConfigServiceServer};
+use tickmesh_proto::v1::{
+    GetConfigRequest, GetConfigResponse, UpdateConfigRequest, UpdateConfigResponse,
+    WatchConfigRequest, WatchConfigResponse,
+};
+use tokio::sync::watch;
+use tokio_stream::{Stream, wrappers::WatchStream};
+use tonic::{Request, Response, Status};
+
+use crate::Shutdown;
+
+/// One version of the configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConfigSnapshot {
+    /// The configuration, validated.
+    pub config: Arc<PerformanceOptimizationConfig>,
+    /// 1 for the configuration the process started with, +1 per accepted change.
+    pub version: u64,
+    /// Where it came from.
+    pub source: String,
+}
+
+impl ConfigSnapshot {
+    /// Largest gRPC message in bytes (`server.max_message_bytes`).
+    pub fn message_limit(&self) -> usize {
+        self.config
+            .server
+            .map_or(4 * 1024 * 1024, |s| s.max_message_bytes as usize)
+    }
+}
+
+/// Shared handle on the running configuration; every clone sees every change.
+#[derive(Debug, Clone)]
+pub struct ConfigHandle {
+    tx: Arc<watch::Sender<ConfigSnapshot>>,
+}
+
+impl ConfigHandle {
+    /// A handle starting at `loaded`, version 1.
+    pub fn new(loaded: LoadedConfig) -> Self {
+        let (tx, _) = watch::channel(ConfigSnapshot {
+            config: Arc::new(loaded.config),
+            version: 1,
+            source: loaded.source,
+        });
+        Self { tx: Arc::new(tx) }
+    }
+
+    /// The current version.
+    pub fn current(&self) -> ConfigSnapshot {
+        self.tx.borrow().clone()
+    }
+
+    /// A receiver that sees every later change.
+    pub fn subscribe(&self) -> watch::Receiver<ConfigSnapshot> {
+        self.tx.subscribe()
+    }
+
+    /// Validates `config` and makes it current; an invalid one leaves the running one in place.
+    pub fn replace(
+        &self,
+        config: PerformanceOptimizationConfig,
+        source: impl Into<String>,
+    ) -> Result<ConfigSnapshot, ConfigError> {
+        tickmesh_config::validate(&config)?;
+        let source = source.into();
+        let mut next = None;
+        self.tx.send_modify(|current| {
+            current.config = Arc::new(config);
+            current.version += 1;
+            current.source = source;
+            next = Some(current.clone());
+        });
+        Ok(next.expect("send_modify runs the closure"))
+    }
+
+    /// The tonic service serving this configuration; its watch streams end on `shutdown`.
+    pub fn service(&self, shutdown: &Shutdown) -> ConfigServiceServer<ConfigApi> {
+        ConfigServiceServer::new(ConfigApi {
+            handle: self.clone(),
+            shutdown: shutdown.clone(),
+        })
+    }
+}
+
+/// `tickmesh.v1.ConfigService` over a [`ConfigHandle`].
+#[derive(Debug, Clone)]
+pub struct ConfigApi {
+    handle: ConfigHandle,
+    shutdown: Shutdown,
+}
+
+type WatchStreamOf = Pin<Box<dyn Stream<Item = Result<WatchConfigResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl ConfigService for ConfigApi {
+    async fn get_config(
+        &self,
+        _request: Request<GetConfigRequest>,
+    ) -> Result<Response<GetConfigResponse>, Status> {
+        let snapshot = self.handle.current();
+        Ok(Response::new(GetConfigResponse {
+            config: Some((*snapshot.config).clone()),
+            version: snapshot.version,
+            source: snapshot.source,
+        }))
+    }
+
+    async fn update_config(
+        &self,
+        _request: Request<UpdateConfigRequest>,
+    ) -> Result<Response<UpdateConfigResponse>, Status> {
+        // Changing the configuration needs the admin scope, so it waits for the auth layer.
+        Err(crate::status::not_yet(
+            "UpdateConfig",
+            "it needs the admin scope of the auth layer and arrives with it",
+        ))
+    }
+
+    type WatchConfigStream = WatchStreamOf;
+
+    async fn watch_config(
+        &self,
+        _request: Request<WatchConfigRequest>,
+    ) -> Result<Response<Self::WatchConfigStream>, Status> {
+        let shutdown = self.shutdown.clone();
+        // Streams end cleanly on shutdown, so they never hold up draining.
+        let ended = async move { shutdown.wait().await };
+        let stream = WatchStream::new(self.handle.subscribe())
+            .take_until(ended)
+            .map(|snapshot| {
+                Ok(WatchConfigResponse {
+                    config: Some((*snapshot.config).clone()),
+                    version: snapshot.version,
+                    source: snapshot.source,
+                })
+            });
+        Ok(Response::new(Box::pin(stream)))
+    }
+}

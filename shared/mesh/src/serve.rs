@@ -1,0 +1,208 @@
+//! Serving one tickmesh service on a bound listener, with health, reflection and config.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use tickmesh_config::std_duration;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::service::Routes;
+use tonic::transport::Server;
+use tonic_health::ServingStatus;
+use tonic_health::server::HealthReporter;
+use tracing::{info, warn};
+
+use crate::{ConfigHandle, Shutdown};
+
+/// Why a service could not be served.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The reflection service could not be built from the descriptor sets.
+    #[error("reflection: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+    /// The listener has no local address.
+    #[error("listener: {0}")]
+    Listener(#[from] std::io::Error),
+    /// The server stopped with an error.
+    #[error("server: {0}")]
+    Transport(#[from] tonic::transport::Error),
+    /// The server task panicked or was cancelled.
+    #[error("server task: {0}")]
+    Task(#[from] tokio::task::JoinError),
+}
+
+/// A tickmesh service ready to be served: its full gRPC name and its tonic routes.
+pub struct Service {
+    /// Full gRPC name, e.g. `tickmesh.v1.QueryService`; health reports under it.
+    pub name: &'static str,
+    /// The service's routes (health, reflection and config are added by [`serve`]).
+    pub routes: Routes,
+}
+
+impl Service {
+    /// A service from its generated tonic server.
+    pub fn new<S>(name: &'static str, server: S) -> Self
+    where
+        S: tonic::server::NamedService
+            + tower_service::Service<
+                http::Request<tonic::body::Body>,
+                Response = http::Response<tonic::body::Body>,
+                Error = std::convert::Infallible,
+            > + Clone
+            + Send
+            + Sync
+            + 'static,
+        S::Future: Send + 'static,
+    {
+        Self {
+            name,
+            routes: Routes::new(server),
+        }
+    }
+}
+
+/// A service being served.
+#[derive(Debug)]
+pub struct Running {
+    name: &'static str,
+    addr: SocketAddr,
+    health: HealthReporter,
+    shutdown: Shutdown,
+    grace: Duration,
+    task: JoinHandle<Result<(), tonic::transport::Error>>,
+}
+
+impl Running {
+    /// The address the service listens on (the real port when it was bound to port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The service's full gRPC name.
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
+    /// The health reporter of this server.
+    pub fn health(&self) -> &HealthReporter {
+        &self.health
+    }
+
+    /// Runs until the shutdown signal has fired and in-flight calls have drained; calls still
+    /// running when the grace period ends are cut off.
+    pub async fn wait(self) -> Result<(), ServeError> {
+        let Running {
+            name,
+            shutdown,
+            grace,
+            mut task,
+            ..
+        } = self;
+        let deadline = async {
+            shutdown.wait().await;
+            let started = Instant::now();
+            tokio::time::sleep(grace).await;
+            started
+        };
+        tokio::select! {
+            result = &mut task => {
+                result??;
+                info!(service = name, "stopped");
+                Ok(())
+            }
+            started = deadline => {
+                task.abort();
+                warn!(service = name, grace_ms = started.elapsed().as_millis() as u64,
+                    "grace period over, cutting off calls still in flight");
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Serves `service` on `listener` (bound by the caller, so the address is known before the
+/// first call) with `grpc.health.v1.Health` (for "" and the service name), reflection v1 and
+/// v1alpha, and `tickmesh.v1.ConfigService`. When `shutdown` fires, health goes NOT_SERVING and
+/// the server drains.
+pub async fn serve(
+    service: Service,
+    listener: TcpListener,
+    config: &ConfigHandle,
+    shutdown: &Shutdown,
+) -> Result<Running, ServeError> {
+    let addr = listener.local_addr()?;
+    let name = service.name;
+    let settings = config.current().config.server.unwrap_or_default();
+
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health
+        .set_service_status(name, ServingStatus::Serving)
+        .await;
+    health
+        .set_service_status(
+            tickmesh_proto::service_names::CONFIG,
+            ServingStatus::Serving,
+        )
+        .await;
+
+    let advertised = [
+        name,
+        tickmesh_proto::service_names::CONFIG,
+        "grpc.health.v1.Health",
+        "grpc.reflection.v1.ServerReflection",
+        "grpc.reflection.v1alpha.ServerReflection",
+    ];
+    let reflection = || {
+        advertised.iter().fold(
+            tonic_reflection::server::Builder::configure()
+                .include_reflection_service(false)
+                .register_encoded_file_descriptor_set(tickmesh_proto::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(
+                    tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+                ),
+            |builder, service| builder.with_service_name(*service),
+        )
+    };
+    let routes = service
+        .routes
+        .add_service(health_service)
+        .add_service(reflection().build_v1()?)
+        .add_service(reflection().build_v1alpha()?)
+        .add_service(config.service(shutdown));
+
+    let drain = {
+        let health = health.clone();
+        let shutdown = shutdown.clone();
+        async move {
+            shutdown.wait().await;
+            // Readiness first, so balancers stop sending before the listener closes.
+            for service in ["", name, tickmesh_proto::service_names::CONFIG] {
+                health
+                    .set_service_status(service, ServingStatus::NotServing)
+                    .await;
+            }
+            info!(service = name, "draining in-flight calls");
+        }
+    };
+
+    let server = Server::builder()
+        .tcp_nodelay(true)
+        .timeout(std_duration(settings.default_timeout.as_ref()))
+        .max_connection_age(std_duration(settings.max_connection_age.as_ref()))
+        .add_routes(routes)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), drain);
+    let task = tokio::spawn(server);
+    info!(service = name, %addr, "serving");
+
+    Ok(Running {
+        name,
+        addr,
+        health,
+        shutdown: shutdown.clone(),
+        grace: std_duration(settings.shutdown_grace_period.as_ref()),
+        task,
+    })
+}
