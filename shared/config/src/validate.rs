@@ -96,7 +96,7 @@ pub fn validate(config: &PerformanceOptimizationConfig) -> Check {
     positive_duration("cache.lock_ttl", cache.lock_ttl.as_ref())?;
     policy(
         "cache.default_policy",
-        &cache.default_policy.clone().unwrap_or_default(),
+        &cache.default_policy.unwrap_or_default(),
     )?;
     for (name, p) in &cache.namespaces {
         if name.is_empty() || name.len() > 64 {

@@ -1,0 +1,181 @@
+//! `tickmesh` as a user runs it: up, serve, config, signals.
+
+use std::time::Duration;
+
+use tickmesh_proto::v1::GetConfigRequest;
+use tickmesh_proto::v1::config_service_client::ConfigServiceClient;
+use tokio_stream::StreamExt;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+
+use crate::support::{Process, SERVICES, channel, describe, health, run, tickmesh};
+
+#[tokio::test]
+async fn up_serves_all_four_services_as_serving() {
+    let mesh = Process::start(&["up", "--base-port", "0"], |_| {});
+    assert_eq!(mesh.addrs.len(), 4, "{:?}", mesh.addrs);
+    for (target, service) in SERVICES {
+        let addr = mesh.addr(target);
+        assert_eq!(
+            health(addr, "").await,
+            ServingStatus::Serving,
+            "{target} \"\""
+        );
+        assert_eq!(
+            health(addr, service).await,
+            ServingStatus::Serving,
+            "{target}"
+        );
+        // A port serves its own service only.
+        for (other, other_service) in SERVICES {
+            if other != target {
+                let mut client = HealthClient::new(channel(addr).await);
+                let err = client
+                    .check(HealthCheckRequest {
+                        service: other_service.to_owned(),
+                    })
+                    .await
+                    .unwrap_err();
+                assert_eq!(
+                    err.code(),
+                    tonic::Code::NotFound,
+                    "{other} on {target}'s port"
+                );
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn sigterm_flips_health_first_ends_streams_cleanly_and_exits_zero() {
+    let mut mesh = Process::start(&["up", "--base-port", "0"], |_| {});
+    let addr = mesh.addr("query").to_owned();
+
+    let mut health = HealthClient::new(channel(&addr).await);
+    let mut statuses = health
+        .watch(HealthCheckRequest {
+            service: "tickmesh.v1.QueryService".to_owned(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let first = statuses.next().await.unwrap().unwrap();
+    assert_eq!(first.status, ServingStatus::Serving as i32);
+
+    let mut config = ConfigServiceClient::new(channel(&addr).await);
+    let mut watch = config
+        .watch_config(tickmesh_proto::v1::WatchConfigRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(watch.next().await.unwrap().unwrap().version, 1);
+
+    mesh.terminate();
+
+    let next = tokio::time::timeout(Duration::from_secs(10), statuses.next())
+        .await
+        .expect("a health update after SIGTERM");
+    assert_eq!(
+        next.expect("the health watch still open").unwrap().status,
+        ServingStatus::NotServing as i32,
+        "readiness goes NOT_SERVING before the server closes"
+    );
+    // The config watch stream ends with OK rather than being cut off.
+    let end = tokio::time::timeout(Duration::from_secs(10), watch.next())
+        .await
+        .expect("the config watch stream ends after SIGTERM");
+    assert!(end.is_none(), "expected a clean end of stream, got {end:?}");
+
+    let status = mesh.wait_exit(Duration::from_secs(15));
+    assert_eq!(status.code(), Some(0), "{}", mesh.log());
+    let log = mesh.log();
+    assert!(log.contains("\"signal\":\"SIGTERM\""), "{log}");
+    assert!(log.contains("all services stopped"), "{log}");
+}
+
+#[tokio::test]
+async fn serve_runs_one_target_with_its_config_from_a_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("tickmesh.toml");
+    std::fs::write(&file, "[circuit_breaker]\nfailure_threshold = 9\n").unwrap();
+    let mesh = Process::start(
+        &["serve", "--target", "caching", "--listen", "127.0.0.1:0"],
+        |c| {
+            c.env("TICKMESH_CONFIG", &file)
+                .env("TICKMESH_RETRY__MAX_ATTEMPTS", "4");
+        },
+    );
+    assert_eq!(mesh.addrs.keys().collect::<Vec<_>>(), ["caching"]);
+    let addr = mesh.addr("caching");
+    assert_eq!(
+        health(addr, "tickmesh.v1.CachingService").await,
+        ServingStatus::Serving
+    );
+    let mut client = ConfigServiceClient::new(channel(addr).await);
+    let response = client
+        .get_config(GetConfigRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let config = response.config.unwrap();
+    assert_eq!(config.circuit_breaker.unwrap().failure_threshold, 9);
+    assert_eq!(config.retry.unwrap().max_attempts, 4);
+    assert_eq!(response.version, 1);
+    assert!(
+        response.source.contains("tickmesh.toml"),
+        "{}",
+        response.source
+    );
+}
+
+#[test]
+fn an_invalid_setting_stops_start_up_naming_the_field() {
+    let output = run(tickmesh()
+        .args(["up", "--base-port", "0"])
+        .env("TICKMESH_CIRCUIT_BREAKER__FAILURE_THRESHOLD", "0"));
+    assert_eq!(output.status.code(), Some(2), "{}", describe(&output));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("circuit_breaker.failure_threshold"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn config_check_names_the_bad_field_and_accepts_what_config_print_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(&bad, "server:\n  max_message_bytes: 10\n").unwrap();
+    let output = run(tickmesh().args(["config", "check"]).arg(&bad));
+    assert_eq!(output.status.code(), Some(2), "{}", describe(&output));
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("server.max_message_bytes"),
+        "{}",
+        describe(&output)
+    );
+
+    let printed = run(tickmesh().args(["config", "print"]));
+    assert!(printed.status.success(), "{}", describe(&printed));
+    let good = dir.path().join("printed.yaml");
+    std::fs::write(&good, &printed.stdout).unwrap();
+    let output = run(tickmesh().args(["config", "check"]).arg(&good));
+    assert!(output.status.success(), "{}", describe(&output));
+
+    let json = run(tickmesh().args(["config", "print", "--format", "json"]));
+    let value: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(value["circuit_breaker"]["open_duration"], "60s");
+}
+
+#[test]
+fn a_taken_port_fails_start_up_with_a_clear_message() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let output = run(tickmesh().args(["serve", "--target", "query", "--listen", &addr]));
+    assert!(!output.status.success(), "{}", describe(&output));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("cannot listen on") && stderr.contains(&addr),
+        "{stderr}"
+    );
+}

@@ -1,0 +1,188 @@
+//! The services started in-process with `App::build`, as other crates' tests will.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tickmesh::{App, Target};
+use tickmesh_mesh::{ConfigHandle, Shutdown};
+use tickmesh_proto::v1::caching_service_client::CachingServiceClient;
+use tickmesh_proto::v1::computation_service_client::ComputationServiceClient;
+use tickmesh_proto::v1::config_service_client::ConfigServiceClient;
+use tickmesh_proto::v1::ingestion_service_client::IngestionServiceClient;
+use tickmesh_proto::v1::query_service_client::QueryServiceClient;
+use tickmesh_proto::v1::{
+    GetStatsRequest, IngestCandlesRequest, OptimizePortfolioRequest, StreamMarketDataRequest,
+    UpdateConfigRequest, WatchConfigRequest,
+};
+use tokio_stream::StreamExt;
+use tonic_reflection::pb::v1::ServerReflectionRequest;
+use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+
+use crate::support::channel;
+
+struct Started {
+    app: App,
+    shutdown: Shutdown,
+    config: ConfigHandle,
+}
+
+impl Started {
+    fn addr(&self, target: Target) -> String {
+        self.app.addrs()[&target].to_string()
+    }
+}
+
+async fn start() -> Started {
+    let config = ConfigHandle::new(tickmesh_config::load(None, Vec::new()).unwrap());
+    let shutdown = Shutdown::new();
+    let localhost: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    let targets: Vec<_> = Target::ALL.iter().map(|t| (*t, localhost)).collect();
+    let app = App::build(&targets, &config, &shutdown).await.unwrap();
+    Started {
+        app,
+        shutdown,
+        config,
+    }
+}
+
+fn assert_unimplemented(status: tonic::Status, rpc: &str) {
+    assert_eq!(
+        status.code(),
+        tonic::Code::Unimplemented,
+        "{rpc}: {status:?}"
+    );
+    assert!(
+        status.message().starts_with(rpc) && status.message().contains("not implemented yet"),
+        "{rpc}: {}",
+        status.message()
+    );
+}
+
+#[tokio::test]
+async fn rpcs_of_later_work_answer_unimplemented_and_say_so() {
+    let s = start().await;
+    let mut ingestion = IngestionServiceClient::new(channel(&s.addr(Target::Ingestion)).await);
+    assert_unimplemented(
+        ingestion
+            .ingest_candles(IngestCandlesRequest::default())
+            .await
+            .unwrap_err(),
+        "IngestCandles",
+    );
+    let mut computation =
+        ComputationServiceClient::new(channel(&s.addr(Target::Computation)).await);
+    assert_unimplemented(
+        computation
+            .optimize_portfolio(OptimizePortfolioRequest::default())
+            .await
+            .unwrap_err(),
+        "OptimizePortfolio",
+    );
+    let mut caching = CachingServiceClient::new(channel(&s.addr(Target::Caching)).await);
+    assert_unimplemented(
+        caching
+            .get_stats(GetStatsRequest::default())
+            .await
+            .unwrap_err(),
+        "GetStats",
+    );
+    let mut query = QueryServiceClient::new(channel(&s.addr(Target::Query)).await);
+    assert_unimplemented(
+        query
+            .stream_market_data(StreamMarketDataRequest::default())
+            .await
+            .unwrap_err(),
+        "StreamMarketData",
+    );
+    let mut config = ConfigServiceClient::new(channel(&s.addr(Target::Query)).await);
+    assert_unimplemented(
+        config
+            .update_config(UpdateConfigRequest::default())
+            .await
+            .unwrap_err(),
+        "UpdateConfig",
+    );
+}
+
+#[tokio::test]
+async fn reflection_v1_lists_exactly_what_a_port_serves() {
+    let s = start().await;
+    for target in Target::ALL {
+        let mut client = ServerReflectionClient::new(channel(&s.addr(target)).await);
+        let request = ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(MessageRequest::ListServices(String::new())),
+        };
+        let mut responses = client
+            .server_reflection_info(tokio_stream::once(request))
+            .await
+            .unwrap()
+            .into_inner();
+        let response = responses.next().await.unwrap().unwrap();
+        let Some(MessageResponse::ListServicesResponse(list)) = response.message_response else {
+            panic!("unexpected reflection answer {response:?}");
+        };
+        let mut names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+        names.sort();
+        let mut expected = vec![
+            "grpc.health.v1.Health",
+            "grpc.reflection.v1.ServerReflection",
+            "grpc.reflection.v1alpha.ServerReflection",
+            "tickmesh.v1.ConfigService",
+            target.service_name(),
+        ];
+        expected.sort();
+        assert_eq!(names, expected, "{target}");
+    }
+}
+
+#[tokio::test]
+async fn config_watchers_see_accepted_changes_and_never_invalid_ones() {
+    let s = start().await;
+    let mut client = ConfigServiceClient::new(channel(&s.addr(Target::Computation)).await);
+    let mut watch = client
+        .watch_config(WatchConfigRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(watch.next().await.unwrap().unwrap().version, 1);
+
+    let mut invalid = (*s.config.current().config).clone();
+    invalid.retry.as_mut().unwrap().max_attempts = 0;
+    let err = s.config.replace(invalid, "test").unwrap_err();
+    assert_eq!(err.field(), Some("retry.max_attempts"));
+    assert_eq!(s.config.current().version, 1);
+
+    let mut valid = (*s.config.current().config).clone();
+    valid.retry.as_mut().unwrap().max_attempts = 5;
+    s.config.replace(valid, "test").unwrap();
+    let change = tokio::time::timeout(Duration::from_secs(5), watch.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(change.version, 2);
+    assert_eq!(change.source, "test");
+    assert_eq!(change.config.unwrap().retry.unwrap().max_attempts, 5);
+}
+
+#[tokio::test]
+async fn shutdown_drains_every_service_and_returns() {
+    let s = start().await;
+    let addr = s.addr(Target::Ingestion);
+    assert_eq!(
+        crate::support::health(&addr, "").await,
+        tonic_health::pb::health_check_response::ServingStatus::Serving
+    );
+    s.shutdown.trigger();
+    tokio::time::timeout(Duration::from_secs(15), s.app.wait())
+        .await
+        .expect("drained within the grace period")
+        .unwrap();
+    assert!(
+        tokio::net::TcpStream::connect(&addr).await.is_err(),
+        "the listener is closed after shutdown"
+    );
+}

@@ -1,0 +1,10 @@
+//! Integration tests of the tickmesh binary and its services, over real sockets with real
+//! clients (tonic, grpcurl, Python grpcio, Node grpc-js). One test binary, so it links once.
+
+// Helpers outside #[test] functions unwrap too: a panic is a failed test, as .clippy.toml says.
+#![allow(clippy::unwrap_used)]
+
+mod cli;
+mod in_process;
+mod polyglot;
+mod support;

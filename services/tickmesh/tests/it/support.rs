@@ -1,0 +1,191 @@
+//! Starting `tickmesh` as a real process and talking to it.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use tonic::transport::Channel;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+
+/// Full gRPC names of the four services by their `--target` names.
+pub const SERVICES: [(&str, &str); 4] = [
+    ("ingestion", "tickmesh.v1.IngestionService"),
+    ("computation", "tickmesh.v1.ComputationService"),
+    ("caching", "tickmesh.v1.CachingService"),
+    ("query", "tickmesh.v1.QueryService"),
+];
+
+/// The `tickmesh` command with no `TICKMESH_*` variables inherited from the test environment.
+pub fn tickmesh() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_tickmesh"));
+    for (name, _) in std::env::vars() {
+        if name.starts_with("TICKMESH_") {
+            command.env_remove(name);
+        }
+    }
+    command.env("TICKMESH_LOG_FORMAT", "json");
+    command
+}
+
+/// A running `tickmesh` process, killed on drop.
+pub struct Process {
+    pub child: Child,
+    /// Bound addresses by target name, from the ready file.
+    pub addrs: BTreeMap<String, String>,
+    pub startup_us: u64,
+    _dir: tempfile::TempDir,
+}
+
+impl Process {
+    /// Starts `tickmesh ARGS --ready-file F` and waits until F says every service is SERVING.
+    pub fn start(args: &[&str], configure: impl FnOnce(&mut Command)) -> Process {
+        let dir = tempfile::tempdir().unwrap();
+        let ready = dir.path().join("ready.json");
+        let mut command = tickmesh();
+        command
+            .args(args)
+            .arg("--ready-file")
+            .arg(&ready)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.path().join("stderr.log")).unwrap());
+        configure(&mut command);
+        let child = command.spawn().expect("tickmesh starts");
+        let mut process = Process {
+            child,
+            addrs: BTreeMap::new(),
+            startup_us: 0,
+            _dir: dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !ready.exists() {
+            if let Some(status) = process.child.try_wait().unwrap() {
+                panic!(
+                    "tickmesh exited with {status} before it was ready:\n{}",
+                    process.log()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "tickmesh not ready in 30 s:\n{}",
+                process.log()
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let json: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&ready).unwrap()).unwrap();
+        for (key, value) in json.as_object().unwrap() {
+            if let Some(addr) = value.as_str() {
+                process.addrs.insert(key.clone(), addr.to_owned());
+            }
+        }
+        process.startup_us = json["startup_us"].as_u64().unwrap();
+        process
+    }
+
+    /// Address of one target.
+    pub fn addr(&self, target: &str) -> &str {
+        self.addrs
+            .get(target)
+            .unwrap_or_else(|| panic!("no {target} in {:?}", self.addrs))
+    }
+
+    /// What the process logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self._dir.path().join("stderr.log")).unwrap_or_default()
+    }
+
+    /// Sends SIGTERM.
+    pub fn terminate(&self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Waits for the process to exit, at most `limit`.
+    pub fn wait_exit(&mut self, limit: Duration) -> ExitStatus {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "tickmesh still running after {limit:?}:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A plaintext channel to `addr` (host:port).
+pub async fn channel(addr: &str) -> Channel {
+    Channel::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect_timeout(Duration::from_secs(5))
+        .timeout(Duration::from_secs(10))
+        .connect()
+        .await
+        .unwrap_or_else(|e| panic!("cannot connect to {addr}: {e}"))
+}
+
+/// The health status of `service` ("" for the whole server) at `addr`.
+pub async fn health(addr: &str, service: &str) -> ServingStatus {
+    let mut client = HealthClient::new(channel(addr).await);
+    let response = client
+        .check(HealthCheckRequest {
+            service: service.to_owned(),
+        })
+        .await
+        .unwrap_or_else(|e| panic!("health check of {service:?} at {addr}: {e}"));
+    ServingStatus::try_from(response.into_inner().status).unwrap()
+}
+
+/// Finds a program the tests need, failing with how to install it. The test venv
+/// (`.venv/bin`) comes first, so its python (with grpcio) wins over the system one.
+pub fn program(name: &str, hint: &str) -> PathBuf {
+    let in_venv = repo().join(".venv/bin").join(name);
+    if in_venv.exists() {
+        return in_venv;
+    }
+    tickmesh_testkit::find_binary(name, &[], hint).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Runs a command to completion, returning its output.
+pub fn run(command: &mut Command) -> Output {
+    command
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {command:?}: {e}"))
+}
+
+/// Stdout and stderr of a finished command, for assertion messages.
+pub fn describe(output: &Output) -> String {
+    format!(
+        "status {}\n--- stdout\n{}\n--- stderr\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+/// The repository root.
+pub fn repo() -> PathBuf {
+    tickmesh_testkit::workspace_root()
+}
+
+/// Path relative to the repository root.
+pub fn in_repo(path: &str) -> PathBuf {
+    repo().join(Path::new(path))
+}
