@@ -24,7 +24,7 @@ function usage() {
   return [
     'usage: node client.js [--addr HOST:PORT] [--service NAME] [--timeout SECONDS] [--proto-root DIR]',
     '',
-    '  --addr        server address (default 127.0.0.1:50051)',
+    '  --addr        server address (default 127.0.0.1:7404)',
     '  --service     full service name the port serves (default tickmesh.v1.QueryService)',
     '  --timeout     deadline in seconds for connecting and for each call (default 5)',
     "  --proto-root  directory holding tickmesh/v1/*.proto (default: the repo's proto/)",
@@ -35,7 +35,7 @@ function parseCli(argv) {
   const { values } = parseArgs({
     args: argv,
     options: {
-      addr: { type: 'string', default: '127.0.0.1:50051' },
+      addr: { type: 'string', default: '127.0.0.1:7404' },
       service: { type: 'string', default: 'tickmesh.v1.QueryService' },
       timeout: { type: 'string', default: '5' },
       'proto-root': { type: 'string', default: path.resolve(__dirname, '..', '..', 'proto') },

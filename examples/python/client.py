@@ -33,7 +33,7 @@ class CheckFailed(Exception):
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--addr", default="127.0.0.1:50051", help="server address host:port (default: %(default)s)"
+        "--addr", default="127.0.0.1:7404", help="server address host:port (default: %(default)s)"
     )
     parser.add_argument(
         "--service",

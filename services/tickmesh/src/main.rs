@@ -1,6 +1,7 @@
 //! `tickmesh`: run the mesh, one service of it, or check its configuration.
 
 use std::collections::BTreeMap;
+use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -240,17 +241,30 @@ fn config_command(command: ConfigCommand, file: Option<&Path>) -> ExitCode {
     };
     match tickmesh_config::load(file, std::env::vars()) {
         Ok(loaded) => {
-            match printing {
-                None => println!("ok: configuration is valid ({})", loaded.source),
-                Some(PrintFormat::Yaml) => {
-                    println!("# effective configuration: {}", loaded.source);
-                    print!("{}", tickmesh_config::to_yaml(&loaded.config));
-                }
+            let text = match printing {
+                None => format!("ok: configuration is valid ({})\n", loaded.source),
+                Some(PrintFormat::Yaml) => format!(
+                    "# effective configuration: {}\n{}",
+                    loaded.source,
+                    tickmesh_config::to_yaml(&loaded.config)
+                ),
                 Some(PrintFormat::Json) => {
-                    println!("{:#}", tickmesh_config::to_json(&loaded.config))
+                    format!("{:#}\n", tickmesh_config::to_json(&loaded.config))
+                }
+            };
+            // A closed pipe (`tickmesh config print | head`) is the reader's choice, not an error.
+            let mut stdout = std::io::stdout().lock();
+            match stdout
+                .write_all(text.as_bytes())
+                .and_then(|()| stdout.flush())
+            {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: cannot write the configuration: {e}");
+                    ExitCode::FAILURE
                 }
             }
-            ExitCode::SUCCESS
         }
         Err(e) => {
             eprintln!("error: {e}");

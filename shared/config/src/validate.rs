@@ -281,7 +281,9 @@ fn session(path: &str, s: &MarketSession) -> Check {
         return fail(&format!("{path}.name"), "must not be empty");
     }
     let zone = &s.time_zone;
-    if zone.is_empty() || zone.starts_with('/') || zone.contains("..") || !zone.contains('/') {
+    let well_formed = matches!(zone.as_str(), "UTC" | "GMT")
+        || (zone.contains('/') && !zone.starts_with('/') && !zone.contains(".."));
+    if !well_formed {
         return fail(
             &format!("{path}.time_zone"),
             format!("must be an IANA zone like America/New_York (got {zone:?})"),

@@ -3,6 +3,7 @@
 //! shutdown (health goes NOT_SERVING, in-flight calls drain within the grace period).
 
 pub mod config_service;
+pub mod health;
 pub mod logging;
 pub mod serve;
 pub mod shutdown;

@@ -81,7 +81,11 @@ async fn sigterm_flips_health_first_ends_streams_cleanly_and_exits_zero() {
         ServingStatus::NotServing as i32,
         "readiness goes NOT_SERVING before the server closes"
     );
-    // The config watch stream ends with OK rather than being cut off.
+    // Both watch streams then end with OK rather than holding up the drain until they are cut.
+    let end = tokio::time::timeout(Duration::from_secs(10), statuses.next())
+        .await
+        .expect("the health watch stream ends after NOT_SERVING");
+    assert!(end.is_none(), "expected a clean end of stream, got {end:?}");
     let end = tokio::time::timeout(Duration::from_secs(10), watch.next())
         .await
         .expect("the config watch stream ends after SIGTERM");
@@ -92,6 +96,10 @@ async fn sigterm_flips_health_first_ends_streams_cleanly_and_exits_zero() {
     let log = mesh.log();
     assert!(log.contains("\"signal\":\"SIGTERM\""), "{log}");
     assert!(log.contains("all services stopped"), "{log}");
+    assert!(
+        !log.contains("grace period over"),
+        "open streams must not hold the drain until the grace period cuts them: {log}"
+    );
 }
 
 #[tokio::test]
