@@ -1,0 +1,4 @@
+DROP TABLE outbox;
+DROP TABLE signals;
+DROP TABLE candles;
+DROP TABLE ticks;

@@ -1,0 +1,323 @@
+//! The tickmesh store: one diesel schema and one set of repositories over two backends,
+//! PostgreSQL through diesel-async + bb8 (production; separate write and read pools) and SQLite
+//! through diesel-async's sync connection wrapper in WAL mode (the embedded default).
+//!
+//! Writes are idempotent (rows are keyed, a repeated row changes nothing), batched into
+//! multi-row statements inside one transaction, and answered only after commit. Migrations are
+//! embedded in the binary.
+
+mod error;
+pub mod models;
+mod postgres;
+pub mod schema;
+mod sqlite;
+pub mod time;
+
+use std::time::Duration;
+
+use diesel::prelude::*;
+use diesel_async::RunQueryDsl;
+
+pub use crate::error::StoreError;
+pub use crate::models::{CandleRow, SignalRow, TickRow};
+use crate::schema::{candles, signals, ticks};
+
+/// Rows per multi-row INSERT: under SQLite's 32766 and PostgreSQL's 65535 bind parameters.
+const TICK_ROWS_PER_STATEMENT: usize = 32_000 / 6;
+const CANDLE_ROWS_PER_STATEMENT: usize = 32_000 / 10;
+const SIGNAL_ROWS_PER_STATEMENT: usize = 32_000 / 8;
+
+/// How to reach the store.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// `postgres://user@host:port/db` or `sqlite:PATH`.
+    pub url: String,
+    /// PostgreSQL read replica for queries (default: `url`).
+    pub read_url: Option<String>,
+    /// Connections per pool.
+    pub pool_size: u32,
+    /// How long a caller waits for a connection before the store counts as unavailable.
+    pub connect_timeout: Duration,
+}
+
+impl StoreOptions {
+    /// Options for `url` with default pool settings.
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            read_url: None,
+            pool_size: 8,
+            connect_timeout: Duration::from_secs(3),
+        }
+    }
+}
+
+/// Which database a store writes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackendKind {
+    /// PostgreSQL.
+    Postgres,
+    /// SQLite.
+    Sqlite,
+}
+
+enum Backend {
+    Postgres(postgres::Pg),
+    Sqlite(sqlite::Lite),
+}
+
+/// The store: repositories of ticks, candles and signals.
+pub struct Store {
+    backend: Backend,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("backend", &self.kind())
+            .finish()
+    }
+}
+
+/// A page of candles of one symbol and interval, in open-time order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CandleQuery {
+    /// Instrument symbol.
+    pub symbol: String,
+    /// `tickmesh.v1.Interval` as its number.
+    pub interval_code: i16,
+    /// Inclusive lower bound of the open time.
+    pub start_us: Option<i64>,
+    /// Exclusive upper bound of the open time.
+    pub end_us: Option<i64>,
+    /// Keyset cursor: only rows strictly after this open time in the page order.
+    pub after_us: Option<i64>,
+    /// Newest first.
+    pub descending: bool,
+    /// Rows in the page.
+    pub limit: i64,
+}
+
+/// Inserts `$rows` in chunks of `$per_statement` rows per multi-row INSERT, all in one
+/// transaction, skipping rows whose key is already stored; evaluates to the rows stored.
+macro_rules! insert_ignoring_duplicates {
+    ($pg:ident, $table:path, $rows:ident, $per_statement:expr) => {{
+        let mut conn = $pg.write.get().await?;
+        let conn: &mut diesel_async::AsyncPgConnection = &mut conn;
+        let rows = &$rows;
+        let stored = diesel_async::AsyncConnection::transaction::<_, diesel::result::Error, _>(
+            conn,
+            async |c| {
+                let mut stored = 0;
+                for chunk in rows.chunks($per_statement) {
+                    stored += diesel::insert_into($table)
+                        .values(chunk)
+                        .on_conflict_do_nothing()
+                        .execute(c)
+                        .await?;
+                }
+                Ok(stored)
+            },
+        )
+        .await?;
+        Ok(stored as u64)
+    }};
+    (sqlite $lite:ident, $table:path, $rows:ident, $per_statement:expr) => {{
+        $lite
+            .write_batches(move |c| {
+                let mut stored = 0;
+                for chunk in $rows.chunks($per_statement) {
+                    stored += diesel::RunQueryDsl::execute(
+                        diesel::insert_into($table)
+                            .values(chunk)
+                            .on_conflict_do_nothing(),
+                        c,
+                    )?;
+                }
+                Ok(stored)
+            })
+            .await
+    }};
+}
+
+/// Runs `$body` with `$conn` bound to a read connection of whichever backend the store has;
+/// the body is compiled once per backend, so one query text serves both.
+macro_rules! with_read_conn {
+    ($store:expr, |$conn:ident| $body:expr) => {
+        match &$store.backend {
+            Backend::Postgres(pg) => {
+                let mut $conn = pg.read.get().await?;
+                let $conn = &mut *$conn;
+                $body
+            }
+            Backend::Sqlite(lite) => {
+                let mut $conn = lite.pool.get().await?;
+                let $conn = &mut *$conn;
+                $body
+            }
+        }
+    };
+}
+
+impl Store {
+    /// Connects, applies pending migrations and, on PostgreSQL, creates the partitions of the
+    /// current and the next two months.
+    pub async fn open(options: &StoreOptions) -> Result<Store, StoreError> {
+        let backend =
+            if options.url.starts_with("postgres://") || options.url.starts_with("postgresql://") {
+                Backend::Postgres(postgres::Pg::open(options).await?)
+            } else if let Some(path) = sqlite::path_of(&options.url) {
+                Backend::Sqlite(sqlite::Lite::open(path, options).await?)
+            } else {
+                return Err(StoreError::UnsupportedUrl(options.url.clone()));
+            };
+        Ok(Store { backend })
+    }
+
+    /// The backend this store writes to.
+    pub fn kind(&self) -> BackendKind {
+        match self.backend {
+            Backend::Postgres(_) => BackendKind::Postgres,
+            Backend::Sqlite(_) => BackendKind::Sqlite,
+        }
+    }
+
+    /// Stores ticks in one transaction; rows already stored are left as they are. Returns the
+    /// number of rows newly stored.
+    pub async fn insert_ticks(&self, rows: Vec<TickRow>) -> Result<u64, StoreError> {
+        if rows.is_empty() {
+            return Ok(0);
+        }
+        match &self.backend {
+            Backend::Postgres(pg) => {
+                let months = rows.iter().map(|r| time::month_of(r.ts_us));
+                pg.ensure_partitions("ticks", months).await?;
+                insert_ignoring_duplicates!(pg, ticks::table, rows, TICK_ROWS_PER_STATEMENT)
+            }
+            Backend::Sqlite(lite) => {
+                insert_ignoring_duplicates!(sqlite lite, ticks::table, rows, TICK_ROWS_PER_STATEMENT)
+            }
+        }
+    }
+
+    /// Stores candles in one transaction; a candle already stored under the same key is left
+    /// as it is. Returns the number of rows newly stored.
+    pub async fn insert_candles(&self, rows: Vec<CandleRow>) -> Result<u64, StoreError> {
+        if rows.is_empty() {
+            return Ok(0);
+        }
+        match &self.backend {
+            Backend::Postgres(pg) => {
+                let months = rows.iter().map(|r| time::month_of(r.open_time_us));
+                pg.ensure_partitions("candles", months).await?;
+                insert_ignoring_duplicates!(pg, candles::table, rows, CANDLE_ROWS_PER_STATEMENT)
+            }
+            Backend::Sqlite(lite) => {
+                insert_ignoring_duplicates!(sqlite lite, candles::table, rows, CANDLE_ROWS_PER_STATEMENT)
+            }
+        }
+    }
+
+    /// Stores signals in one transaction; a signal already stored under the same key is left
+    /// as it is. Returns the number of rows newly stored.
+    pub async fn insert_signals(&self, rows: Vec<SignalRow>) -> Result<u64, StoreError> {
+        if rows.is_empty() {
+            return Ok(0);
+        }
+        match &self.backend {
+            Backend::Postgres(pg) => {
+                insert_ignoring_duplicates!(pg, signals::table, rows, SIGNAL_ROWS_PER_STATEMENT)
+            }
+            Backend::Sqlite(lite) => {
+                insert_ignoring_duplicates!(sqlite lite, signals::table, rows, SIGNAL_ROWS_PER_STATEMENT)
+            }
+        }
+    }
+
+    /// One keyset page of candles.
+    pub async fn candles(&self, q: &CandleQuery) -> Result<Vec<CandleRow>, StoreError> {
+        use crate::schema::candles::dsl as c;
+        with_read_conn!(self, |conn| {
+            let mut query = c::candles
+                .filter(c::symbol.eq(&q.symbol))
+                .filter(c::interval_code.eq(q.interval_code))
+                .select(CandleRow::as_select())
+                .limit(q.limit)
+                .into_boxed();
+            if let Some(start) = q.start_us {
+                query = query.filter(c::open_time_us.ge(start));
+            }
+            if let Some(end) = q.end_us {
+                query = query.filter(c::open_time_us.lt(end));
+            }
+            query = match (q.descending, q.after_us) {
+                (false, Some(after)) => query.filter(c::open_time_us.gt(after)),
+                (true, Some(after)) => query.filter(c::open_time_us.lt(after)),
+                (_, None) => query,
+            };
+            query = if q.descending {
+                query.order(c::open_time_us.desc())
+            } else {
+                query.order(c::open_time_us.asc())
+            };
+            Ok(query.load(conn).await?)
+        })
+    }
+
+    /// Ticks of one symbol in [start, end), oldest first, at most `limit`.
+    pub async fn ticks(
+        &self,
+        symbol: &str,
+        start_us: i64,
+        end_us: i64,
+        limit: i64,
+    ) -> Result<Vec<TickRow>, StoreError> {
+        use crate::schema::ticks::dsl as t;
+        with_read_conn!(self, |conn| {
+            Ok(t::ticks
+                .filter(t::symbol.eq(symbol))
+                .filter(t::ts_us.ge(start_us))
+                .filter(t::ts_us.lt(end_us))
+                .order((t::ts_us.asc(), t::trade_id.asc()))
+                .limit(limit)
+                .select(TickRow::as_select())
+                .load(conn)
+                .await?)
+        })
+    }
+
+    /// The newest tick of a symbol, if any.
+    pub async fn latest_tick(&self, symbol: &str) -> Result<Option<TickRow>, StoreError> {
+        use crate::schema::ticks::dsl as t;
+        with_read_conn!(self, |conn| {
+            Ok(t::ticks
+                .filter(t::symbol.eq(symbol))
+                .order((t::ts_us.desc(), t::trade_id.desc()))
+                .select(TickRow::as_select())
+                .first(conn)
+                .await
+                .optional()?)
+        })
+    }
+
+    /// Number of ticks of a symbol.
+    pub async fn count_ticks(&self, symbol: &str) -> Result<i64, StoreError> {
+        use crate::schema::ticks::dsl as t;
+        with_read_conn!(self, |conn| {
+            Ok(t::ticks
+                .filter(t::symbol.eq(symbol))
+                .count()
+                .get_result(conn)
+                .await?)
+        })
+    }
+
+    /// The query plan of `sql` as text (PostgreSQL `EXPLAIN`, SQLite `EXPLAIN QUERY PLAN`),
+    /// so tests can check that the main queries use an index.
+    pub async fn explain(&self, sql: &str) -> Result<String, StoreError> {
+        match &self.backend {
+            Backend::Postgres(pg) => pg.explain(sql).await,
+            Backend::Sqlite(lite) => lite.explain(sql).await,
+        }
+    }
+}

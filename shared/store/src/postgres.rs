@@ -1,0 +1,160 @@
+//! PostgreSQL through diesel-async + bb8: write and read pools, migrations, monthly partitions.
+
+use std::collections::{BTreeSet, HashSet};
+use std::sync::Mutex;
+
+use diesel::sql_types::Text;
+use diesel_async::pooled_connection::AsyncDieselConnectionManager;
+use diesel_async::pooled_connection::bb8::Pool;
+use diesel_async::{AsyncConnection, AsyncMigrationHarness, AsyncPgConnection, RunQueryDsl};
+use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
+use tracing::{info, warn};
+
+use crate::{StoreError, StoreOptions, time};
+
+const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgres");
+
+/// Serialises migrations of pods starting at once.
+const MIGRATION_LOCK: i64 = 0x7469_636b_6d65;
+
+/// Months of partitions created ahead of time.
+const MONTHS_AHEAD: usize = 3;
+
+pub(crate) struct Pg {
+    pub(crate) write: Pool<AsyncPgConnection>,
+    pub(crate) read: Pool<AsyncPgConnection>,
+    /// Partitions known to exist, as (table, year, month).
+    partitions: Mutex<HashSet<(&'static str, i64, u32)>>,
+}
+
+#[derive(diesel::QueryableByName)]
+struct PlanLine {
+    #[diesel(sql_type = Text, column_name = "QUERY PLAN")]
+    line: String,
+}
+
+async fn pool(url: &str, options: &StoreOptions) -> Result<Pool<AsyncPgConnection>, StoreError> {
+    let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new(url);
+    Pool::builder()
+        .max_size(options.pool_size)
+        .connection_timeout(options.connect_timeout)
+        .build(manager)
+        .await
+        .map_err(|e| StoreError::Unavailable(e.to_string()))
+}
+
+impl Pg {
+    pub(crate) async fn open(options: &StoreOptions) -> Result<Pg, StoreError> {
+        migrate(&options.url).await?;
+        let write = pool(&options.url, options).await?;
+        let read = match &options.read_url {
+            Some(url) => pool(url, options).await?,
+            None => write.clone(),
+        };
+        let pg = Pg {
+            write,
+            read,
+            partitions: Mutex::new(HashSet::new()),
+        };
+        let now_us = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_micros() as i64)
+            .unwrap_or_default();
+        let mut month = time::month_of(now_us);
+        let mut ahead = Vec::with_capacity(MONTHS_AHEAD);
+        for _ in 0..MONTHS_AHEAD {
+            ahead.push(month);
+            month = time::next_month(month.0, month.1);
+        }
+        pg.ensure_partitions("ticks", ahead.iter().copied()).await?;
+        pg.ensure_partitions("candles", ahead.iter().copied())
+            .await?;
+        Ok(pg)
+    }
+
+    /// Creates the monthly partitions of `table` that `months` fall in, unless known to exist.
+    pub(crate) async fn ensure_partitions(
+        &self,
+        table: &'static str,
+        months: impl Iterator<Item = (i64, u32)>,
+    ) -> Result<(), StoreError> {
+        let missing: BTreeSet<(i64, u32)> = {
+            let known = self.partitions.lock().expect("partition set lock");
+            months
+                .filter(|&(y, m)| !known.contains(&(table, y, m)))
+                .collect()
+        };
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let mut conn = self.write.get().await?;
+        for (year, month) in missing {
+            let (start, end) = time::month_bounds(year, month);
+            let name = format!("{table}_y{year:04}m{month:02}");
+            let ddl = format!(
+                "CREATE TABLE IF NOT EXISTS {name} PARTITION OF {table} FOR VALUES FROM ({start}) TO ({end})"
+            );
+            match diesel::sql_query(ddl).execute(&mut *conn).await {
+                Ok(_) => {}
+                // Another pod created it between our check and our statement.
+                Err(e) if e.to_string().contains("already exists") => {}
+                // Rows of this month already sit in the DEFAULT partition; they stay correct
+                // there, only unpartitioned.
+                Err(e) => {
+                    warn!(partition = name, error = %e, "partition not created; rows go to the default partition");
+                    continue;
+                }
+            }
+            info!(partition = name, "partition ready");
+            self.partitions
+                .lock()
+                .expect("partition set lock")
+                .insert((table, year, month));
+        }
+        Ok(())
+    }
+
+    /// The plan with sequential scans disabled for this one statement, so it shows whether an
+    /// index can serve the query whatever the table size (on a small table the planner would
+    /// pick a sequential scan anyway).
+    pub(crate) async fn explain(&self, sql: &str) -> Result<String, StoreError> {
+        let mut conn = self.read.get().await?;
+        let conn: &mut AsyncPgConnection = &mut conn;
+        let explain = format!("EXPLAIN {sql}");
+        let lines: Vec<PlanLine> = conn
+            .transaction::<_, diesel::result::Error, _>(async |c| {
+                diesel::sql_query("SET LOCAL enable_seqscan = off")
+                    .execute(c)
+                    .await?;
+                diesel::sql_query(explain).load(c).await
+            })
+            .await?;
+        Ok(lines
+            .into_iter()
+            .map(|l| l.line)
+            .collect::<Vec<_>>()
+            .join("\n"))
+    }
+}
+
+/// Applies pending migrations under an advisory lock, so pods starting together take turns.
+/// The harness blocks in place, so this needs the multi-thread runtime.
+async fn migrate(url: &str) -> Result<(), StoreError> {
+    let mut conn = AsyncPgConnection::establish(url)
+        .await
+        .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+    diesel::sql_query(format!("SELECT pg_advisory_lock({MIGRATION_LOCK})"))
+        .execute(&mut conn)
+        .await?;
+    let mut harness = AsyncMigrationHarness::new(conn);
+    let applied = harness
+        .run_pending_migrations(MIGRATIONS)
+        .map(|versions| versions.len())
+        .map_err(|e| StoreError::Migration(e.to_string()));
+    let mut conn = harness.into_inner();
+    diesel::sql_query(format!("SELECT pg_advisory_unlock({MIGRATION_LOCK})"))
+        .execute(&mut conn)
+        .await?;
+    info!(applied = applied?, "postgres migrations up to date");
+    Ok(())
+}

@@ -1,0 +1,238 @@
+//! The same cases against both backends: a real, throwaway PostgreSQL (test kit) and an
+//! SQLite file in a temp dir.
+
+#![allow(clippy::unwrap_used)] // helpers unwrap too: a panic is a failed test
+
+use tickmesh_store::{
+    BackendKind, CandleQuery, CandleRow, SignalRow, Store, StoreOptions, TickRow,
+};
+use tickmesh_testkit::Postgres;
+
+struct Backends {
+    _pg: Postgres,
+    _dir: tempfile::TempDir,
+    stores: Vec<Store>,
+}
+
+async fn backends() -> Backends {
+    let pg = Postgres::start().expect("a throwaway PostgreSQL");
+    let dir = tempfile::tempdir().unwrap();
+    let sqlite_url = format!("sqlite:{}", dir.path().join("store.db").display());
+    let stores = vec![
+        Store::open(&StoreOptions::new(pg.url())).await.unwrap(),
+        Store::open(&StoreOptions::new(sqlite_url)).await.unwrap(),
+    ];
+    Backends {
+        _pg: pg,
+        _dir: dir,
+        stores,
+    }
+}
+
+const DAY_US: i64 = 86_400_000_000;
+/// 2024-01-30T00:00:00Z, so a few days of rows cross into the February partition.
+const T0: i64 = 1_706_572_800_000_000;
+
+fn tick(symbol: &str, i: i64) -> TickRow {
+    TickRow {
+        symbol: symbol.to_owned(),
+        ts_us: T0 + i * 1_000_000,
+        trade_id: format!("t{i}"),
+        price: 100.0 + (i % 17) as f64 * 0.25,
+        size: 1.0 + (i % 5) as f64,
+        side: (i % 3) as i16,
+    }
+}
+
+fn candle(symbol: &str, day: i64) -> CandleRow {
+    CandleRow {
+        symbol: symbol.to_owned(),
+        interval_code: 7,
+        open_time_us: T0 + day * DAY_US,
+        open: 10.0 + day as f64,
+        high: 12.0 + day as f64,
+        low: 9.0 + day as f64,
+        close: 11.0 + day as f64,
+        volume: 1000.0 * day as f64,
+        trade_count: 0,
+        closed: true,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writing_the_same_batch_twice_leaves_the_store_unchanged() {
+    let b = backends().await;
+    for store in &b.stores {
+        let batch: Vec<TickRow> = (0..1000).map(|i| tick("BTC-USD", i)).collect();
+        assert_eq!(
+            store.insert_ticks(batch.clone()).await.unwrap(),
+            1000,
+            "{:?}",
+            store.kind()
+        );
+        assert_eq!(
+            store.insert_ticks(batch.clone()).await.unwrap(),
+            0,
+            "{:?}",
+            store.kind()
+        );
+        // Half old, half new: only the new half is stored.
+        let overlapping: Vec<TickRow> = (500..1500).map(|i| tick("BTC-USD", i)).collect();
+        assert_eq!(store.insert_ticks(overlapping).await.unwrap(), 500);
+        assert_eq!(store.count_ticks("BTC-USD").await.unwrap(), 1500);
+        let back = store
+            .ticks("BTC-USD", T0, T0 + 1000 * 1_000_000, 10_000)
+            .await
+            .unwrap();
+        assert_eq!(back, batch, "{:?}", store.kind());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_bigger_than_one_statement_is_stored_in_one_go() {
+    let b = backends().await;
+    for store in &b.stores {
+        // Far more rows than fit in one multi-row INSERT, spanning several days.
+        let batch: Vec<TickRow> = (0..20_000).map(|i| tick("ETH-USD", i * 30)).collect();
+        assert_eq!(store.insert_ticks(batch).await.unwrap(), 20_000);
+        assert_eq!(store.count_ticks("ETH-USD").await.unwrap(), 20_000);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn candle_pages_cover_the_range_exactly_once_in_both_orders() {
+    let b = backends().await;
+    for store in &b.stores {
+        let all: Vec<CandleRow> = (0..95).map(|d| candle("GOOG", d)).collect();
+        assert_eq!(store.insert_candles(all.clone()).await.unwrap(), 95);
+        assert_eq!(store.insert_candles(all.clone()).await.unwrap(), 0);
+        // Another symbol and interval in the same table must not leak into the pages.
+        store
+            .insert_candles(vec![
+                candle("AAPL", 3),
+                CandleRow {
+                    interval_code: 5,
+                    ..candle("GOOG", 3)
+                },
+            ])
+            .await
+            .unwrap();
+
+        let (start, end) = (T0 + 10 * DAY_US, T0 + 80 * DAY_US);
+        let expected: Vec<&CandleRow> = all
+            .iter()
+            .filter(|c| (start..end).contains(&c.open_time_us))
+            .collect();
+        for descending in [false, true] {
+            let mut seen = Vec::new();
+            let mut after = None;
+            loop {
+                let page = store
+                    .candles(&CandleQuery {
+                        symbol: "GOOG".into(),
+                        interval_code: 7,
+                        start_us: Some(start),
+                        end_us: Some(end),
+                        after_us: after,
+                        descending,
+                        limit: 7,
+                    })
+                    .await
+                    .unwrap();
+                if page.is_empty() {
+                    break;
+                }
+                after = page.last().map(|c| c.open_time_us);
+                seen.extend(page);
+            }
+            let mut want: Vec<CandleRow> = expected.iter().map(|c| (*c).clone()).collect();
+            if descending {
+                want.reverse();
+            }
+            assert_eq!(seen, want, "{:?} descending={descending}", store.kind());
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_latest_tick_is_the_newest_and_strings_are_stored_literally() {
+    let b = backends().await;
+    for store in &b.stores {
+        let odd = "X'); DROP TABLE ticks; --";
+        let mut rows: Vec<TickRow> = (0..50).rev().map(|i| tick(odd, i)).collect();
+        rows.push(tick("OTHER", 99));
+        store.insert_ticks(rows).await.unwrap();
+        let latest = store.latest_tick(odd).await.unwrap().unwrap();
+        assert_eq!(latest, tick(odd, 49));
+        assert_eq!(store.count_ticks(odd).await.unwrap(), 50);
+        assert_eq!(store.latest_tick("NOPE").await.unwrap(), None);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signals_are_idempotent_too() {
+    let b = backends().await;
+    for store in &b.stores {
+        let signal = SignalRow {
+            symbol: "BTC-USD".into(),
+            interval_code: 2,
+            time_us: T0,
+            strategy: 5,
+            action: 1,
+            confidence: 0.75,
+            price: 42_000.0,
+            body: vec![1, 2, 3],
+        };
+        assert_eq!(store.insert_signals(vec![signal.clone()]).await.unwrap(), 1);
+        assert_eq!(store.insert_signals(vec![signal]).await.unwrap(), 0);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_main_queries_are_served_by_an_index() {
+    let b = backends().await;
+    let queries = [
+        // GetCandles pages.
+        "SELECT * FROM candles WHERE symbol = 'GOOG' AND interval_code = 7 AND open_time_us >= 0 AND open_time_us < 99 ORDER BY open_time_us LIMIT 500",
+        // Tick ranges and the latest price.
+        "SELECT * FROM ticks WHERE symbol = 'GOOG' AND ts_us >= 0 AND ts_us < 99 ORDER BY ts_us, trade_id LIMIT 500",
+        "SELECT * FROM ticks WHERE symbol = 'GOOG' ORDER BY ts_us DESC, trade_id DESC LIMIT 1",
+        // GetSignals by symbol and time, and by outcome.
+        "SELECT * FROM signals WHERE symbol = 'GOOG' AND time_us >= 0 ORDER BY time_us DESC LIMIT 100",
+        "SELECT * FROM signals WHERE action = 1 AND time_us >= 0 ORDER BY time_us DESC LIMIT 100",
+    ];
+    for store in &b.stores {
+        // The check itself can fail: a filter on an unindexed column is caught.
+        let control = store
+            .explain("SELECT * FROM ticks WHERE price = 1")
+            .await
+            .unwrap();
+        assert!(!served_by_index(store.kind(), &control), "{control}");
+        for sql in queries {
+            let plan = store.explain(sql).await.unwrap();
+            assert!(
+                served_by_index(store.kind(), &plan),
+                "{:?} does not use an index for\n{sql}\nplan:\n{plan}",
+                store.kind()
+            );
+        }
+    }
+}
+
+fn served_by_index(kind: BackendKind, plan: &str) -> bool {
+    let uses_index = match kind {
+        BackendKind::Postgres => {
+            plan.contains("Index Scan")
+                || plan.contains("Index Only Scan")
+                || plan.contains("Bitmap Index Scan")
+        }
+        BackendKind::Sqlite => {
+            plan.lines()
+                .all(|l| !l.starts_with("SCAN") || l.contains("USING"))
+                && (plan.contains("USING INDEX")
+                    || plan.contains("USING PRIMARY KEY")
+                    || plan.contains("USING COVERING INDEX"))
+        }
+    };
+    uses_index && !plan.contains("Seq Scan")
+}
