@@ -1,48 +1,195 @@
-//! The ingestion service: takes ticks and candles in, stores them durably and idempotently,
-//! rolls ticks up into candles and publishes market events.
+//! The ingestion service: takes ticks and candles in, validates them, and stores them durably
+//! and idempotently in batches. A write is answered only after its rows are committed; every
+//! rejected row is reported back with its index and reason.
+
+pub mod status;
+pub mod validate;
 
 use std::pin::Pin;
+use std::sync::Arc;
 
 use tickmesh_mesh::{ConfigHandle, Service, status::not_yet};
 use tickmesh_proto::v1::ingestion_service_server::{IngestionService, IngestionServiceServer};
 use tickmesh_proto::v1::{
-    IngestCandlesRequest, IngestCandlesResponse, IngestTickBatchRequest, IngestTickBatchResponse,
-    IngestTicksRequest, IngestTicksResponse, ReplaySourceRequest, ReplaySourceResponse,
+    IngestCandlesRequest, IngestCandlesResponse, IngestSummary, IngestTickBatchRequest,
+    IngestTickBatchResponse, IngestTicksRequest, IngestTicksResponse, RejectedRow,
+    ReplaySourceRequest, ReplaySourceResponse,
 };
+use tickmesh_store::Store;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status, Streaming};
+use tracing::info;
 
-const SCOPE: &str = "tracked as issue 4, ingestion and storage";
+use crate::validate::Violation;
+
+/// Rejected rows listed in one summary; `rejected_count` counts them all.
+const MAX_REJECTED_LISTED: usize = 10_000;
 
 /// `tickmesh.v1.IngestionService`.
 #[derive(Debug, Clone)]
 pub struct IngestionApi {
-    _config: ConfigHandle,
+    config: ConfigHandle,
+    store: Arc<Store>,
 }
 
 type ReplayStream = Pin<Box<dyn Stream<Item = Result<ReplaySourceResponse, Status>> + Send>>;
+
+/// The running totals of one call.
+#[derive(Default)]
+struct Tally {
+    summary: IngestSummary,
+    valid: u64,
+}
+
+impl Tally {
+    fn add(&mut self, batch_index: u32, valid: usize, stored: u64, violations: Vec<Violation>) {
+        self.valid += valid as u64;
+        self.summary.stored += stored;
+        self.summary.duplicates += valid as u64 - stored;
+        self.summary.batches += 1;
+        self.summary.rejected_count += violations.len() as u64;
+        let room = MAX_REJECTED_LISTED.saturating_sub(self.summary.rejected.len());
+        self.summary
+            .rejected
+            .extend(violations.into_iter().take(room).map(|v| RejectedRow {
+                batch_index,
+                row_index: v.row as u32,
+                field: v.field.to_owned(),
+                reason: v.reason,
+            }));
+    }
+}
+
+impl IngestionApi {
+    fn max_batch_rows(&self) -> usize {
+        self.config
+            .current()
+            .config
+            .ingestion
+            .map_or(10_000, |i| i.max_batch_rows as usize)
+    }
+
+    /// Validates and commits one batch of ticks; an all-invalid batch stores nothing and
+    /// returns its violations.
+    async fn tick_batch(
+        &self,
+        ticks: Vec<tickmesh_proto::v1::Tick>,
+    ) -> Result<(usize, u64, Vec<Violation>), Status> {
+        let max = self.max_batch_rows();
+        if ticks.len() > max {
+            return Err(status::too_many("ticks", ticks.len(), max));
+        }
+        let (rows, violations) = validate::ticks(ticks);
+        let valid = rows.len();
+        let stored = if rows.is_empty() {
+            0
+        } else {
+            self.store
+                .insert_ticks(rows)
+                .await
+                .map_err(status::from_store)?
+        };
+        Ok((valid, stored, violations))
+    }
+}
 
 #[tonic::async_trait]
 impl IngestionService for IngestionApi {
     async fn ingest_ticks(
         &self,
-        _request: Request<Streaming<IngestTicksRequest>>,
+        request: Request<Streaming<IngestTicksRequest>>,
     ) -> Result<Response<IngestTicksResponse>, Status> {
-        Err(not_yet("IngestTicks", SCOPE))
+        let mut stream = request.into_inner();
+        let mut tally = Tally::default();
+        let mut first_violations = Vec::new();
+        let mut source = String::new();
+        let mut batch_index = 0u32;
+        // Each batch is committed as it arrives, so memory is bounded by one batch. If the
+        // stream breaks, the batches before stay committed and a retry of them is a no-op.
+        while let Some(batch) = stream.message().await? {
+            if source.is_empty() {
+                source = batch.source.clone();
+            }
+            let (valid, stored, violations) = self.tick_batch(batch.ticks).await?;
+            if tally.valid == 0 && first_violations.len() < 100 {
+                first_violations.extend(violations.iter().take(100).cloned());
+            }
+            tally.add(batch_index, valid, stored, violations);
+            batch_index = batch_index.saturating_add(1);
+        }
+        if tally.valid == 0 {
+            return Err(status::nothing_valid("ticks", &first_violations));
+        }
+        let s = &tally.summary;
+        info!(
+            source,
+            batches = s.batches,
+            stored = s.stored,
+            duplicates = s.duplicates,
+            rejected = s.rejected_count,
+            "tick stream committed"
+        );
+        Ok(Response::new(IngestTicksResponse {
+            summary: Some(tally.summary),
+        }))
     }
 
     async fn ingest_tick_batch(
         &self,
-        _request: Request<IngestTickBatchRequest>,
+        request: Request<IngestTickBatchRequest>,
     ) -> Result<Response<IngestTickBatchResponse>, Status> {
-        Err(not_yet("IngestTickBatch", SCOPE))
+        let request = request.into_inner();
+        let (valid, stored, violations) = self.tick_batch(request.ticks).await?;
+        if valid == 0 {
+            return Err(status::nothing_valid("ticks", &violations));
+        }
+        let mut tally = Tally::default();
+        tally.add(0, valid, stored, violations);
+        let s = &tally.summary;
+        info!(
+            source = request.source,
+            stored = s.stored,
+            duplicates = s.duplicates,
+            rejected = s.rejected_count,
+            "tick batch committed"
+        );
+        Ok(Response::new(IngestTickBatchResponse {
+            summary: Some(tally.summary),
+        }))
     }
 
     async fn ingest_candles(
         &self,
-        _request: Request<IngestCandlesRequest>,
+        request: Request<IngestCandlesRequest>,
     ) -> Result<Response<IngestCandlesResponse>, Status> {
-        Err(not_yet("IngestCandles", SCOPE))
+        let request = request.into_inner();
+        let max = self.max_batch_rows();
+        if request.candles.len() > max {
+            return Err(status::too_many("candles", request.candles.len(), max));
+        }
+        let (rows, violations) = validate::candles(request.candles);
+        if rows.is_empty() {
+            return Err(status::nothing_valid("candles", &violations));
+        }
+        let valid = rows.len();
+        let stored = self
+            .store
+            .insert_candles(rows)
+            .await
+            .map_err(status::from_store)?;
+        let mut tally = Tally::default();
+        tally.add(0, valid, stored, violations);
+        let s = &tally.summary;
+        info!(
+            source = request.source,
+            stored = s.stored,
+            duplicates = s.duplicates,
+            rejected = s.rejected_count,
+            "candle batch committed"
+        );
+        Ok(Response::new(IngestCandlesResponse {
+            summary: Some(tally.summary),
+        }))
     }
 
     type ReplaySourceStream = ReplayStream;
@@ -51,15 +198,19 @@ impl IngestionService for IngestionApi {
         &self,
         _request: Request<ReplaySourceRequest>,
     ) -> Result<Response<Self::ReplaySourceStream>, Status> {
-        Err(not_yet("ReplaySource", SCOPE))
+        Err(not_yet(
+            "ReplaySource",
+            "tracked as issue 4, ingestion and storage",
+        ))
     }
 }
 
-/// The ingestion service, ready for [`tickmesh_mesh::serve`].
-pub fn service(config: &ConfigHandle) -> Service {
+/// The ingestion service over `store`, ready for [`tickmesh_mesh::serve`].
+pub fn service(config: &ConfigHandle, store: Arc<Store>) -> Service {
     let limit = config.current().message_limit();
     let server = IngestionServiceServer::new(IngestionApi {
-        _config: config.clone(),
+        config: config.clone(),
+        store,
     })
     .max_decoding_message_size(limit)
     .max_encoding_message_size(limit);

@@ -4,8 +4,10 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use tickmesh_mesh::{ConfigHandle, Running, ServeError, Service, Shutdown};
+use tickmesh_store::{Store, StoreError, StoreOptions};
 use tokio::net::TcpListener;
 use tracing::info;
 
@@ -62,9 +64,9 @@ impl Target {
         }
     }
 
-    fn service(self, config: &ConfigHandle) -> Service {
+    fn service(self, config: &ConfigHandle, deps: &Deps) -> Service {
         match self {
-            Target::Ingestion => tickmesh_ingestion::service(config),
+            Target::Ingestion => tickmesh_ingestion::service(config, deps.store.clone()),
             Target::Computation => tickmesh_computation::service(config),
             Target::Caching => tickmesh_caching::service(config),
             Target::Query => tickmesh_query::service(config),
@@ -91,6 +93,24 @@ impl FromStr for Target {
     }
 }
 
+/// What the services of a process share.
+#[derive(Debug, Clone)]
+pub struct Deps {
+    /// The store (SQLite embedded by default, PostgreSQL in production).
+    pub store: Arc<Store>,
+}
+
+impl Deps {
+    /// Opens the store at `url` (running its migrations).
+    pub async fn open(url: &str) -> Result<Deps, AppError> {
+        let store = Store::open(&StoreOptions::new(url)).await?;
+        tracing::info!(backend = ?store.kind(), "store open");
+        Ok(Deps {
+            store: Arc::new(store),
+        })
+    }
+}
+
 /// Why the app could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -107,6 +127,9 @@ pub enum AppError {
     /// A server failed.
     #[error(transparent)]
     Serve(#[from] ServeError),
+    /// The store could not be opened.
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }
 
 /// A set of services running in this process.
@@ -121,6 +144,7 @@ impl App {
     pub async fn build(
         targets: &[(Target, SocketAddr)],
         config: &ConfigHandle,
+        deps: &Deps,
         shutdown: &Shutdown,
     ) -> Result<App, AppError> {
         let mut listeners = Vec::with_capacity(targets.len());
@@ -137,7 +161,8 @@ impl App {
         let mut running = Vec::with_capacity(listeners.len());
         for (target, listener) in listeners {
             let served =
-                tickmesh_mesh::serve(target.service(config), listener, config, shutdown).await?;
+                tickmesh_mesh::serve(target.service(config, deps), listener, config, shutdown)
+                    .await?;
             running.push((target, served));
         }
         Ok(App { running })

@@ -3,4 +3,4 @@
 
 pub mod app;
 
-pub use app::{App, AppError, Target};
+pub use app::{App, AppError, Deps, Target};

@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
-use tickmesh::{App, Target};
+use tickmesh::{App, Deps, Target};
 use tickmesh_mesh::logging::{self, LogFormat};
 use tickmesh_mesh::{ConfigHandle, Shutdown};
 use tracing::{error, info};
@@ -27,9 +27,15 @@ struct Cli {
     /// Log format: text on a terminal and JSON otherwise when `auto`.
     #[arg(long, global = true, env = "TICKMESH_LOG_FORMAT", value_enum, default_value_t = LogFormatArg::Auto)]
     log_format: LogFormatArg,
+    /// The store: `sqlite:PATH` (embedded) or `postgres://user@host:port/db`.
+    #[arg(long, global = true, env = "TICKMESH_STORE_URL", default_value = DEFAULT_STORE)]
+    store: String,
     #[command(subcommand)]
     command: Option<Command>,
 }
+
+/// The embedded store of `tickmesh up`, relative to the working directory.
+const DEFAULT_STORE: &str = "sqlite:tickmesh-data/tickmesh.db";
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 enum LogFormatArg {
@@ -47,6 +53,8 @@ enum Command {
     /// Check or show the configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Apply the store's pending migrations and exit (a Kubernetes Job before the rollout).
+    Migrate,
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -144,10 +152,18 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async move {
         let config = ConfigHandle::new(loaded);
         info!(source = %config.current().source, "configuration loaded");
+        if let Command::Migrate = command {
+            Deps::open(&cli.store).await?;
+            info!("store migrations applied");
+            return Ok(());
+        }
+        let deps = Deps::open(&cli.store).await?;
         match command {
-            Command::Up(args) => up(args, &config, started).await,
-            Command::Serve(args) => serve(args, &config, started).await,
-            Command::Config(_) => unreachable!("handled before the runtime starts"),
+            Command::Up(args) => up(args, &config, &deps, started).await,
+            Command::Serve(args) => serve(args, &config, &deps, started).await,
+            Command::Config(_) | Command::Migrate => {
+                unreachable!("handled before the services start")
+            }
         }
     });
     match result {
@@ -160,7 +176,12 @@ fn main() -> ExitCode {
     }
 }
 
-async fn up(args: UpArgs, config: &ConfigHandle, started: Instant) -> anyhow::Result<()> {
+async fn up(
+    args: UpArgs,
+    config: &ConfigHandle,
+    deps: &Deps,
+    started: Instant,
+) -> anyhow::Result<()> {
     let targets: Vec<(Target, SocketAddr)> = Target::ALL
         .iter()
         .enumerate()
@@ -172,10 +193,15 @@ async fn up(args: UpArgs, config: &ConfigHandle, started: Instant) -> anyhow::Re
             (target, SocketAddr::new(args.bind, port))
         })
         .collect();
-    run(&targets, args.ready_file.as_deref(), config, started).await
+    run(&targets, args.ready_file.as_deref(), config, deps, started).await
 }
 
-async fn serve(args: ServeArgs, config: &ConfigHandle, started: Instant) -> anyhow::Result<()> {
+async fn serve(
+    args: ServeArgs,
+    config: &ConfigHandle,
+    deps: &Deps,
+    started: Instant,
+) -> anyhow::Result<()> {
     let addr = args.listen.unwrap_or_else(|| {
         SocketAddr::new(
             IpAddr::V4(Ipv4Addr::UNSPECIFIED),
@@ -186,6 +212,7 @@ async fn serve(args: ServeArgs, config: &ConfigHandle, started: Instant) -> anyh
         &[(args.target, addr)],
         args.ready_file.as_deref(),
         config,
+        deps,
         started,
     )
     .await
@@ -195,13 +222,14 @@ async fn run(
     targets: &[(Target, SocketAddr)],
     ready_file: Option<&Path>,
     config: &ConfigHandle,
+    deps: &Deps,
     started: Instant,
 ) -> anyhow::Result<()> {
     let shutdown = Shutdown::new();
     shutdown
         .on_signals()
         .context("cannot install the signal handlers")?;
-    let app = App::build(targets, config, &shutdown).await?;
+    let app = App::build(targets, config, deps, &shutdown).await?;
     let addrs = app.addrs();
     let startup_us = started.elapsed().as_micros() as u64;
     info!(

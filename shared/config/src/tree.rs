@@ -8,7 +8,12 @@ use serde_json::{Map, Value};
 use crate::error::ConfigError;
 
 /// Environment variables with the `TICKMESH_` prefix that are not configuration fields.
-pub const RESERVED_ENV: &[&str] = &["TICKMESH_CONFIG", "TICKMESH_LOG", "TICKMESH_LOG_FORMAT"];
+pub const RESERVED_ENV: &[&str] = &[
+    "TICKMESH_CONFIG",
+    "TICKMESH_LOG",
+    "TICKMESH_LOG_FORMAT",
+    "TICKMESH_STORE_URL",
+];
 
 /// Prefix of configuration overrides in the environment.
 pub const ENV_PREFIX: &str = "TICKMESH_";

@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use tickmesh::{App, Target};
+use tickmesh::{App, Deps, Target};
 use tickmesh_mesh::{ConfigHandle, Shutdown};
 use tickmesh_proto::v1::caching_service_client::CachingServiceClient;
 use tickmesh_proto::v1::computation_service_client::ComputationServiceClient;
@@ -11,7 +11,7 @@ use tickmesh_proto::v1::config_service_client::ConfigServiceClient;
 use tickmesh_proto::v1::ingestion_service_client::IngestionServiceClient;
 use tickmesh_proto::v1::query_service_client::QueryServiceClient;
 use tickmesh_proto::v1::{
-    GetStatsRequest, IngestCandlesRequest, OptimizePortfolioRequest, StreamMarketDataRequest,
+    GetStatsRequest, OptimizePortfolioRequest, ReplaySourceRequest, StreamMarketDataRequest,
     UpdateConfigRequest, WatchConfigRequest,
 };
 use tokio_stream::StreamExt;
@@ -39,7 +39,13 @@ async fn start() -> Started {
     let shutdown = Shutdown::new();
     let localhost: SocketAddr = "127.0.0.1:0".parse().unwrap();
     let targets: Vec<_> = Target::ALL.iter().map(|t| (*t, localhost)).collect();
-    let app = App::build(&targets, &config, &shutdown).await.unwrap();
+    let store = crate::support::scratch_file("store.db");
+    let deps = Deps::open(&format!("sqlite:{}", store.display()))
+        .await
+        .unwrap();
+    let app = App::build(&targets, &config, &deps, &shutdown)
+        .await
+        .unwrap();
     Started {
         app,
         shutdown,
@@ -60,16 +66,16 @@ fn assert_unimplemented(status: tonic::Status, rpc: &str) {
     );
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rpcs_of_later_work_answer_unimplemented_and_say_so() {
     let s = start().await;
     let mut ingestion = IngestionServiceClient::new(channel(&s.addr(Target::Ingestion)).await);
     assert_unimplemented(
         ingestion
-            .ingest_candles(IngestCandlesRequest::default())
+            .replay_source(ReplaySourceRequest::default())
             .await
             .unwrap_err(),
-        "IngestCandles",
+        "ReplaySource",
     );
     let mut computation =
         ComputationServiceClient::new(channel(&s.addr(Target::Computation)).await);
@@ -106,7 +112,7 @@ async fn rpcs_of_later_work_answer_unimplemented_and_say_so() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reflection_v1_lists_exactly_what_a_port_serves() {
     let s = start().await;
     for target in Target::ALL {
@@ -138,7 +144,7 @@ async fn reflection_v1_lists_exactly_what_a_port_serves() {
     }
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn config_watchers_see_accepted_changes_and_never_invalid_ones() {
     let s = start().await;
     let mut client = ConfigServiceClient::new(channel(&s.addr(Target::Computation)).await);
@@ -168,7 +174,7 @@ async fn config_watchers_see_accepted_changes_and_never_invalid_ones() {
     assert_eq!(change.config.unwrap().retry.unwrap().max_attempts, 5);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_drains_every_service_and_returns() {
     let s = start().await;
     let addr = s.addr(Target::Ingestion);

@@ -6,5 +6,6 @@
 
 mod cli;
 mod in_process;
+mod ingestion;
 mod polyglot;
 mod support;

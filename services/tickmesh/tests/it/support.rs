@@ -27,7 +27,21 @@ pub fn tickmesh() -> Command {
         }
     }
     command.env("TICKMESH_LOG_FORMAT", "json");
+    // Each process its own embedded store, inside cargo's scratch dir for tests.
+    command.env(
+        "TICKMESH_STORE_URL",
+        format!("sqlite:{}", scratch_file("store.db").display()),
+    );
     command
+}
+
+/// A fresh path under cargo's per-target scratch directory.
+pub fn scratch_file(name: &str) -> PathBuf {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("it-{}-{n}", std::process::id()))
+        .join(name)
 }
 
 /// A running `tickmesh` process, killed on drop.

@@ -1,0 +1,238 @@
+//! Ingestion over gRPC into the embedded SQLite store and into a real PostgreSQL.
+
+use tickmesh_proto::v1::ingestion_service_client::IngestionServiceClient;
+use tickmesh_proto::v1::{
+    Candle, IngestCandlesRequest, IngestTickBatchRequest, IngestTicksRequest, Interval, Side, Tick,
+};
+use tonic::Code;
+use tonic::transport::Channel;
+use tonic_types::StatusExt;
+
+use crate::support::{Process, channel};
+
+/// 2024-03-01T00:00:00Z.
+const T0: i64 = 1_709_251_200_000_000;
+
+fn tick(symbol: &str, i: i64) -> Tick {
+    Tick {
+        symbol: symbol.to_owned(),
+        time_us: T0 + i * 1_000,
+        trade_id: format!("{i}"),
+        price: 100.0 + i as f64 / 100.0,
+        size: 1.5,
+        side: Side::Buy as i32,
+    }
+}
+
+async fn client(process: &Process) -> IngestionServiceClient<Channel> {
+    IngestionServiceClient::new(channel(process.addr("ingestion")).await)
+}
+
+fn batch(ticks: Vec<Tick>) -> IngestTickBatchRequest {
+    IngestTickBatchRequest {
+        ticks,
+        source: "test".into(),
+    }
+}
+
+#[tokio::test]
+async fn a_batch_is_stored_once_however_often_it_is_sent() {
+    let mesh = Process::start(&["up", "--base-port", "0"], |_| {});
+    let mut client = client(&mesh).await;
+    let ticks: Vec<Tick> = (0..500).map(|i| tick("BTC-USD", i)).collect();
+    let first = client
+        .ingest_tick_batch(batch(ticks.clone()))
+        .await
+        .unwrap();
+    let summary = first.into_inner().summary.unwrap();
+    assert_eq!(
+        (summary.stored, summary.duplicates, summary.rejected_count),
+        (500, 0, 0)
+    );
+    let again = client.ingest_tick_batch(batch(ticks)).await.unwrap();
+    let summary = again.into_inner().summary.unwrap();
+    assert_eq!((summary.stored, summary.duplicates), (0, 500));
+}
+
+#[tokio::test]
+async fn invalid_rows_are_reported_by_index_and_the_valid_ones_stored() {
+    let mesh = Process::start(&["up", "--base-port", "0"], |_| {});
+    let mut client = client(&mesh).await;
+    let mut ticks: Vec<Tick> = (0..6).map(|i| tick("ETH-USD", i)).collect();
+    ticks[1].price = f64::NAN;
+    ticks[3].symbol = "X'; DROP TABLE ticks; --".into();
+    ticks[4].size = -1.0;
+    let summary = client
+        .ingest_tick_batch(batch(ticks))
+        .await
+        .unwrap()
+        .into_inner()
+        .summary
+        .unwrap();
+    assert_eq!(summary.stored, 3);
+    assert_eq!(summary.rejected_count, 3);
+    let rejected: Vec<(u32, &str)> = summary
+        .rejected
+        .iter()
+        .map(|r| (r.row_index, r.field.as_str()))
+        .collect();
+    assert_eq!(rejected, [(1, "price"), (3, "symbol"), (4, "size")]);
+}
+
+#[tokio::test]
+async fn a_batch_with_no_valid_row_is_invalid_argument_with_field_violations() {
+    let mesh = Process::start(&["up", "--base-port", "0"], |_| {});
+    let mut client = client(&mesh).await;
+    let mut ticks: Vec<Tick> = (0..2).map(|i| tick("ETH-USD", i)).collect();
+    ticks[0].price = f64::INFINITY;
+    ticks[1].time_us = i64::MAX;
+    let status = client.ingest_tick_batch(batch(ticks)).await.unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    let details = status
+        .get_details_bad_request()
+        .expect("BadRequest details");
+    let fields: Vec<&str> = details
+        .field_violations
+        .iter()
+        .map(|v| v.field.as_str())
+        .collect();
+    assert_eq!(fields, ["ticks[0].price", "ticks[1].time_us"]);
+
+    let empty = client.ingest_tick_batch(batch(vec![])).await.unwrap_err();
+    assert_eq!(empty.code(), Code::InvalidArgument);
+}
+
+#[tokio::test]
+async fn a_batch_over_the_configured_limit_is_refused_whole() {
+    let mesh = Process::start(&["up", "--base-port", "0"], |c| {
+        c.env("TICKMESH_INGESTION__MAX_BATCH_ROWS", "10");
+    });
+    let mut client = client(&mesh).await;
+    let status = client
+        .ingest_tick_batch(batch((0..11).map(|i| tick("BTC-USD", i)).collect()))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert!(
+        status.message().contains("over the limit of 10"),
+        "{}",
+        status.message()
+    );
+    // Nothing of it was stored: the same rows in allowed batches are all new.
+    let summary = client
+        .ingest_tick_batch(batch((0..10).map(|i| tick("BTC-USD", i)).collect()))
+        .await
+        .unwrap()
+        .into_inner()
+        .summary
+        .unwrap();
+    assert_eq!(summary.stored, 10);
+}
+
+#[tokio::test]
+async fn a_tick_stream_commits_every_batch_and_sums_them_up() {
+    let mesh = Process::start(&["up", "--base-port", "0"], |_| {});
+    let mut client = client(&mesh).await;
+    let batches: Vec<IngestTicksRequest> = (0..20)
+        .map(|b| IngestTicksRequest {
+            // Batch 5 repeats batch 4: its rows count as duplicates.
+            ticks: (0..250)
+                .map(|i| tick("SOL-USD", if b == 5 { 4 } else { b } * 250 + i))
+                .collect(),
+            source: "stream".into(),
+        })
+        .collect();
+    let summary = client
+        .ingest_ticks(tokio_stream::iter(batches))
+        .await
+        .unwrap()
+        .into_inner()
+        .summary
+        .unwrap();
+    assert_eq!(summary.batches, 20);
+    assert_eq!(summary.stored, 19 * 250);
+    assert_eq!(summary.duplicates, 250);
+}
+
+#[tokio::test]
+async fn candles_are_validated_and_stored_idempotently() {
+    let mesh = Process::start(&["up", "--base-port", "0"], |_| {});
+    let mut client = client(&mesh).await;
+    let day = 86_400_000_000;
+    let candles: Vec<Candle> = (0..30)
+        .map(|d| Candle {
+            symbol: "GOOG".into(),
+            interval: Interval::Interval1d as i32,
+            open_time_us: T0 + d * day,
+            open: 100.0,
+            high: 110.0,
+            low: 95.0,
+            close: 105.0,
+            volume: 1e6,
+            trade_count: 0,
+            closed: true,
+        })
+        .collect();
+    let request = || IngestCandlesRequest {
+        candles: candles.clone(),
+        source: "test".into(),
+    };
+    let summary = client
+        .ingest_candles(request())
+        .await
+        .unwrap()
+        .into_inner()
+        .summary
+        .unwrap();
+    assert_eq!(summary.stored, 30);
+    let summary = client
+        .ingest_candles(request())
+        .await
+        .unwrap()
+        .into_inner()
+        .summary
+        .unwrap();
+    assert_eq!((summary.stored, summary.duplicates), (0, 30));
+}
+
+#[tokio::test]
+async fn ingestion_into_postgres_is_counted_by_psql() {
+    let pg = tickmesh_testkit::Postgres::start().expect("a throwaway PostgreSQL");
+    let mesh = Process::start(
+        &["serve", "--target", "ingestion", "--listen", "127.0.0.1:0"],
+        |c| {
+            c.env("TICKMESH_STORE_URL", pg.url());
+        },
+    );
+    let mut client = client(&mesh).await;
+    let batches: Vec<IngestTicksRequest> = (0..10)
+        .map(|b| IngestTicksRequest {
+            ticks: (0..1000).map(|i| tick("BTC-USD", b * 1000 + i)).collect(),
+            source: "pg".into(),
+        })
+        .collect();
+    let summary = client
+        .ingest_ticks(tokio_stream::iter(batches.clone()))
+        .await
+        .unwrap()
+        .into_inner()
+        .summary
+        .unwrap();
+    assert_eq!(summary.stored, 10_000);
+    // A retried stream changes nothing.
+    let again = client
+        .ingest_ticks(tokio_stream::iter(batches))
+        .await
+        .unwrap()
+        .into_inner()
+        .summary
+        .unwrap();
+    assert_eq!((again.stored, again.duplicates), (0, 10_000));
+    let counted = pg
+        .psql("select count(*), count(distinct trade_id), min(price), max(price) from ticks where symbol = 'BTC-USD'")
+        .unwrap();
+    assert_eq!(counted, "10000|10000|100|199.99");
+    // The rows went to the month's partition, not the default one.
+    let in_default = pg.psql("select count(*) from ticks_default").unwrap();
+    assert_eq!(in_default, "0");
+}
