@@ -2,6 +2,7 @@
 //! and idempotently in batches. A write is answered only after its rows are committed; every
 //! rejected row is reported back with its index and reason.
 
+pub mod relay;
 pub mod status;
 pub mod validate;
 
@@ -20,6 +21,7 @@ use tokio_stream::Stream;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::info;
 
+pub use crate::relay::Relay;
 use crate::validate::Violation;
 
 /// Rejected rows listed in one summary; `rejected_count` counts them all.
@@ -30,6 +32,7 @@ const MAX_REJECTED_LISTED: usize = 10_000;
 pub struct IngestionApi {
     config: ConfigHandle,
     store: Arc<Store>,
+    relay: Relay,
 }
 
 type ReplayStream = Pin<Box<dyn Stream<Item = Result<ReplaySourceResponse, Status>> + Send>>;
@@ -84,10 +87,15 @@ impl IngestionApi {
         let stored = if rows.is_empty() {
             0
         } else {
-            self.store
+            let write = self
+                .store
                 .insert_ticks(rows)
                 .await
-                .map_err(status::from_store)?
+                .map_err(status::from_store)?;
+            if write.stored > 0 {
+                self.relay.wake();
+            }
+            write.stored
         };
         Ok((valid, stored, violations))
     }
@@ -205,12 +213,14 @@ impl IngestionService for IngestionApi {
     }
 }
 
-/// The ingestion service over `store`, ready for [`tickmesh_mesh::serve`].
-pub fn service(config: &ConfigHandle, store: Arc<Store>) -> Service {
+/// The ingestion service over `store`, whose committed events `relay` publishes, ready for
+/// [`tickmesh_mesh::serve`].
+pub fn service(config: &ConfigHandle, store: Arc<Store>, relay: Relay) -> Service {
     let limit = config.current().message_limit();
     let server = IngestionServiceServer::new(IngestionApi {
         config: config.clone(),
         store,
+        relay,
     })
     .max_decoding_message_size(limit)
     .max_encoding_message_size(limit);

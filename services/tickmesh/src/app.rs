@@ -6,9 +6,11 @@ use std::net::SocketAddr;
 use std::str::FromStr;
 use std::sync::Arc;
 
+use tickmesh_bus::{Bus, BusError};
 use tickmesh_mesh::{ConfigHandle, Running, ServeError, Service, Shutdown};
 use tickmesh_store::{Store, StoreError, StoreOptions};
 use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
 use tracing::info;
 
 /// One of the four tickmesh services.
@@ -64,13 +66,30 @@ impl Target {
         }
     }
 
-    fn service(self, config: &ConfigHandle, deps: &Deps) -> Service {
-        match self {
-            Target::Ingestion => tickmesh_ingestion::service(config, deps.store.clone()),
+    /// The service, and the background task it needs drained at shutdown (if any).
+    fn service(
+        self,
+        config: &ConfigHandle,
+        deps: &Deps,
+        shutdown: &Shutdown,
+    ) -> (Service, Option<JoinHandle<()>>) {
+        let service = match self {
+            Target::Ingestion => {
+                let (relay, task) = tickmesh_ingestion::Relay::spawn(
+                    deps.store.clone(),
+                    deps.bus.clone(),
+                    shutdown,
+                );
+                return (
+                    tickmesh_ingestion::service(config, deps.store.clone(), relay),
+                    Some(task),
+                );
+            }
             Target::Computation => tickmesh_computation::service(config),
             Target::Caching => tickmesh_caching::service(config),
             Target::Query => tickmesh_query::service(config),
-        }
+        };
+        (service, None)
     }
 }
 
@@ -98,15 +117,35 @@ impl FromStr for Target {
 pub struct Deps {
     /// The store (SQLite embedded by default, PostgreSQL in production).
     pub store: Arc<Store>,
+    /// The market-event bus (in-process by default, Redis Streams in production).
+    pub bus: Bus,
 }
 
+/// Stream key of the market-event bus in Redis.
+pub const BUS_STREAM: &str = "tickmesh:events";
+
 impl Deps {
-    /// Opens the store at `url` (running its migrations).
-    pub async fn open(url: &str) -> Result<Deps, AppError> {
-        let store = Store::open(&StoreOptions::new(url)).await?;
+    /// Opens the store at `store_url` (running its migrations) and the bus: Redis Streams at
+    /// `bus_url`, or in-process when there is none.
+    pub async fn open(
+        store_url: &str,
+        bus_url: Option<&str>,
+        config: &ConfigHandle,
+    ) -> Result<Deps, AppError> {
+        let store = Store::open(&StoreOptions::new(store_url)).await?;
         tracing::info!(backend = ?store.kind(), "store open");
+        let capacity = config
+            .current()
+            .config
+            .processing
+            .map_or(10_000, |p| p.queue_capacity as usize);
+        let bus = match bus_url {
+            Some(url) => Bus::redis(url, BUS_STREAM, capacity).await?,
+            None => Bus::in_process(capacity),
+        };
         Ok(Deps {
             store: Arc::new(store),
+            bus,
         })
     }
 }
@@ -130,12 +169,16 @@ pub enum AppError {
     /// The store could not be opened.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The bus could not be reached.
+    #[error(transparent)]
+    Bus(#[from] BusError),
 }
 
 /// A set of services running in this process.
 #[derive(Debug)]
 pub struct App {
     running: Vec<(Target, Running)>,
+    background: Vec<JoinHandle<()>>,
 }
 
 impl App {
@@ -159,13 +202,17 @@ impl App {
             listeners.push((target, listener));
         }
         let mut running = Vec::with_capacity(listeners.len());
+        let mut background = Vec::new();
         for (target, listener) in listeners {
-            let served =
-                tickmesh_mesh::serve(target.service(config, deps), listener, config, shutdown)
-                    .await?;
+            let (service, task) = target.service(config, deps, shutdown);
+            background.extend(task);
+            let served = tickmesh_mesh::serve(service, listener, config, shutdown).await?;
             running.push((target, served));
         }
-        Ok(App { running })
+        Ok(App {
+            running,
+            background,
+        })
     }
 
     /// The bound address of every service.
@@ -191,6 +238,12 @@ impl App {
                 Err(e) => ServeError::Task(e),
             };
             first_error.get_or_insert(error.into());
+        }
+        // Background work (the outbox relay's last drain) ends after the servers.
+        for task in self.background {
+            if let Err(e) = task.await {
+                first_error.get_or_insert(ServeError::Task(e).into());
+            }
         }
         match first_error {
             Some(e) => Err(e),

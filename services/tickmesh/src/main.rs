@@ -30,6 +30,9 @@ struct Cli {
     /// The store: `sqlite:PATH` (embedded) or `postgres://user@host:port/db`.
     #[arg(long, global = true, env = "TICKMESH_STORE_URL", default_value = DEFAULT_STORE)]
     store: String,
+    /// The market-event bus: `redis://host:port/` for Redis Streams; in-process when unset.
+    #[arg(long, global = true, env = "TICKMESH_BUS_URL")]
+    bus: Option<String>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -153,11 +156,11 @@ fn main() -> ExitCode {
         let config = ConfigHandle::new(loaded);
         info!(source = %config.current().source, "configuration loaded");
         if let Command::Migrate = command {
-            Deps::open(&cli.store).await?;
+            tickmesh_store::Store::open(&tickmesh_store::StoreOptions::new(&cli.store)).await?;
             info!("store migrations applied");
             return Ok(());
         }
-        let deps = Deps::open(&cli.store).await?;
+        let deps = Deps::open(&cli.store, cli.bus.as_deref(), &config).await?;
         match command {
             Command::Up(args) => up(args, &config, &deps, started).await,
             Command::Serve(args) => serve(args, &config, &deps, started).await,

@@ -2,12 +2,14 @@
 //! next to every service, bind-first start-up that exposes the bound address, and graceful
 //! shutdown (health goes NOT_SERVING, in-flight calls drain within the grace period).
 
+pub mod breaker;
 pub mod config_service;
 pub mod health;
 pub mod logging;
 pub mod serve;
 pub mod shutdown;
 pub mod status;
+pub mod token_bucket;
 
 pub use config_service::{ConfigHandle, ConfigSnapshot};
 pub use serve::{Running, ServeError, Service, serve};

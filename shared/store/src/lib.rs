@@ -7,8 +7,10 @@
 //! embedded in the binary.
 
 mod error;
+pub mod events;
 pub mod models;
 mod postgres;
+pub mod rollup;
 pub mod schema;
 mod sqlite;
 pub mod time;
@@ -19,13 +21,31 @@ use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 
 pub use crate::error::StoreError;
-pub use crate::models::{CandleRow, SignalRow, TickRow};
+use crate::models::NewOutboxRow;
+pub use crate::models::{CandleRow, OutboxRow, SignalRow, TickRow};
 use crate::schema::{candles, signals, ticks};
 
 /// Rows per multi-row INSERT: under SQLite's 32766 and PostgreSQL's 65535 bind parameters.
 const TICK_ROWS_PER_STATEMENT: usize = 32_000 / 6;
 const CANDLE_ROWS_PER_STATEMENT: usize = 32_000 / 10;
 const SIGNAL_ROWS_PER_STATEMENT: usize = 32_000 / 8;
+const MERGE_ROWS_PER_STATEMENT: usize = 32_000 / 14;
+
+/// What a tick write did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct TickWrite {
+    /// Ticks newly stored (the rest of the valid ones were stored before).
+    pub stored: u64,
+    /// Candle events queued: bars that closed, and closed bars a late tick corrected.
+    pub candle_events: u64,
+}
+
+fn now_us() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as i64)
+        .unwrap_or_default()
+}
 
 /// How to reach the store.
 #[derive(Debug, Clone)]
@@ -124,7 +144,7 @@ macro_rules! insert_ignoring_duplicates {
     }};
     (sqlite $lite:ident, $table:path, $rows:ident, $per_statement:expr) => {{
         $lite
-            .write_batches(move |c| {
+            .write(move |c| {
                 let mut stored = 0;
                 for chunk in $rows.chunks($per_statement) {
                     stored += diesel::RunQueryDsl::execute(
@@ -134,10 +154,132 @@ macro_rules! insert_ignoring_duplicates {
                         c,
                     )?;
                 }
-                Ok(stored)
+                Ok(stored as u64)
             })
             .await
     }};
+}
+
+/// The body of a tick write, compiled once per backend: `$get` and `$exec` run a statement on
+/// `$c` (awaiting on PostgreSQL, blocking on SQLite's thread).
+macro_rules! tick_write {
+    ($c:ident, $rows:ident, $now:ident, $get:ident, $exec:ident) => {{
+        use crate::rollup::merge_sql as m;
+        use crate::schema::candles::dsl as cd;
+        use diesel::dsl::sql;
+        use diesel::sql_types::{BigInt, Double, Text};
+
+        let mut new_ticks: Vec<TickRow> = Vec::new();
+        for chunk in $rows.chunks(TICK_ROWS_PER_STATEMENT) {
+            let query = diesel::insert_into(ticks::table)
+                .values(chunk)
+                .on_conflict_do_nothing()
+                .returning(TickRow::as_returning());
+            let stored: Vec<TickRow> = $get!(query, $c);
+            new_ticks.extend(stored);
+        }
+        let mut candle_events: Vec<CandleRow> = Vec::new();
+        for chunk in rollup::aggregate(&new_ticks).chunks(MERGE_ROWS_PER_STATEMENT) {
+            let query = diesel::insert_into(candles::table)
+                .values(chunk)
+                .on_conflict((cd::symbol, cd::interval_code, cd::open_time_us))
+                .do_update()
+                .set((
+                    cd::open.eq(sql::<Double>(&m::open())),
+                    cd::high.eq(sql::<Double>(&m::high())),
+                    cd::low.eq(sql::<Double>(&m::low())),
+                    cd::close.eq(sql::<Double>(&m::close())),
+                    cd::volume.eq(sql::<Double>(&m::volume())),
+                    cd::trade_count.eq(sql::<BigInt>(&m::trade_count())),
+                    cd::first_ts_us.eq(sql::<BigInt>(&m::first_ts())),
+                    cd::first_trade_id.eq(sql::<Text>(&m::first_trade())),
+                    cd::last_ts_us.eq(sql::<BigInt>(&m::last_ts())),
+                    cd::last_trade_id.eq(sql::<Text>(&m::last_trade())),
+                ))
+                .returning(CandleRow::as_returning());
+            let merged: Vec<CandleRow> = $get!(query, $c);
+            // A late tick changed a bar that had closed: publish the corrected bar.
+            candle_events.extend(merged.into_iter().filter(|c| c.closed));
+        }
+        // Bars that ended before the newest stored tick of their symbol close now, so whether
+        // a bar is closed depends on the stored ticks only, not on how they were batched.
+        let symbols: std::collections::BTreeSet<&str> =
+            new_ticks.iter().map(|t| t.symbol.as_str()).collect();
+        for symbol in symbols {
+            let query = ticks::table
+                .filter(ticks::symbol.eq(symbol))
+                .select(diesel::dsl::max(ticks::ts_us));
+            let newest: Vec<Option<i64>> = $get!(query, $c);
+            let Some(newest_us) = newest.into_iter().flatten().next() else {
+                continue;
+            };
+            for (code, len) in rollup::INTERVALS {
+                let query = diesel::update(
+                    cd::candles
+                        .filter(cd::symbol.eq(symbol))
+                        .filter(cd::interval_code.eq(code))
+                        .filter(diesel::dsl::not(cd::closed))
+                        .filter(cd::open_time_us.le(newest_us - len)),
+                )
+                .set(cd::closed.eq(true))
+                .returning(CandleRow::as_returning());
+                let closed: Vec<CandleRow> = $get!(query, $c);
+                candle_events.extend(closed);
+            }
+        }
+        let write = TickWrite {
+            stored: new_ticks.len() as u64,
+            candle_events: candle_events.len() as u64,
+        };
+        if let Some(body) = events::encode($now, &new_ticks, &candle_events) {
+            let query = diesel::insert_into(crate::schema::outbox::table).values(NewOutboxRow {
+                created_us: $now,
+                body,
+            });
+            $exec!(query, $c);
+        }
+        write
+    }};
+}
+
+macro_rules! pg_get {
+    ($query:expr, $c:ident) => {
+        $query.get_results($c).await?
+    };
+}
+macro_rules! pg_exec {
+    ($query:expr, $c:ident) => {
+        $query.execute($c).await?
+    };
+}
+macro_rules! lite_get {
+    ($query:expr, $c:ident) => {
+        diesel::RunQueryDsl::get_results($query, $c)?
+    };
+}
+macro_rules! lite_exec {
+    ($query:expr, $c:ident) => {
+        diesel::RunQueryDsl::execute($query, $c)?
+    };
+}
+
+/// Runs `$body` with `$conn` bound to a write connection (PostgreSQL's write pool, SQLite's
+/// pool).
+macro_rules! with_write_conn {
+    ($store:expr, |$conn:ident| $body:expr) => {
+        match &$store.backend {
+            Backend::Postgres(pg) => {
+                let mut $conn = pg.write.get().await?;
+                let $conn = &mut *$conn;
+                $body
+            }
+            Backend::Sqlite(lite) => {
+                let mut $conn = lite.pool.get().await?;
+                let $conn = &mut *$conn;
+                $body
+            }
+        }
+    };
 }
 
 /// Runs `$body` with `$conn` bound to a read connection of whichever backend the store has;
@@ -182,22 +324,69 @@ impl Store {
         }
     }
 
-    /// Stores ticks in one transaction; rows already stored are left as they are. Returns the
-    /// number of rows newly stored.
-    pub async fn insert_ticks(&self, rows: Vec<TickRow>) -> Result<u64, StoreError> {
+    /// Stores ticks, rolls the new ones up into candles and queues their events, all in one
+    /// transaction; ticks already stored are left as they are and produce nothing.
+    pub async fn insert_ticks(&self, rows: Vec<TickRow>) -> Result<TickWrite, StoreError> {
         if rows.is_empty() {
-            return Ok(0);
+            return Ok(TickWrite::default());
         }
+        let now = now_us();
         match &self.backend {
             Backend::Postgres(pg) => {
-                let months = rows.iter().map(|r| time::month_of(r.ts_us));
+                let months = rows.iter().map(|r| time::month_of(r.ts_us)).collect();
                 pg.ensure_partitions("ticks", months).await?;
-                insert_ignoring_duplicates!(pg, ticks::table, rows, TICK_ROWS_PER_STATEMENT)
+                // Bars start at or before their ticks, possibly in the month before.
+                let months = rows
+                    .iter()
+                    .flat_map(|r| {
+                        rollup::INTERVALS
+                            .iter()
+                            .map(|&(_, len)| time::month_of(rollup::bar_start(r.ts_us, len)))
+                    })
+                    .collect();
+                pg.ensure_partitions("candles", months).await?;
+                let mut conn = pg.write.get().await?;
+                let conn: &mut diesel_async::AsyncPgConnection = &mut conn;
+                let rows = &rows;
+                Ok(
+                    diesel_async::AsyncConnection::transaction::<_, diesel::result::Error, _>(
+                        conn,
+                        async |c| Ok(tick_write!(c, rows, now, pg_get, pg_exec)),
+                    )
+                    .await?,
+                )
             }
             Backend::Sqlite(lite) => {
-                insert_ignoring_duplicates!(sqlite lite, ticks::table, rows, TICK_ROWS_PER_STATEMENT)
+                lite.write(move |c| Ok(tick_write!(c, rows, now, lite_get, lite_exec)))
+                    .await
             }
         }
+    }
+
+    /// Up to `limit` queued events, oldest first.
+    pub async fn outbox_pending(&self, limit: i64) -> Result<Vec<OutboxRow>, StoreError> {
+        use crate::schema::outbox::dsl as o;
+        with_write_conn!(self, |conn| {
+            Ok(o::outbox
+                .order(o::id.asc())
+                .limit(limit)
+                .select(OutboxRow::as_select())
+                .load(conn)
+                .await?)
+        })
+    }
+
+    /// Drops events that were published.
+    pub async fn outbox_remove(&self, ids: &[i64]) -> Result<u64, StoreError> {
+        use crate::schema::outbox::dsl as o;
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        with_write_conn!(self, |conn| {
+            Ok(diesel::delete(o::outbox.filter(o::id.eq_any(ids)))
+                .execute(conn)
+                .await? as u64)
+        })
     }
 
     /// Stores candles in one transaction; a candle already stored under the same key is left
@@ -208,7 +397,10 @@ impl Store {
         }
         match &self.backend {
             Backend::Postgres(pg) => {
-                let months = rows.iter().map(|r| time::month_of(r.open_time_us));
+                let months = rows
+                    .iter()
+                    .map(|r| time::month_of(r.open_time_us))
+                    .collect();
                 pg.ensure_partitions("candles", months).await?;
                 insert_ignoring_duplicates!(pg, candles::table, rows, CANDLE_ROWS_PER_STATEMENT)
             }

@@ -66,8 +66,9 @@ impl Pg {
             ahead.push(month);
             month = time::next_month(month.0, month.1);
         }
-        pg.ensure_partitions("ticks", ahead.iter().copied()).await?;
-        pg.ensure_partitions("candles", ahead.iter().copied())
+        pg.ensure_partitions("ticks", ahead.iter().copied().collect())
+            .await?;
+        pg.ensure_partitions("candles", ahead.iter().copied().collect())
             .await?;
         Ok(pg)
     }
@@ -76,11 +77,12 @@ impl Pg {
     pub(crate) async fn ensure_partitions(
         &self,
         table: &'static str,
-        months: impl Iterator<Item = (i64, u32)>,
+        months: BTreeSet<(i64, u32)>,
     ) -> Result<(), StoreError> {
-        let missing: BTreeSet<(i64, u32)> = {
+        let missing: Vec<(i64, u32)> = {
             let known = self.partitions.lock().expect("partition set lock");
             months
+                .into_iter()
                 .filter(|&(y, m)| !known.contains(&(table, y, m)))
                 .collect()
         };

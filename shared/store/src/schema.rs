@@ -41,6 +41,14 @@ diesel::table! {
         trade_count -> BigInt,
         /// Whether the bar's interval has ended.
         closed -> Bool,
+        /// Time of the tick that opened the bar (rolled-up candles).
+        first_ts_us -> BigInt,
+        /// Trade id of the tick that opened the bar.
+        first_trade_id -> Text,
+        /// Time of the tick that closed the bar so far.
+        last_ts_us -> BigInt,
+        /// Trade id of the tick that closed the bar so far.
+        last_trade_id -> Text,
     }
 }
 

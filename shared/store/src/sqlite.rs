@@ -89,15 +89,15 @@ impl Lite {
 
     /// Runs `body` in one IMMEDIATE transaction (the write lock is taken up front, so two
     /// writers queue on busy_timeout instead of failing on upgrade) on a blocking thread.
-    pub(crate) async fn write_batches<F>(&self, body: F) -> Result<u64, StoreError>
+    pub(crate) async fn write<F, R>(&self, body: F) -> Result<R, StoreError>
     where
-        F: FnOnce(&mut SqliteConnection) -> diesel::QueryResult<usize> + Send + 'static,
+        F: FnOnce(&mut SqliteConnection) -> diesel::QueryResult<R> + Send + 'static,
+        R: Send + 'static,
     {
         let mut conn = self.pool.get().await?;
-        let stored = conn
+        Ok(conn
             .spawn_blocking(move |c| c.immediate_transaction(body))
-            .await?;
-        Ok(stored as u64)
+            .await?)
     }
 
     pub(crate) async fn explain(&self, sql: &str) -> Result<String, StoreError> {

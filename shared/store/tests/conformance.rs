@@ -65,20 +65,20 @@ async fn writing_the_same_batch_twice_leaves_the_store_unchanged() {
     for store in &b.stores {
         let batch: Vec<TickRow> = (0..1000).map(|i| tick("BTC-USD", i)).collect();
         assert_eq!(
-            store.insert_ticks(batch.clone()).await.unwrap(),
+            store.insert_ticks(batch.clone()).await.unwrap().stored,
             1000,
             "{:?}",
             store.kind()
         );
         assert_eq!(
-            store.insert_ticks(batch.clone()).await.unwrap(),
+            store.insert_ticks(batch.clone()).await.unwrap().stored,
             0,
             "{:?}",
             store.kind()
         );
         // Half old, half new: only the new half is stored.
         let overlapping: Vec<TickRow> = (500..1500).map(|i| tick("BTC-USD", i)).collect();
-        assert_eq!(store.insert_ticks(overlapping).await.unwrap(), 500);
+        assert_eq!(store.insert_ticks(overlapping).await.unwrap().stored, 500);
         assert_eq!(store.count_ticks("BTC-USD").await.unwrap(), 1500);
         let back = store
             .ticks("BTC-USD", T0, T0 + 1000 * 1_000_000, 10_000)
@@ -94,7 +94,7 @@ async fn a_batch_bigger_than_one_statement_is_stored_in_one_go() {
     for store in &b.stores {
         // Far more rows than fit in one multi-row INSERT, spanning several days.
         let batch: Vec<TickRow> = (0..20_000).map(|i| tick("ETH-USD", i * 30)).collect();
-        assert_eq!(store.insert_ticks(batch).await.unwrap(), 20_000);
+        assert_eq!(store.insert_ticks(batch).await.unwrap().stored, 20_000);
         assert_eq!(store.count_ticks("ETH-USD").await.unwrap(), 20_000);
     }
 }

@@ -236,3 +236,136 @@ async fn ingestion_into_postgres_is_counted_by_psql() {
     let in_default = pg.psql("select count(*) from ticks_default").unwrap();
     assert_eq!(in_default, "0");
 }
+
+/// Decodes the market events of bus deliveries.
+fn events_of(deliveries: &[tickmesh_bus::Delivery]) -> Vec<tickmesh_proto::v1::MarketEvent> {
+    use prost::Message;
+    deliveries
+        .iter()
+        .flat_map(|d| {
+            tickmesh_proto::v1::MarketEventBatch::decode(d.body.as_slice())
+                .unwrap()
+                .events
+        })
+        .collect()
+}
+
+/// Reads deliveries until `want` events arrived (or 20 s passed).
+async fn receive(
+    subscription: &mut tickmesh_bus::Subscription,
+    want: usize,
+) -> Vec<tickmesh_proto::v1::MarketEvent> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let mut events = Vec::new();
+    while events.len() < want && std::time::Instant::now() < deadline {
+        let batch = subscription
+            .next_batch(100, std::time::Duration::from_millis(200))
+            .await
+            .unwrap();
+        let ids: Vec<String> = batch.iter().map(|d| d.id.clone()).collect();
+        events.extend(events_of(&batch));
+        subscription.ack(&ids).await.unwrap();
+    }
+    events
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn committed_ticks_and_closed_candles_reach_the_redis_bus() {
+    use tickmesh_proto::v1::market_event::Payload;
+    let pg = tickmesh_testkit::Postgres::start().expect("a throwaway PostgreSQL");
+    let redis = tickmesh_testkit::Redis::start().expect("a throwaway Redis");
+    let bus = tickmesh_bus::Bus::redis(&redis.url(), tickmesh::app::BUS_STREAM, 10_000)
+        .await
+        .unwrap();
+    let mut subscription = bus.subscribe("test", "reader").await.unwrap();
+    let mesh = Process::start(
+        &["serve", "--target", "ingestion", "--listen", "127.0.0.1:0"],
+        |c| {
+            c.env("TICKMESH_STORE_URL", pg.url())
+                .env("TICKMESH_BUS_URL", redis.url());
+        },
+    );
+    let mut client = client(&mesh).await;
+    // Two minutes of ticks, one every 100 ms: 120 one-second bars and one one-minute bar close.
+    let ticks: Vec<Tick> = (0..1200).map(|i| tick("BTC-USD", i * 100)).collect();
+    client
+        .ingest_tick_batch(batch(ticks.clone()))
+        .await
+        .unwrap();
+    // The retry of the same batch publishes nothing new.
+    client.ingest_tick_batch(batch(ticks)).await.unwrap();
+
+    let events = receive(&mut subscription, 1200 + 119 + 1).await;
+    let tick_events = events
+        .iter()
+        .filter(|e| matches!(e.payload, Some(Payload::Tick(_))))
+        .count();
+    let closed: Vec<&tickmesh_proto::v1::Candle> = events
+        .iter()
+        .filter_map(|e| match &e.payload {
+            Some(Payload::Candle(c)) => Some(c),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(tick_events, 1200);
+    assert!(closed.iter().all(|c| c.closed));
+    let one_second = closed
+        .iter()
+        .filter(|c| c.interval == Interval::Interval1s as i32)
+        .count();
+    let one_minute = closed
+        .iter()
+        .filter(|c| c.interval == Interval::Interval1m as i32)
+        .count();
+    // The last second and the last minute stay open: no later tick has arrived yet.
+    assert_eq!((one_second, one_minute), (119, 1));
+    let ids: std::collections::HashSet<&str> = events.iter().map(|e| e.event_id.as_str()).collect();
+    assert_eq!(ids.len(), events.len(), "event ids are unique");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_redis_down_ingestion_keeps_storing_and_publishes_when_it_is_back() {
+    let pg = tickmesh_testkit::Postgres::start().expect("a throwaway PostgreSQL");
+    let mut redis = tickmesh_testkit::Redis::start().expect("a throwaway Redis");
+    let mesh = Process::start(
+        &["serve", "--target", "ingestion", "--listen", "127.0.0.1:0"],
+        |c| {
+            c.env("TICKMESH_STORE_URL", pg.url())
+                .env("TICKMESH_BUS_URL", redis.url());
+        },
+    );
+    let mut client = client(&mesh).await;
+    redis.stop();
+    for b in 0..5 {
+        let ticks: Vec<Tick> = (0..100).map(|i| tick("ETH-USD", b * 100 + i)).collect();
+        let summary = client
+            .ingest_tick_batch(batch(ticks))
+            .await
+            .expect("ingestion does not depend on the bus being up")
+            .into_inner()
+            .summary
+            .unwrap();
+        assert_eq!(summary.stored, 100);
+    }
+    assert_eq!(
+        pg.psql("select count(*) from outbox").unwrap(),
+        "5",
+        "events wait in the outbox"
+    );
+    redis.restart().unwrap();
+    // The relay retries with backoff; every queued event reaches the stream.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let queued = pg.psql("select count(*) from outbox").unwrap();
+        let len = redis.command(&["XLEN", tickmesh::app::BUS_STREAM]).unwrap();
+        if queued == "0" && len == "5" {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "outbox {queued}, stream length {len}:\n{}",
+            mesh.log()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}

@@ -1,0 +1,98 @@
+//! The outbox relay: publishes the events that writes committed to the store's outbox, then
+//! removes them. A crash or a bus outage between commit and publish loses nothing: the events
+//! wait in the outbox and go out when the bus is back (at least once; consumers drop
+//! duplicates by event id).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tickmesh_bus::Bus;
+use tickmesh_mesh::Shutdown;
+use tickmesh_store::Store;
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+use tracing::{debug, info, warn};
+
+/// Outbox rows published per round trip.
+const BATCH: i64 = 64;
+/// How often the outbox is looked at when no write wakes the relay.
+const IDLE_POLL: Duration = Duration::from_millis(250);
+/// Longest wait between attempts while the bus or the store is down.
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// Handle of a running relay.
+#[derive(Debug, Clone)]
+pub struct Relay {
+    wake: Arc<Notify>,
+}
+
+impl Relay {
+    /// Starts relaying from `store` to `bus` until `shutdown`, after a last drain.
+    pub fn spawn(store: Arc<Store>, bus: Bus, shutdown: &Shutdown) -> (Relay, JoinHandle<()>) {
+        let wake = Arc::new(Notify::new());
+        let task = tokio::spawn(run(store, bus, wake.clone(), shutdown.clone()));
+        (Relay { wake }, task)
+    }
+
+    /// Tells the relay that a write just queued events.
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+}
+
+async fn run(store: Arc<Store>, bus: Bus, wake: Arc<Notify>, shutdown: Shutdown) {
+    let mut backoff = Duration::ZERO;
+    loop {
+        let stopping = shutdown.is_triggered();
+        match drain(&store, &bus).await {
+            Ok(published) => {
+                if published > 0 {
+                    debug!(published, "outbox events published");
+                }
+                if backoff > Duration::ZERO {
+                    info!("outbox relay recovered");
+                }
+                backoff = Duration::ZERO;
+            }
+            Err(error) => {
+                backoff = (backoff * 2).clamp(Duration::from_millis(100), MAX_BACKOFF);
+                warn!(
+                    error,
+                    retry_in_ms = backoff.as_millis() as u64,
+                    "outbox relay cannot publish; events stay queued"
+                );
+            }
+        }
+        if stopping {
+            break;
+        }
+        tokio::select! {
+            () = wake.notified(), if backoff.is_zero() => {}
+            () = tokio::time::sleep(if backoff.is_zero() { IDLE_POLL } else { backoff }) => {}
+            () = shutdown.wait() => {}
+        }
+    }
+    info!("outbox relay stopped");
+}
+
+/// Publishes everything queued; returns how many outbox rows went out.
+async fn drain(store: &Store, bus: &Bus) -> Result<usize, String> {
+    let mut published = 0;
+    loop {
+        let rows = store
+            .outbox_pending(BATCH)
+            .await
+            .map_err(|e| e.to_string())?;
+        if rows.is_empty() {
+            return Ok(published);
+        }
+        let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
+        bus.publish(rows.into_iter().map(|r| r.body).collect())
+            .await
+            .map_err(|e| e.to_string())?;
+        // Published but not removed (a crash right here) means published again later: at
+        // least once, never lost.
+        store.outbox_remove(&ids).await.map_err(|e| e.to_string())?;
+        published += ids.len();
+    }
+}
