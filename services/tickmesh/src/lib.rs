@@ -2,5 +2,6 @@
 //! (`tickmesh serve --target`), built the same way so both modes behave the same.
 
 pub mod app;
+pub mod replay;
 
 pub use app::{App, AppError, Deps, Target};

@@ -58,6 +58,8 @@ enum Command {
     Config(ConfigCommand),
     /// Apply the store's pending migrations and exit (a Kubernetes Job before the rollout).
     Migrate,
+    /// Stream a CSV of candles or ticks into a running ingestion service.
+    Replay(tickmesh::replay::ReplayArgs),
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -155,6 +157,23 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async move {
         let config = ConfigHandle::new(loaded);
         info!(source = %config.current().source, "configuration loaded");
+        if let Command::Replay(args) = command {
+            let file = args.file.display().to_string();
+            let started = Instant::now();
+            let summary = tickmesh::replay::run(args, &config.current().config).await?;
+            let seconds = started.elapsed().as_secs_f64();
+            let rows = summary.stored + summary.duplicates + summary.rejected_count;
+            info!(file, stored = summary.stored, duplicates = summary.duplicates,
+                rejected = summary.rejected_count, seconds, "replay done");
+            println!(
+                "replayed {file}: {rows} rows in {seconds:.2} s ({:.0} rows/s): {} stored, {} already stored, {} rejected",
+                rows as f64 / seconds.max(1e-9),
+                summary.stored,
+                summary.duplicates,
+                summary.rejected_count
+            );
+            return Ok(());
+        }
         if let Command::Migrate = command {
             tickmesh_store::Store::open(&tickmesh_store::StoreOptions::new(&cli.store)).await?;
             info!("store migrations applied");
@@ -164,7 +183,7 @@ fn main() -> ExitCode {
         match command {
             Command::Up(args) => up(args, &config, &deps, started).await,
             Command::Serve(args) => serve(args, &config, &deps, started).await,
-            Command::Config(_) | Command::Migrate => {
+            Command::Config(_) | Command::Migrate | Command::Replay(_) => {
                 unreachable!("handled before the services start")
             }
         }

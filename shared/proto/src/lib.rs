@@ -2,6 +2,8 @@
 //!
 //! Generated at build time (protox + tonic-prost-build); nothing generated is committed.
 
+pub mod codec;
+
 /// `tickmesh.v1`: market data types, the four services and the configuration schema.
 #[allow(missing_docs, clippy::all, clippy::pedantic)]
 pub mod v1 {
