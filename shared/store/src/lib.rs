@@ -163,21 +163,15 @@ macro_rules! insert_ignoring_duplicates {
 /// The body of a tick write, compiled once per backend: `$get` and `$exec` run a statement on
 /// `$c` (awaiting on PostgreSQL, blocking on SQLite's thread).
 macro_rules! tick_write {
-    ($c:ident, $rows:ident, $now:ident, $get:ident, $exec:ident) => {{
+    ($c:ident, $rows:ident, $now:ident, $get:ident, $exec:ident, $insert_new:ident, $close_sql:expr) => {{
         use crate::rollup::merge_sql as m;
         use crate::schema::candles::dsl as cd;
         use diesel::dsl::sql;
         use diesel::sql_types::{BigInt, Double, Text};
 
-        let mut new_ticks: Vec<TickRow> = Vec::new();
-        for chunk in $rows.chunks(TICK_ROWS_PER_STATEMENT) {
-            let query = diesel::insert_into(ticks::table)
-                .values(chunk)
-                .on_conflict_do_nothing()
-                .returning(TickRow::as_returning());
-            let stored: Vec<TickRow> = $get!(query, $c);
-            new_ticks.extend(stored);
-        }
+        let started = std::time::Instant::now();
+        let new_ticks: Vec<TickRow> = $insert_new!($rows, $c);
+        let inserted_us = started.elapsed().as_micros() as u64;
         let mut candle_events: Vec<CandleRow> = Vec::new();
         for chunk in rollup::aggregate(&new_ticks).chunks(MERGE_ROWS_PER_STATEMENT) {
             let query = diesel::insert_into(candles::table)
@@ -201,32 +195,17 @@ macro_rules! tick_write {
             // A late tick changed a bar that had closed: publish the corrected bar.
             candle_events.extend(merged.into_iter().filter(|c| c.closed));
         }
+        let merged_us = started.elapsed().as_micros() as u64;
         // Bars that ended before the newest stored tick of their symbol close now, so whether
         // a bar is closed depends on the stored ticks only, not on how they were batched.
         let symbols: std::collections::BTreeSet<&str> =
             new_ticks.iter().map(|t| t.symbol.as_str()).collect();
         for symbol in symbols {
-            let query = ticks::table
-                .filter(ticks::symbol.eq(symbol))
-                .select(diesel::dsl::max(ticks::ts_us));
-            let newest: Vec<Option<i64>> = $get!(query, $c);
-            let Some(newest_us) = newest.into_iter().flatten().next() else {
-                continue;
-            };
-            for (code, len) in rollup::INTERVALS {
-                let query = diesel::update(
-                    cd::candles
-                        .filter(cd::symbol.eq(symbol))
-                        .filter(cd::interval_code.eq(code))
-                        .filter(diesel::dsl::not(cd::closed))
-                        .filter(cd::open_time_us.le(newest_us - len)),
-                )
-                .set(cd::closed.eq(true))
-                .returning(CandleRow::as_returning());
-                let closed: Vec<CandleRow> = $get!(query, $c);
-                candle_events.extend(closed);
-            }
+            let query = diesel::sql_query($close_sql).bind::<Text, _>(symbol);
+            let closed: Vec<CandleRow> = $get!(query, $c);
+            candle_events.extend(closed);
         }
+        let closed_us = started.elapsed().as_micros() as u64;
         let write = TickWrite {
             stored: new_ticks.len() as u64,
             candle_events: candle_events.len() as u64,
@@ -238,7 +217,57 @@ macro_rules! tick_write {
             });
             $exec!(query, $c);
         }
+        tracing::debug!(
+            rows = $rows.len(),
+            inserted_us,
+            merged_us,
+            closed_us,
+            total_us = started.elapsed().as_micros() as u64,
+            "tick write phases (cumulative)"
+        );
         write
+    }};
+}
+
+/// Inserts ticks with one statement per chunk of arrays (UNNEST: six binds, not six per row,
+/// which PostgreSQL parses and plans far faster) and returns the rows that were new.
+macro_rules! pg_insert_new_ticks {
+    ($rows:ident, $c:ident) => {{
+        use diesel::sql_types::{Array, BigInt, Double, SmallInt, Text};
+        let mut new_ticks: Vec<TickRow> = Vec::new();
+        for chunk in $rows.chunks(postgres::TICK_ROWS_PER_ARRAY_INSERT) {
+            let query = diesel::sql_query(postgres::INSERT_TICKS_SQL)
+                .bind::<Array<Text>, _>(chunk.iter().map(|t| t.symbol.as_str()).collect::<Vec<_>>())
+                .bind::<Array<BigInt>, _>(chunk.iter().map(|t| t.ts_us).collect::<Vec<_>>())
+                .bind::<Array<Text>, _>(
+                    chunk
+                        .iter()
+                        .map(|t| t.trade_id.as_str())
+                        .collect::<Vec<_>>(),
+                )
+                .bind::<Array<Double>, _>(chunk.iter().map(|t| t.price).collect::<Vec<_>>())
+                .bind::<Array<Double>, _>(chunk.iter().map(|t| t.size).collect::<Vec<_>>())
+                .bind::<Array<SmallInt>, _>(chunk.iter().map(|t| t.side).collect::<Vec<_>>());
+            let stored: Vec<TickRow> = query.load($c).await?;
+            new_ticks.extend(stored);
+        }
+        new_ticks
+    }};
+}
+
+/// Inserts ticks as multi-row INSERTs and returns the rows that were new.
+macro_rules! lite_insert_new_ticks {
+    ($rows:ident, $c:ident) => {{
+        let mut new_ticks: Vec<TickRow> = Vec::new();
+        for chunk in $rows.chunks(TICK_ROWS_PER_STATEMENT) {
+            let query = diesel::insert_into(ticks::table)
+                .values(chunk)
+                .on_conflict_do_nothing()
+                .returning(TickRow::as_returning());
+            let stored: Vec<TickRow> = lite_get!(query, $c);
+            new_ticks.extend(stored);
+        }
+        new_ticks
     }};
 }
 
@@ -351,14 +380,34 @@ impl Store {
                 Ok(
                     diesel_async::AsyncConnection::transaction::<_, diesel::result::Error, _>(
                         conn,
-                        async |c| Ok(tick_write!(c, rows, now, pg_get, pg_exec)),
+                        async |c| {
+                            Ok(tick_write!(
+                                c,
+                                rows,
+                                now,
+                                pg_get,
+                                pg_exec,
+                                pg_insert_new_ticks,
+                                postgres::CLOSE_BARS_SQL
+                            ))
+                        },
                     )
                     .await?,
                 )
             }
             Backend::Sqlite(lite) => {
-                lite.write(move |c| Ok(tick_write!(c, rows, now, lite_get, lite_exec)))
-                    .await
+                lite.write(move |c| {
+                    Ok(tick_write!(
+                        c,
+                        rows,
+                        now,
+                        lite_get,
+                        lite_exec,
+                        lite_insert_new_ticks,
+                        sqlite::CLOSE_BARS_SQL
+                    ))
+                })
+                .await
             }
         }
     }

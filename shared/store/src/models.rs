@@ -5,7 +5,7 @@ use diesel::prelude::*;
 use crate::schema::{candles, outbox, signals, ticks};
 
 /// One trade.
-#[derive(Debug, Clone, PartialEq, Queryable, Selectable, Insertable)]
+#[derive(Debug, Clone, PartialEq, Queryable, QueryableByName, Selectable, Insertable)]
 #[diesel(table_name = ticks)]
 #[diesel(treat_none_as_default_value = false)]
 pub struct TickRow {
@@ -24,7 +24,7 @@ pub struct TickRow {
 }
 
 /// One OHLCV bar.
-#[derive(Debug, Clone, PartialEq, Queryable, Selectable, Insertable)]
+#[derive(Debug, Clone, PartialEq, Queryable, QueryableByName, Selectable, Insertable)]
 #[diesel(table_name = candles)]
 #[diesel(treat_none_as_default_value = false)]
 pub struct CandleRow {

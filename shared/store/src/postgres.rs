@@ -17,6 +17,23 @@ const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgres");
 /// Serialises migrations of pods starting at once.
 const MIGRATION_LOCK: i64 = 0x7469_636b_6d65;
 
+/// Ticks per UNNEST insert (arrays have no bind-parameter limit; this bounds statement size).
+pub(crate) const TICK_ROWS_PER_ARRAY_INSERT: usize = 20_000;
+
+/// New ticks from six arrays; rows already stored are skipped and not returned.
+pub(crate) const INSERT_TICKS_SQL: &str = "INSERT INTO ticks (symbol, ts_us, trade_id, price, size, side) \
+     SELECT * FROM UNNEST($1::text[], $2::int8[], $3::text[], $4::float8[], $5::float8[], $6::int2[]) \
+     ON CONFLICT DO NOTHING \
+     RETURNING symbol, ts_us, trade_id, price, size, side";
+
+/// Closes the open bars of symbol $1 that ended at or before its newest stored tick.
+pub(crate) const CLOSE_BARS_SQL: &str = concat!(
+    "UPDATE candles SET closed = TRUE WHERE symbol = $1 AND NOT closed AND open_time_us + ",
+    crate::bar_length_sql!(),
+    " <= (SELECT max(ts_us) FROM ticks WHERE symbol = $1) \
+     RETURNING symbol, interval_code, open_time_us, open, high, low, close, volume, trade_count, closed"
+);
+
 /// Months of partitions created ahead of time.
 const MONTHS_AHEAD: usize = 3;
 

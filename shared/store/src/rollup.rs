@@ -19,6 +19,18 @@ pub const INTERVALS: [(i16, i64); 7] = [
     (7, 86_400_000_000),
 ];
 
+/// SQL for the length in microseconds of a bar of `interval_code` (must match [`INTERVALS`];
+/// a unit test checks that it does).
+#[macro_export]
+#[doc(hidden)]
+macro_rules! bar_length_sql {
+    () => {
+        "(CASE interval_code WHEN 1 THEN 1000000 WHEN 2 THEN 60000000 WHEN 3 THEN 300000000 \
+         WHEN 4 THEN 900000000 WHEN 5 THEN 3600000000 WHEN 6 THEN 14400000000 \
+         WHEN 7 THEN 86400000000 END)"
+    };
+}
+
 /// Start of the bar of length `len` holding `ts_us` (bars are aligned to the epoch, UTC).
 pub fn bar_start(ts_us: i64, len: i64) -> i64 {
     ts_us - ts_us.rem_euclid(len)
@@ -186,6 +198,16 @@ mod tests {
         );
         assert_eq!(second.trade_count, 3);
         assert_eq!(deltas.len(), INTERVALS.len());
+    }
+
+    #[test]
+    fn the_sql_bar_lengths_match_the_intervals() {
+        for (code, len) in INTERVALS {
+            assert!(
+                crate::bar_length_sql!().contains(&format!("WHEN {code} THEN {len} ")),
+                "interval {code}"
+            );
+        }
     }
 
     #[test]

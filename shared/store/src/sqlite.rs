@@ -28,6 +28,14 @@ const PRAGMAS: [&str; 4] = [
 
 type Conn = SyncConnectionWrapper<SqliteConnection>;
 
+/// Closes the open bars of symbol ?1 that ended at or before its newest stored tick.
+pub(crate) const CLOSE_BARS_SQL: &str = concat!(
+    "UPDATE candles SET closed = TRUE WHERE symbol = ?1 AND NOT closed AND open_time_us + ",
+    crate::bar_length_sql!(),
+    " <= (SELECT max(ts_us) FROM ticks WHERE symbol = ?1) \
+     RETURNING symbol, interval_code, open_time_us, open, high, low, close, volume, trade_count, closed"
+);
+
 pub(crate) struct Lite {
     pub(crate) pool: Pool<Conn>,
 }
