@@ -19,6 +19,9 @@ const BATCH: i64 = 64;
 const IDLE_POLL: Duration = Duration::from_millis(250);
 /// Longest wait between attempts while the bus or the store is down.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// Longest one round of publishing may take (a full in-process bus waits for consumers); a
+/// round cut short is retried, and at shutdown what is left stays in the outbox.
+const ROUND_LIMIT: Duration = Duration::from_secs(5);
 
 /// Handle of a running relay.
 #[derive(Debug, Clone)]
@@ -44,7 +47,8 @@ async fn run(store: Arc<Store>, bus: Bus, wake: Arc<Notify>, shutdown: Shutdown)
     let mut backoff = Duration::ZERO;
     loop {
         let stopping = shutdown.is_triggered();
-        match drain(&store, &bus).await {
+        let round = tokio::time::timeout(ROUND_LIMIT, drain(&store, &bus)).await;
+        match round.unwrap_or_else(|_| Err("publishing took too long".into())) {
             Ok(published) => {
                 if published > 0 {
                     debug!(published, "outbox events published");

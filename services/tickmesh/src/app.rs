@@ -125,14 +125,14 @@ pub struct Deps {
 pub const BUS_STREAM: &str = "tickmesh:events";
 
 impl Deps {
-    /// Opens the store at `store_url` (running its migrations) and the bus: Redis Streams at
-    /// `bus_url`, or in-process when there is none.
+    /// Opens the store (running its migrations) and the bus: Redis Streams at `bus_url`, or
+    /// in-process when there is none.
     pub async fn open(
-        store_url: &str,
+        store: &StoreOptions,
         bus_url: Option<&str>,
         config: &ConfigHandle,
     ) -> Result<Deps, AppError> {
-        let store = Store::open(&StoreOptions::new(store_url)).await?;
+        let store = Store::open(store).await?;
         tracing::info!(backend = ?store.kind(), "store open");
         let capacity = config
             .current()

@@ -28,10 +28,18 @@ struct Cli {
     #[arg(long, global = true, env = "TICKMESH_LOG_FORMAT", value_enum, default_value_t = LogFormatArg::Auto)]
     log_format: LogFormatArg,
     /// The store: `sqlite:PATH` (embedded) or `postgres://user@host:port/db`.
-    #[arg(long, global = true, env = "TICKMESH_STORE_URL", default_value = DEFAULT_STORE)]
+    #[arg(long, global = true, env = "TICKMESH_STORE_URL", hide_env_values = true, default_value = DEFAULT_STORE)]
     store: String,
+    /// PostgreSQL read replica for queries (default: the store itself).
+    #[arg(
+        long,
+        global = true,
+        env = "TICKMESH_STORE_READ_URL",
+        hide_env_values = true
+    )]
+    store_read_url: Option<String>,
     /// The market-event bus: `redis://host:port/` for Redis Streams; in-process when unset.
-    #[arg(long, global = true, env = "TICKMESH_BUS_URL")]
+    #[arg(long, global = true, env = "TICKMESH_BUS_URL", hide_env_values = true)]
     bus: Option<String>,
     #[command(subcommand)]
     command: Option<Command>,
@@ -176,10 +184,13 @@ fn main() -> ExitCode {
         }
         if let Command::Migrate = command {
             tickmesh_store::Store::open(&tickmesh_store::StoreOptions::new(&cli.store)).await?;
+            // Migrations only: the read replica follows the primary.
             info!("store migrations applied");
             return Ok(());
         }
-        let deps = Deps::open(&cli.store, cli.bus.as_deref(), &config).await?;
+        let mut store = tickmesh_store::StoreOptions::new(&cli.store);
+        store.read_url = cli.store_read_url.clone();
+        let deps = Deps::open(&store, cli.bus.as_deref(), &config).await?;
         match command {
             Command::Up(args) => up(args, &config, &deps, started).await,
             Command::Serve(args) => serve(args, &config, &deps, started).await,

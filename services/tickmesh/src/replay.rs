@@ -72,6 +72,9 @@ pub fn parse_time_us(text: &str) -> Option<i64> {
     };
     let mut parts = date.splitn(3, '-');
     let year: i64 = parts.next()?.parse().ok()?;
+    if !(1..=9999).contains(&year) {
+        return None;
+    }
     let month: u32 = parts.next()?.parse().ok()?;
     let day: u32 = parts.next()?.parse().ok()?;
     if !(1..=12).contains(&month) || !(1..=31).contains(&day) {
@@ -458,6 +461,12 @@ impl Sender {
                     self.breaker.success();
                     self.progress.set_message("");
                     return Ok(summary);
+                }
+                Err(status)
+                    if status.code() == Code::InvalidArgument
+                        && status.message().contains("over the limit") =>
+                {
+                    bail!("{}; pass a smaller --batch", status.message())
                 }
                 Err(status) if status.code() == Code::InvalidArgument => {
                     self.breaker.success();

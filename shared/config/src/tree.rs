@@ -13,6 +13,7 @@ pub const RESERVED_ENV: &[&str] = &[
     "TICKMESH_LOG",
     "TICKMESH_LOG_FORMAT",
     "TICKMESH_STORE_URL",
+    "TICKMESH_STORE_READ_URL",
     "TICKMESH_BUS_URL",
 ];
 

@@ -108,7 +108,9 @@ impl CircuitBreaker {
                 "circuit open"
             );
             self.state = BreakerState::Open {
-                until: now + self.open_duration,
+                until: now
+                    .checked_add(self.open_duration)
+                    .unwrap_or(now + Duration::from_secs(86_400)),
             };
         }
     }

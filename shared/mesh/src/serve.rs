@@ -193,8 +193,10 @@ pub async fn serve(
     // caller, so nodelay is set on its incoming stream. Without it, small responses wait on
     // delayed ACKs (40 ms stalls).
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    // No Server::timeout: tonic applies it to whole calls, streams included, so it would cut
+    // a long IngestTicks stream. Without it the caller's grpc-timeout is still honoured; the
+    // default deadline for unary calls without one comes with the mesh's timeout layer.
     let server = Server::builder()
-        .timeout(std_duration(settings.default_timeout.as_ref()))
         .max_connection_age(std_duration(settings.max_connection_age.as_ref()))
         .add_routes(routes)
         .serve_with_incoming_shutdown(incoming, drain);

@@ -45,7 +45,10 @@ impl TokenBucket {
             self.tokens -= n;
             Ok(())
         } else {
-            Err(Duration::from_secs_f64((n - self.tokens) / self.rate))
+            // A rate so small that the wait does not fit a Duration waits an hour at a time.
+            Err(Duration::try_from_secs_f64((n - self.tokens) / self.rate)
+                .unwrap_or(Duration::from_secs(3600))
+                .min(Duration::from_secs(3600)))
         }
     }
 

@@ -340,7 +340,8 @@ impl Store {
             } else if let Some(path) = sqlite::path_of(&options.url) {
                 Backend::Sqlite(sqlite::Lite::open(path, options).await?)
             } else {
-                return Err(StoreError::UnsupportedUrl(options.url.clone()));
+                let scheme = options.url.split(':').next().unwrap_or_default();
+                return Err(StoreError::UnsupportedUrl(scheme.to_owned()));
             };
         Ok(Store { backend })
     }
@@ -381,6 +382,14 @@ impl Store {
                     diesel_async::AsyncConnection::transaction::<_, diesel::result::Error, _>(
                         conn,
                         async |c| {
+                            let symbols: Vec<&str> =
+                                rows.iter().map(|r| r.symbol.as_str()).collect();
+                            diesel::sql_query(postgres::LOCK_SYMBOLS_SQL)
+                                .bind::<diesel::sql_types::Array<diesel::sql_types::Text>, _>(
+                                    symbols,
+                                )
+                                .execute(c)
+                                .await?;
                             Ok(tick_write!(
                                 c,
                                 rows,
@@ -553,8 +562,8 @@ impl Store {
         })
     }
 
-    /// The query plan of `sql` as text (PostgreSQL `EXPLAIN`, SQLite `EXPLAIN QUERY PLAN`),
-    /// so tests can check that the main queries use an index.
+    /// The query plan of `sql` as text (PostgreSQL `EXPLAIN` in a read-only transaction,
+    /// SQLite `EXPLAIN QUERY PLAN`), so tests can check that the main queries use an index.
     pub async fn explain(&self, sql: &str) -> Result<String, StoreError> {
         match &self.backend {
             Backend::Postgres(pg) => pg.explain(sql).await,

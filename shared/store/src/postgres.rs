@@ -34,6 +34,12 @@ pub(crate) const CLOSE_BARS_SQL: &str = concat!(
      RETURNING symbol, interval_code, open_time_us, open, high, low, close, volume, trade_count, closed"
 );
 
+/// Takes the transaction-scoped write lock of every symbol in $1, in one fixed order, so two
+/// writers of the same symbol queue instead of deadlocking, and the second sees the bars the
+/// first created when it closes bars.
+pub(crate) const LOCK_SYMBOLS_SQL: &str = "SELECT pg_advisory_xact_lock(h) FROM \
+     (SELECT DISTINCT hashtext(s) AS h FROM unnest($1::text[]) AS s ORDER BY 1) AS locks";
+
 /// Months of partitions created ahead of time.
 const MONTHS_AHEAD: usize = 3;
 
@@ -142,6 +148,10 @@ impl Pg {
         let explain = format!("EXPLAIN {sql}");
         let lines: Vec<PlanLine> = conn
             .transaction::<_, diesel::result::Error, _>(async |c| {
+                // Planning only: a statement like EXPLAIN ANALYZE DELETE cannot change data.
+                diesel::sql_query("SET TRANSACTION READ ONLY")
+                    .execute(c)
+                    .await?;
                 diesel::sql_query("SET LOCAL enable_seqscan = off")
                     .execute(c)
                     .await?;

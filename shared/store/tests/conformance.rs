@@ -92,10 +92,10 @@ async fn writing_the_same_batch_twice_leaves_the_store_unchanged() {
 async fn a_batch_bigger_than_one_statement_is_stored_in_one_go() {
     let b = backends().await;
     for store in &b.stores {
-        // Far more rows than fit in one multi-row INSERT, spanning several days.
-        let batch: Vec<TickRow> = (0..20_000).map(|i| tick("ETH-USD", i * 30)).collect();
-        assert_eq!(store.insert_ticks(batch).await.unwrap().stored, 20_000);
-        assert_eq!(store.count_ticks("ETH-USD").await.unwrap(), 20_000);
+        // More rows than one statement takes on either backend, spanning several days.
+        let batch: Vec<TickRow> = (0..25_000).map(|i| tick("ETH-USD", i * 30)).collect();
+        assert_eq!(store.insert_ticks(batch).await.unwrap().stored, 25_000);
+        assert_eq!(store.count_ticks("ETH-USD").await.unwrap(), 25_000);
     }
 }
 

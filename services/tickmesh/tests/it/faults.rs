@@ -52,8 +52,8 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-#[test]
-fn garbage_on_the_wire_is_invalid_argument_and_stores_nothing() {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_on_the_wire_is_invalid_argument_and_stores_nothing() {
     let pg = tickmesh_testkit::Postgres::start().expect("a throwaway PostgreSQL");
     let mesh = ingestion_on(&pg);
     let valid = IngestTickBatchRequest {
@@ -87,8 +87,17 @@ fn garbage_on_the_wire_is_invalid_argument_and_stores_nothing() {
         "{stdout}"
     );
     assert_eq!(pg.psql("select count(*) from ticks").unwrap(), "0");
-    // The server is still fine.
     assert_eq!(pg.psql("select count(*) from outbox").unwrap(), "0");
+    // The server is still fine: the valid message goes through afterwards.
+    let mut client = IngestionServiceClient::new(channel(mesh.addr("ingestion")).await);
+    let summary = client
+        .ingest_tick_batch(IngestTickBatchRequest::decode(valid.as_slice()).unwrap())
+        .await
+        .unwrap()
+        .into_inner()
+        .summary
+        .unwrap();
+    assert_eq!(summary.stored, 20);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

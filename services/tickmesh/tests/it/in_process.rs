@@ -40,9 +40,8 @@ async fn start() -> Started {
     let localhost: SocketAddr = "127.0.0.1:0".parse().unwrap();
     let targets: Vec<_> = Target::ALL.iter().map(|t| (*t, localhost)).collect();
     let store = crate::support::scratch_file("store.db");
-    let deps = Deps::open(&format!("sqlite:{}", store.display()), None, &config)
-        .await
-        .unwrap();
+    let store = tickmesh_store::StoreOptions::new(format!("sqlite:{}", store.display()));
+    let deps = Deps::open(&store, None, &config).await.unwrap();
     let app = App::build(&targets, &config, &deps, &shutdown)
         .await
         .unwrap();

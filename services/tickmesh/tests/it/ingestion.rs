@@ -358,7 +358,8 @@ async fn with_redis_down_ingestion_keeps_storing_and_publishes_when_it_is_back()
     loop {
         let queued = pg.psql("select count(*) from outbox").unwrap();
         let len = redis.command(&["XLEN", tickmesh::app::BUS_STREAM]).unwrap();
-        if queued == "0" && len == "5" {
+        // At least once: a publish retried after a timeout may add an entry twice.
+        if queued == "0" && len.parse::<u64>().unwrap_or(0) >= 5 {
             break;
         }
         assert!(

@@ -5,7 +5,8 @@
 CREATE TABLE ticks (
     symbol      TEXT             NOT NULL,
     ts_us       BIGINT           NOT NULL,
-    trade_id    TEXT             NOT NULL,
+    -- Byte order, as the rollup compares trade ids, whatever the cluster's locale.
+    trade_id    TEXT COLLATE "C" NOT NULL,
     price       DOUBLE PRECISION NOT NULL,
     size        DOUBLE PRECISION NOT NULL,
     side        SMALLINT         NOT NULL,
