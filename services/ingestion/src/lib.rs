@@ -63,6 +63,23 @@ impl Tally {
     }
 }
 
+impl Tally {
+    /// Logs the outcome of a call and hands its summary over.
+    fn finish(self, source: &str, what: &'static str) -> IngestSummary {
+        let s = &self.summary;
+        info!(
+            source,
+            batches = s.batches,
+            stored = s.stored,
+            duplicates = s.duplicates,
+            rejected = s.rejected_count,
+            what,
+            "write committed"
+        );
+        self.summary
+    }
+}
+
 impl IngestionApi {
     fn max_batch_rows(&self) -> usize {
         self.config
@@ -128,17 +145,8 @@ impl IngestionService for IngestionApi {
         if tally.valid == 0 {
             return Err(status::nothing_valid("ticks", &first_violations));
         }
-        let s = &tally.summary;
-        info!(
-            source,
-            batches = s.batches,
-            stored = s.stored,
-            duplicates = s.duplicates,
-            rejected = s.rejected_count,
-            "tick stream committed"
-        );
         Ok(Response::new(IngestTicksResponse {
-            summary: Some(tally.summary),
+            summary: Some(tally.finish(&source, "tick stream")),
         }))
     }
 
@@ -153,16 +161,8 @@ impl IngestionService for IngestionApi {
         }
         let mut tally = Tally::default();
         tally.add(0, valid, stored, violations);
-        let s = &tally.summary;
-        info!(
-            source = request.source,
-            stored = s.stored,
-            duplicates = s.duplicates,
-            rejected = s.rejected_count,
-            "tick batch committed"
-        );
         Ok(Response::new(IngestTickBatchResponse {
-            summary: Some(tally.summary),
+            summary: Some(tally.finish(&request.source, "tick batch")),
         }))
     }
 
@@ -187,16 +187,8 @@ impl IngestionService for IngestionApi {
             .map_err(status::from_store)?;
         let mut tally = Tally::default();
         tally.add(0, valid, stored, violations);
-        let s = &tally.summary;
-        info!(
-            source = request.source,
-            stored = s.stored,
-            duplicates = s.duplicates,
-            rejected = s.rejected_count,
-            "candle batch committed"
-        );
         Ok(Response::new(IngestCandlesResponse {
-            summary: Some(tally.summary),
+            summary: Some(tally.finish(&request.source, "candle batch")),
         }))
     }
 

@@ -292,32 +292,14 @@ macro_rules! lite_exec {
     };
 }
 
-/// Runs `$body` with `$conn` bound to a write connection (PostgreSQL's write pool, SQLite's
-/// pool).
-macro_rules! with_write_conn {
-    ($store:expr, |$conn:ident| $body:expr) => {
+/// Runs `$body` with `$conn` bound to a connection of whichever backend the store has, from
+/// PostgreSQL's `$pool` (`read` or `write`; SQLite has one pool); the body is compiled once
+/// per backend, so one query text serves both.
+macro_rules! with_conn {
+    ($store:expr, $pool:ident, |$conn:ident| $body:expr) => {
         match &$store.backend {
             Backend::Postgres(pg) => {
-                let mut $conn = pg.write.get().await?;
-                let $conn = &mut *$conn;
-                $body
-            }
-            Backend::Sqlite(lite) => {
-                let mut $conn = lite.pool.get().await?;
-                let $conn = &mut *$conn;
-                $body
-            }
-        }
-    };
-}
-
-/// Runs `$body` with `$conn` bound to a read connection of whichever backend the store has;
-/// the body is compiled once per backend, so one query text serves both.
-macro_rules! with_read_conn {
-    ($store:expr, |$conn:ident| $body:expr) => {
-        match &$store.backend {
-            Backend::Postgres(pg) => {
-                let mut $conn = pg.read.get().await?;
+                let mut $conn = pg.$pool.get().await?;
                 let $conn = &mut *$conn;
                 $body
             }
@@ -424,7 +406,7 @@ impl Store {
     /// Up to `limit` queued events, oldest first.
     pub async fn outbox_pending(&self, limit: i64) -> Result<Vec<OutboxRow>, StoreError> {
         use crate::schema::outbox::dsl as o;
-        with_write_conn!(self, |conn| {
+        with_conn!(self, write, |conn| {
             Ok(o::outbox
                 .order(o::id.asc())
                 .limit(limit)
@@ -440,7 +422,7 @@ impl Store {
         if ids.is_empty() {
             return Ok(0);
         }
-        with_write_conn!(self, |conn| {
+        with_conn!(self, write, |conn| {
             Ok(diesel::delete(o::outbox.filter(o::id.eq_any(ids)))
                 .execute(conn)
                 .await? as u64)
@@ -487,7 +469,7 @@ impl Store {
     /// One keyset page of candles.
     pub async fn candles(&self, q: &CandleQuery) -> Result<Vec<CandleRow>, StoreError> {
         use crate::schema::candles::dsl as c;
-        with_read_conn!(self, |conn| {
+        with_conn!(self, read, |conn| {
             let mut query = c::candles
                 .filter(c::symbol.eq(&q.symbol))
                 .filter(c::interval_code.eq(q.interval_code))
@@ -523,7 +505,7 @@ impl Store {
         limit: i64,
     ) -> Result<Vec<TickRow>, StoreError> {
         use crate::schema::ticks::dsl as t;
-        with_read_conn!(self, |conn| {
+        with_conn!(self, read, |conn| {
             Ok(t::ticks
                 .filter(t::symbol.eq(symbol))
                 .filter(t::ts_us.ge(start_us))
@@ -539,7 +521,7 @@ impl Store {
     /// The newest tick of a symbol, if any.
     pub async fn latest_tick(&self, symbol: &str) -> Result<Option<TickRow>, StoreError> {
         use crate::schema::ticks::dsl as t;
-        with_read_conn!(self, |conn| {
+        with_conn!(self, read, |conn| {
             Ok(t::ticks
                 .filter(t::symbol.eq(symbol))
                 .order((t::ts_us.desc(), t::trade_id.desc()))
@@ -553,7 +535,7 @@ impl Store {
     /// Number of ticks of a symbol.
     pub async fn count_ticks(&self, symbol: &str) -> Result<i64, StoreError> {
         use crate::schema::ticks::dsl as t;
-        with_read_conn!(self, |conn| {
+        with_conn!(self, read, |conn| {
             Ok(t::ticks
                 .filter(t::symbol.eq(symbol))
                 .count()
