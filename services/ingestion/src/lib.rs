@@ -185,6 +185,9 @@ impl IngestionService for IngestionApi {
             .insert_candles(rows)
             .await
             .map_err(status::from_store)?;
+        if stored > 0 {
+            self.relay.wake();
+        }
         let mut tally = Tally::default();
         tally.add(0, valid, stored, violations);
         Ok(Response::new(IngestCandlesResponse {

@@ -40,7 +40,7 @@ pub struct TickWrite {
     pub candle_events: u64,
 }
 
-fn now_us() -> i64 {
+pub(crate) fn now_us() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_micros() as i64)
@@ -271,6 +271,30 @@ macro_rules! lite_insert_new_ticks {
     }};
 }
 
+/// The body of a candle write (see `tick_write!`).
+macro_rules! candle_write {
+    ($c:ident, $rows:ident, $now:ident, $get:ident, $exec:ident) => {{
+        let mut new_candles: Vec<CandleRow> = Vec::new();
+        for chunk in $rows.chunks(CANDLE_ROWS_PER_STATEMENT) {
+            let query = diesel::insert_into(candles::table)
+                .values(chunk)
+                .on_conflict_do_nothing()
+                .returning(CandleRow::as_returning());
+            let stored: Vec<CandleRow> = $get!(query, $c);
+            new_candles.extend(stored);
+        }
+        let closed: Vec<CandleRow> = new_candles.iter().filter(|c| c.closed).cloned().collect();
+        if let Some(body) = events::encode($now, &[], &closed) {
+            let query = diesel::insert_into(crate::schema::outbox::table).values(NewOutboxRow {
+                created_us: $now,
+                body,
+            });
+            $exec!(query, $c);
+        }
+        new_candles.len() as u64
+    }};
+}
+
 macro_rules! pg_get {
     ($query:expr, $c:ident) => {
         $query.get_results($c).await?
@@ -429,12 +453,14 @@ impl Store {
         })
     }
 
-    /// Stores candles in one transaction; a candle already stored under the same key is left
-    /// as it is. Returns the number of rows newly stored.
+    /// Stores candles from a candle feed in one transaction and queues the events of the new
+    /// closed ones; a candle already stored under the same key is left as it is. Returns the
+    /// number of rows newly stored.
     pub async fn insert_candles(&self, rows: Vec<CandleRow>) -> Result<u64, StoreError> {
         if rows.is_empty() {
             return Ok(0);
         }
+        let now = now_us();
         match &self.backend {
             Backend::Postgres(pg) => {
                 let months = rows
@@ -442,10 +468,20 @@ impl Store {
                     .map(|r| time::month_of(r.open_time_us))
                     .collect();
                 pg.ensure_partitions("candles", months).await?;
-                insert_ignoring_duplicates!(pg, candles::table, rows, CANDLE_ROWS_PER_STATEMENT)
+                let mut conn = pg.write.get().await?;
+                let conn: &mut diesel_async::AsyncPgConnection = &mut conn;
+                let rows = &rows;
+                Ok(
+                    diesel_async::AsyncConnection::transaction::<_, diesel::result::Error, _>(
+                        conn,
+                        async |c| Ok(candle_write!(c, rows, now, pg_get, pg_exec)),
+                    )
+                    .await?,
+                )
             }
             Backend::Sqlite(lite) => {
-                insert_ignoring_duplicates!(sqlite lite, candles::table, rows, CANDLE_ROWS_PER_STATEMENT)
+                lite.write(move |c| Ok(candle_write!(c, rows, now, lite_get, lite_exec)))
+                    .await
             }
         }
     }

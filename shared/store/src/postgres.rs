@@ -10,7 +10,7 @@ use diesel_async::{AsyncConnection, AsyncMigrationHarness, AsyncPgConnection, Ru
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 use tracing::{info, warn};
 
-use crate::{StoreError, StoreOptions, time};
+use crate::{StoreError, StoreOptions, now_us, time};
 
 const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgres");
 
@@ -39,6 +39,9 @@ pub(crate) const CLOSE_BARS_SQL: &str = concat!(
 /// first created when it closes bars.
 pub(crate) const LOCK_SYMBOLS_SQL: &str = "SELECT pg_advisory_xact_lock(h) FROM \
      (SELECT DISTINCT hashtext(s) AS h FROM unnest($1::text[]) AS s ORDER BY 1) AS locks";
+
+/// How many months back from now partitions are created on demand.
+const PARTITION_MONTHS_BACK: i64 = 24;
 
 /// Months of partitions created ahead of time.
 const MONTHS_AHEAD: usize = 3;
@@ -79,11 +82,7 @@ impl Pg {
             read,
             partitions: Mutex::new(HashSet::new()),
         };
-        let now_us = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_micros() as i64)
-            .unwrap_or_default();
-        let mut month = time::month_of(now_us);
+        let mut month = time::month_of(now_us());
         let mut ahead = Vec::with_capacity(MONTHS_AHEAD);
         for _ in 0..MONTHS_AHEAD {
             ahead.push(month);
@@ -102,11 +101,20 @@ impl Pg {
         table: &'static str,
         months: BTreeSet<(i64, u32)>,
     ) -> Result<(), StoreError> {
+        // Months far from now (history, or clock errors within validation's bounds) go to the
+        // DEFAULT partition instead: a batch must not be able to create partitions by the
+        // thousand. Every month is tried once; one that failed is not retried per batch.
+        let (this_year, this_month) = time::month_of(now_us());
+        let now_index = this_year * 12 + i64::from(this_month);
         let missing: Vec<(i64, u32)> = {
-            let known = self.partitions.lock().expect("partition set lock");
+            let mut known = self.partitions.lock().expect("partition set lock");
             months
                 .into_iter()
-                .filter(|&(y, m)| !known.contains(&(table, y, m)))
+                .filter(|&(y, m)| {
+                    let offset = y * 12 + i64::from(m) - now_index;
+                    (-PARTITION_MONTHS_BACK..MONTHS_AHEAD as i64).contains(&offset)
+                })
+                .filter(|&(y, m)| known.insert((table, y, m)))
                 .collect()
         };
         if missing.is_empty() {
@@ -131,10 +139,6 @@ impl Pg {
                 }
             }
             info!(partition = name, "partition ready");
-            self.partitions
-                .lock()
-                .expect("partition set lock")
-                .insert((table, year, month));
         }
         Ok(())
     }

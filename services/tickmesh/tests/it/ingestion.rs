@@ -232,9 +232,28 @@ async fn ingestion_into_postgres_is_counted_by_psql() {
         .psql("select count(*), count(distinct trade_id), min(price), max(price) from ticks where symbol = 'BTC-USD'")
         .unwrap();
     assert_eq!(counted, "10000|10000|100|199.99");
-    // The rows went to the month's partition, not the default one.
-    let in_default = pg.psql("select count(*) from ticks_default").unwrap();
-    assert_eq!(in_default, "0");
+    // Months long past go to the DEFAULT partition (no partition per month of history)...
+    assert_eq!(
+        pg.psql("select count(*) from ticks_default").unwrap(),
+        "10000"
+    );
+    // ...while the current month's rows go to its own partition, created ahead.
+    let now_us = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_micros() as i64;
+    let recent: Vec<Tick> = (0..5)
+        .map(|i| Tick {
+            time_us: now_us - 1_000_000 - i,
+            ..tick("BTC-USD", 100_000 + i)
+        })
+        .collect();
+    client.ingest_tick_batch(batch(recent)).await.unwrap();
+    assert_eq!(
+        pg.psql("select count(*) from ticks_default").unwrap(),
+        "10000"
+    );
+    assert_eq!(pg.psql("select count(*) from ticks").unwrap(), "10005");
 }
 
 /// Decodes the market events of bus deliveries.
@@ -321,6 +340,64 @@ async fn committed_ticks_and_closed_candles_reach_the_redis_bus() {
     assert_eq!((one_second, one_minute), (119, 1));
     let ids: std::collections::HashSet<&str> = events.iter().map(|e| e.event_id.as_str()).collect();
     assert_eq!(ids.len(), events.len(), "event ids are unique");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_closed_feed_candles_reach_the_redis_bus_once() {
+    use tickmesh_proto::v1::market_event::Payload;
+    let dir = tempfile::tempdir().unwrap();
+    let redis = tickmesh_testkit::Redis::start().expect("a throwaway Redis");
+    let bus = tickmesh_bus::Bus::redis(&redis.url(), tickmesh::app::BUS_STREAM, 10_000)
+        .await
+        .unwrap();
+    let mut subscription = bus.subscribe("test", "reader").await.unwrap();
+    let store = format!("sqlite:{}", dir.path().join("s.db").display());
+    let mesh = Process::start(
+        &["serve", "--target", "ingestion", "--listen", "127.0.0.1:0"],
+        |c| {
+            c.env("TICKMESH_STORE_URL", &store)
+                .env("TICKMESH_BUS_URL", redis.url());
+        },
+    );
+    let mut client = client(&mesh).await;
+    let hour = 3_600_000_000;
+    let candles: Vec<Candle> = (0..10)
+        .map(|h| Candle {
+            symbol: "EURUSD".into(),
+            interval: Interval::Interval1h as i32,
+            open_time_us: T0 + h * hour,
+            open: 1.07,
+            high: 1.08,
+            low: 1.06,
+            close: 1.075,
+            volume: 1000.0,
+            trade_count: 0,
+            // The last bar is still forming.
+            closed: h < 9,
+        })
+        .collect();
+    let request = || IngestCandlesRequest {
+        candles: candles.clone(),
+        source: "feed".into(),
+    };
+    client.ingest_candles(request()).await.unwrap();
+    client.ingest_candles(request()).await.unwrap();
+    let events = receive(&mut subscription, 9).await;
+    // Give a duplicate publication the chance to show up before counting.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let more = subscription
+        .next_batch(100, std::time::Duration::from_millis(100))
+        .await
+        .unwrap();
+    let candles_seen = events
+        .iter()
+        .chain(events_of(&more).iter())
+        .filter(|e| matches!(&e.payload, Some(Payload::Candle(c)) if c.closed))
+        .count();
+    assert_eq!(
+        candles_seen, 9,
+        "each new closed candle once, the open one not at all"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
