@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use tickmesh_bus::Bus;
 use tickmesh_mesh::Shutdown;
-use tickmesh_store::Store;
+use tickmesh_store::{RelayLease, Store};
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
@@ -19,6 +19,8 @@ const BATCH: i64 = 64;
 const IDLE_POLL: Duration = Duration::from_millis(250);
 /// Longest wait between attempts while the bus or the store is down.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// How often a standby process tries to take the relay lease.
+const LEASE_RETRY: Duration = Duration::from_secs(2);
 /// Longest one round of publishing may take (a full in-process bus waits for consumers); a
 /// round cut short is retried, and at shutdown what is left stays in the outbox.
 const ROUND_LIMIT: Duration = Duration::from_secs(5);
@@ -45,10 +47,40 @@ impl Relay {
 
 async fn run(store: Arc<Store>, bus: Bus, wake: Arc<Notify>, shutdown: Shutdown) {
     let mut backoff = Duration::ZERO;
+    let mut lease: Option<RelayLease> = None;
+    let mut last_try: Option<std::time::Instant> = None;
     loop {
         let stopping = shutdown.is_triggered();
-        let round = tokio::time::timeout(ROUND_LIMIT, drain(&store, &bus)).await;
-        match round.unwrap_or_else(|_| Err("publishing took too long".into())) {
+        // Only the holder of the store's relay lease publishes; the others stand by and take
+        // over when it goes away.
+        match &mut lease {
+            Some(held) => {
+                if !held.still_held().await {
+                    warn!("outbox relay lease lost");
+                    lease = None;
+                }
+            }
+            None if last_try.is_some_and(|t| t.elapsed() < LEASE_RETRY) => {}
+            None => match store.relay_lease().await {
+                Ok(Some(granted)) => {
+                    info!("this process relays the outbox");
+                    lease = Some(granted);
+                }
+                Ok(None) => last_try = Some(std::time::Instant::now()),
+                Err(error) => {
+                    last_try = Some(std::time::Instant::now());
+                    debug!(error = %error, "relay lease not taken");
+                }
+            },
+        }
+        let round = if lease.is_some() {
+            tokio::time::timeout(ROUND_LIMIT, drain(&store, &bus))
+                .await
+                .unwrap_or_else(|_| Err("publishing took too long".into()))
+        } else {
+            Ok(0)
+        };
+        match round {
             Ok(published) => {
                 if published > 0 {
                     debug!(published, "outbox events published");

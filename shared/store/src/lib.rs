@@ -31,6 +31,29 @@ const CANDLE_ROWS_PER_STATEMENT: usize = 32_000 / 10;
 const SIGNAL_ROWS_PER_STATEMENT: usize = 32_000 / 8;
 const MERGE_ROWS_PER_STATEMENT: usize = 32_000 / 14;
 
+/// The right to publish the outbox (see [`Store::relay_lease`]); dropping it gives it up.
+pub struct RelayLease {
+    conn: Option<diesel_async::AsyncPgConnection>,
+}
+
+impl std::fmt::Debug for RelayLease {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RelayLease")
+            .field("postgres", &self.conn.is_some())
+            .finish()
+    }
+}
+
+impl RelayLease {
+    /// Whether the lease still holds: its connection (and with it the lock) is alive.
+    pub async fn still_held(&mut self) -> bool {
+        match &mut self.conn {
+            None => true,
+            Some(conn) => diesel::sql_query("SELECT 1").execute(conn).await.is_ok(),
+        }
+    }
+}
+
 /// What a tick write did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct TickWrite {
@@ -424,6 +447,17 @@ impl Store {
                 })
                 .await
             }
+        }
+    }
+
+    /// Tries to become the one relay of this store's outbox. On PostgreSQL this takes a
+    /// session advisory lock on a dedicated connection, held as long as the lease lives (or
+    /// until the connection dies), so several ingestion pods publish the queue once, not once
+    /// each; an SQLite store has a single process and always grants the lease.
+    pub async fn relay_lease(&self) -> Result<Option<RelayLease>, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(_) => Ok(Some(RelayLease { conn: None })),
+            Backend::Postgres(pg) => pg.relay_lease().await,
         }
     }
 

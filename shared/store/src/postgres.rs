@@ -40,6 +40,15 @@ pub(crate) const CLOSE_BARS_SQL: &str = concat!(
 pub(crate) const LOCK_SYMBOLS_SQL: &str = "SELECT pg_advisory_xact_lock(h) FROM \
      (SELECT DISTINCT hashtext(s) AS h FROM unnest($1::text[]) AS s ORDER BY 1) AS locks";
 
+/// Key of the advisory lock that makes one ingestion process the outbox relay.
+const RELAY_LOCK: i64 = 0x7469_636b_7265;
+
+#[derive(diesel::QueryableByName)]
+struct Locked {
+    #[diesel(sql_type = diesel::sql_types::Bool)]
+    locked: bool,
+}
+
 /// How many months back from now partitions are created on demand.
 const PARTITION_MONTHS_BACK: i64 = 24;
 
@@ -93,6 +102,21 @@ impl Pg {
         pg.ensure_partitions("candles", ahead.iter().copied().collect())
             .await?;
         Ok(pg)
+    }
+
+    pub(crate) async fn relay_lease(&self) -> Result<Option<crate::RelayLease>, StoreError> {
+        let mut conn = self
+            .write
+            .dedicated_connection()
+            .await
+            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        let rows: Vec<Locked> = diesel::sql_query(format!(
+            "SELECT pg_try_advisory_lock({RELAY_LOCK}) AS locked"
+        ))
+        .load(&mut conn)
+        .await?;
+        let locked = rows.iter().any(|r| r.locked);
+        Ok(locked.then_some(crate::RelayLease { conn: Some(conn) }))
     }
 
     /// Creates the monthly partitions of `table` that `months` fall in, unless known to exist.

@@ -401,6 +401,38 @@ async fn new_closed_feed_candles_reach_the_redis_bus_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_ingestion_processes_on_one_database_publish_each_commit_once() {
+    let pg = tickmesh_testkit::Postgres::start().expect("a throwaway PostgreSQL");
+    let redis = tickmesh_testkit::Redis::start().expect("a throwaway Redis");
+    let start = || {
+        Process::start(
+            &["serve", "--target", "ingestion", "--listen", "127.0.0.1:0"],
+            |c| {
+                c.env("TICKMESH_STORE_URL", pg.url())
+                    .env("TICKMESH_BUS_URL", redis.url());
+            },
+        )
+    };
+    let (first, second) = (start(), start());
+    let mut clients = [client(&first).await, client(&second).await];
+    for b in 0..6 {
+        let ticks: Vec<Tick> = (0..100).map(|i| tick("ADA-USD", b * 100 + i)).collect();
+        clients[b as usize % 2]
+            .ingest_tick_batch(batch(ticks))
+            .await
+            .unwrap();
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while pg.psql("select count(*) from outbox").unwrap() != "0" {
+        assert!(std::time::Instant::now() < deadline, "outbox not drained");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    // Only the lease holder publishes: six commits, six stream entries.
+    let len = redis.command(&["XLEN", tickmesh::app::BUS_STREAM]).unwrap();
+    assert_eq!(len, "6");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_redis_down_ingestion_keeps_storing_and_publishes_when_it_is_back() {
     let pg = tickmesh_testkit::Postgres::start().expect("a throwaway PostgreSQL");
     let mut redis = tickmesh_testkit::Redis::start().expect("a throwaway Redis");
