@@ -190,6 +190,9 @@ fn main() -> ExitCode {
         }
         let mut store = tickmesh_store::StoreOptions::new(&cli.store);
         store.read_url = cli.store_read_url.clone();
+        if let Some(ingestion) = config.current().config.ingestion {
+            store.write_batch_rows = ingestion.write_batch_rows as usize;
+        }
         let deps = Deps::open(&store, cli.bus.as_deref(), &config).await?;
         match command {
             Command::Up(args) => up(args, &config, &deps, started).await,

@@ -81,6 +81,9 @@ pub struct StoreOptions {
     pub pool_size: u32,
     /// How long a caller waits for a connection before the store counts as unavailable.
     pub connect_timeout: Duration,
+    /// Ticks per INSERT statement (`ingestion.write_batch_rows`), capped by what one
+    /// statement can bind on the backend.
+    pub write_batch_rows: usize,
 }
 
 impl StoreOptions {
@@ -91,6 +94,7 @@ impl StoreOptions {
             read_url: None,
             pool_size: 8,
             connect_timeout: Duration::from_secs(3),
+            write_batch_rows: 5_000,
         }
     }
 }
@@ -112,6 +116,8 @@ enum Backend {
 /// The store: repositories of ticks, candles and signals.
 pub struct Store {
     backend: Backend,
+    /// Ticks per INSERT statement.
+    tick_rows: usize,
 }
 
 impl std::fmt::Debug for Store {
@@ -186,14 +192,14 @@ macro_rules! insert_ignoring_duplicates {
 /// The body of a tick write, compiled once per backend: `$get` and `$exec` run a statement on
 /// `$c` (awaiting on PostgreSQL, blocking on SQLite's thread).
 macro_rules! tick_write {
-    ($c:ident, $rows:ident, $now:ident, $get:ident, $exec:ident, $insert_new:ident, $close_sql:expr) => {{
+    ($c:ident, $rows:ident, $per:ident, $now:ident, $get:ident, $exec:ident, $insert_new:ident, $close_sql:expr) => {{
         use crate::rollup::merge_sql as m;
         use crate::schema::candles::dsl as cd;
         use diesel::dsl::sql;
         use diesel::sql_types::{BigInt, Double, Text};
 
         let started = std::time::Instant::now();
-        let new_ticks: Vec<TickRow> = $insert_new!($rows, $c);
+        let new_ticks: Vec<TickRow> = $insert_new!($rows, $c, $per);
         let inserted_us = started.elapsed().as_micros() as u64;
         let mut candle_events: Vec<CandleRow> = Vec::new();
         for chunk in rollup::aggregate(&new_ticks).chunks(MERGE_ROWS_PER_STATEMENT) {
@@ -255,10 +261,10 @@ macro_rules! tick_write {
 /// Inserts ticks with one statement per chunk of arrays (UNNEST: six binds, not six per row,
 /// which PostgreSQL parses and plans far faster) and returns the rows that were new.
 macro_rules! pg_insert_new_ticks {
-    ($rows:ident, $c:ident) => {{
+    ($rows:ident, $c:ident, $per:ident) => {{
         use diesel::sql_types::{Array, BigInt, Double, SmallInt, Text};
         let mut new_ticks: Vec<TickRow> = Vec::new();
-        for chunk in $rows.chunks(postgres::TICK_ROWS_PER_ARRAY_INSERT) {
+        for chunk in $rows.chunks($per) {
             let query = diesel::sql_query(postgres::INSERT_TICKS_SQL)
                 .bind::<Array<Text>, _>(chunk.iter().map(|t| t.symbol.as_str()).collect::<Vec<_>>())
                 .bind::<Array<BigInt>, _>(chunk.iter().map(|t| t.ts_us).collect::<Vec<_>>())
@@ -280,9 +286,9 @@ macro_rules! pg_insert_new_ticks {
 
 /// Inserts ticks as multi-row INSERTs and returns the rows that were new.
 macro_rules! lite_insert_new_ticks {
-    ($rows:ident, $c:ident) => {{
+    ($rows:ident, $c:ident, $per:ident) => {{
         let mut new_ticks: Vec<TickRow> = Vec::new();
-        for chunk in $rows.chunks(TICK_ROWS_PER_STATEMENT) {
+        for chunk in $rows.chunks($per) {
             let query = diesel::insert_into(ticks::table)
                 .values(chunk)
                 .on_conflict_do_nothing()
@@ -372,7 +378,14 @@ impl Store {
                 let scheme = options.url.split(':').next().unwrap_or_default();
                 return Err(StoreError::UnsupportedUrl(scheme.to_owned()));
             };
-        Ok(Store { backend })
+        let cap = match backend {
+            Backend::Postgres(_) => postgres::TICK_ROWS_PER_ARRAY_INSERT,
+            Backend::Sqlite(_) => TICK_ROWS_PER_STATEMENT,
+        };
+        Ok(Store {
+            backend,
+            tick_rows: options.write_batch_rows.clamp(1, cap),
+        })
     }
 
     /// The backend this store writes to.
@@ -390,6 +403,7 @@ impl Store {
             return Ok(TickWrite::default());
         }
         let now = now_us();
+        let per = self.tick_rows;
         match &self.backend {
             Backend::Postgres(pg) => {
                 let months = rows.iter().map(|r| time::month_of(r.ts_us)).collect();
@@ -422,6 +436,7 @@ impl Store {
                             Ok(tick_write!(
                                 c,
                                 rows,
+                                per,
                                 now,
                                 pg_get,
                                 pg_exec,
@@ -438,6 +453,7 @@ impl Store {
                     Ok(tick_write!(
                         c,
                         rows,
+                        per,
                         now,
                         lite_get,
                         lite_exec,
