@@ -218,13 +218,19 @@ async fn up(
     deps: &Deps,
     started: Instant,
 ) -> anyhow::Result<()> {
+    if args.base_port > u16::MAX - 3 {
+        anyhow::bail!(
+            "--base-port {} leaves no room for the three ports after it",
+            args.base_port
+        );
+    }
     let targets: Vec<(Target, SocketAddr)> = Target::ALL
         .iter()
-        .enumerate()
-        .map(|(i, &target)| {
+        .zip(0u16..)
+        .map(|(&target, i)| {
             let port = match args.base_port {
                 0 => 0,
-                base => base.checked_add(i as u16).unwrap_or(0),
+                base => base + i,
             };
             (target, SocketAddr::new(args.bind, port))
         })

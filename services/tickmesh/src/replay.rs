@@ -213,7 +213,13 @@ pub async fn run(
         .map(TokenBucket::from_config)
         .unwrap_or_else(|| TokenBucket::new(50_000.0, 100_000));
     let breaker_config: CircuitBreakerConfig = config.circuit_breaker.unwrap_or_default();
+    let retry = config.retry.unwrap_or_default();
     let mut sender = Sender {
+        retry_initial: tickmesh_config::std_duration(retry.initial_backoff.as_ref())
+            .max(Duration::from_millis(1)),
+        retry_max: tickmesh_config::std_duration(retry.max_backoff.as_ref())
+            .max(Duration::from_millis(1)),
+        retry_multiplier: retry.backoff_multiplier.max(1.0),
         client: IngestionServiceClient::new(connect(&args.target).await?),
         bucket,
         breaker: CircuitBreaker::new(
@@ -351,6 +357,9 @@ async fn connect(target: &str) -> anyhow::Result<Channel> {
 }
 
 struct Sender {
+    retry_initial: Duration,
+    retry_max: Duration,
+    retry_multiplier: f64,
     client: IngestionServiceClient<Channel>,
     bucket: TokenBucket,
     breaker: CircuitBreaker,
@@ -446,7 +455,9 @@ impl Sender {
         F: FnMut(IngestionServiceClient<Channel>) -> Fut,
         Fut: std::future::Future<Output = Result<Option<IngestSummary>, tonic::Status>>,
     {
-        let mut backoff = Duration::from_millis(100);
+        // Backoff from the `retry` settings; a replay keeps retrying (the breaker paces it)
+        // because every batch must go in and writes are idempotent.
+        let mut backoff = self.retry_initial;
         loop {
             if let Err(wait) = self.breaker.admit(Instant::now()) {
                 self.progress.set_message(format!(
@@ -482,7 +493,7 @@ impl Sender {
                     self.progress
                         .set_message(format!("({}: retrying)", status.code()));
                     tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    backoff = backoff.mul_f64(self.retry_multiplier).min(self.retry_max);
                 }
                 Err(status) => bail!("ingestion refused a batch: {status}"),
             }
