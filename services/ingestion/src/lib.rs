@@ -2,6 +2,7 @@
 //! and idempotently in batches. A write is answered only after its rows are committed; every
 //! rejected row is reported back with its index and reason.
 
+pub mod csv_source;
 pub mod relay;
 pub mod status;
 pub mod validate;
