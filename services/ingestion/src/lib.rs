@@ -4,13 +4,15 @@
 
 pub mod csv_source;
 pub mod relay;
+mod replay;
 pub mod status;
 pub mod validate;
 
+use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use tickmesh_mesh::{ConfigHandle, Service, status::not_yet};
+use tickmesh_mesh::{ConfigHandle, Service};
 use tickmesh_proto::v1::ingestion_service_server::{IngestionService, IngestionServiceServer};
 use tickmesh_proto::v1::{
     IngestCandlesRequest, IngestCandlesResponse, IngestSummary, IngestTickBatchRequest,
@@ -34,6 +36,7 @@ pub struct IngestionApi {
     config: ConfigHandle,
     store: Arc<Store>,
     relay: Relay,
+    replay_dir: Option<PathBuf>,
 }
 
 type ReplayStream = Pin<Box<dyn Stream<Item = Result<ReplaySourceResponse, Status>> + Send>>;
@@ -119,6 +122,33 @@ impl IngestionApi {
     }
 }
 
+impl IngestionApi {
+    /// Validates and commits one batch of candles, like [`IngestionApi::tick_batch`].
+    async fn candle_batch(
+        &self,
+        candles: Vec<tickmesh_proto::v1::Candle>,
+    ) -> Result<(usize, u64, Vec<Violation>), Status> {
+        let max = self.max_batch_rows();
+        if candles.len() > max {
+            return Err(status::too_many("candles", candles.len(), max));
+        }
+        let (rows, violations) = validate::candles(candles);
+        let valid = rows.len();
+        let stored = if rows.is_empty() {
+            0
+        } else {
+            self.store
+                .insert_candles(rows)
+                .await
+                .map_err(status::from_store)?
+        };
+        if stored > 0 {
+            self.relay.wake();
+        }
+        Ok((valid, stored, violations))
+    }
+}
+
 #[tonic::async_trait]
 impl IngestionService for IngestionApi {
     async fn ingest_ticks(
@@ -172,22 +202,9 @@ impl IngestionService for IngestionApi {
         request: Request<IngestCandlesRequest>,
     ) -> Result<Response<IngestCandlesResponse>, Status> {
         let request = request.into_inner();
-        let max = self.max_batch_rows();
-        if request.candles.len() > max {
-            return Err(status::too_many("candles", request.candles.len(), max));
-        }
-        let (rows, violations) = validate::candles(request.candles);
-        if rows.is_empty() {
+        let (valid, stored, violations) = self.candle_batch(request.candles).await?;
+        if valid == 0 {
             return Err(status::nothing_valid("candles", &violations));
-        }
-        let valid = rows.len();
-        let stored = self
-            .store
-            .insert_candles(rows)
-            .await
-            .map_err(status::from_store)?;
-        if stored > 0 {
-            self.relay.wake();
         }
         let mut tally = Tally::default();
         tally.add(0, valid, stored, violations);
@@ -200,23 +217,28 @@ impl IngestionService for IngestionApi {
 
     async fn replay_source(
         &self,
-        _request: Request<ReplaySourceRequest>,
+        request: Request<ReplaySourceRequest>,
     ) -> Result<Response<Self::ReplaySourceStream>, Status> {
-        Err(not_yet(
-            "ReplaySource",
-            "tracked as issue 4, ingestion and storage",
-        ))
+        let request = request.into_inner();
+        let replay = replay::Replay::prepare(self.replay_dir.as_deref(), &request).await?;
+        Ok(Response::new(replay.run(self.clone(), request)))
     }
 }
 
-/// The ingestion service over `store`, whose committed events `relay` publishes, ready for
-/// [`tickmesh_mesh::serve`].
-pub fn service(config: &ConfigHandle, store: Arc<Store>, relay: Relay) -> Service {
+/// The ingestion service over `store`, whose committed events `relay` publishes, with the
+/// recorded sources of `replay_dir` (if any), ready for [`tickmesh_mesh::serve`].
+pub fn service(
+    config: &ConfigHandle,
+    store: Arc<Store>,
+    relay: Relay,
+    replay_dir: Option<PathBuf>,
+) -> Service {
     let limit = config.current().message_limit();
     let server = IngestionServiceServer::new(IngestionApi {
         config: config.clone(),
         store,
         relay,
+        replay_dir,
     })
     .max_decoding_message_size(limit)
     .max_encoding_message_size(limit);

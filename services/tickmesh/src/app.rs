@@ -81,7 +81,12 @@ impl Target {
                     shutdown,
                 );
                 return (
-                    tickmesh_ingestion::service(config, deps.store.clone(), relay),
+                    tickmesh_ingestion::service(
+                        config,
+                        deps.store.clone(),
+                        relay,
+                        deps.replay_dir.clone(),
+                    ),
                     Some(task),
                 );
             }
@@ -119,6 +124,8 @@ pub struct Deps {
     pub store: Arc<Store>,
     /// The market-event bus (in-process by default, Redis Streams in production).
     pub bus: Bus,
+    /// Directory of the recorded sources `ReplaySource` may replay (`<name>.csv`).
+    pub replay_dir: Option<std::path::PathBuf>,
 }
 
 /// Stream key of the market-event bus in Redis.
@@ -146,6 +153,7 @@ impl Deps {
         Ok(Deps {
             store: Arc::new(store),
             bus,
+            replay_dir: None,
         })
     }
 }

@@ -38,6 +38,9 @@ struct Cli {
         hide_env_values = true
     )]
     store_read_url: Option<String>,
+    /// Directory of recorded CSV sources the ReplaySource RPC may replay (`<name>.csv`).
+    #[arg(long, global = true, env = "TICKMESH_REPLAY_DIR")]
+    replay_dir: Option<PathBuf>,
     /// The market-event bus: `redis://host:port/` for Redis Streams; in-process when unset.
     #[arg(long, global = true, env = "TICKMESH_BUS_URL", hide_env_values = true)]
     bus: Option<String>,
@@ -193,7 +196,8 @@ fn main() -> ExitCode {
         if let Some(ingestion) = config.current().config.ingestion {
             store.write_batch_rows = ingestion.write_batch_rows as usize;
         }
-        let deps = Deps::open(&store, cli.bus.as_deref(), &config).await?;
+        let mut deps = Deps::open(&store, cli.bus.as_deref(), &config).await?;
+        deps.replay_dir = cli.replay_dir.clone();
         match command {
             Command::Up(args) => up(args, &config, &deps, started).await,
             Command::Serve(args) => serve(args, &config, &deps, started).await,

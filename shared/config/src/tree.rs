@@ -15,6 +15,7 @@ pub const RESERVED_ENV: &[&str] = &[
     "TICKMESH_STORE_URL",
     "TICKMESH_STORE_READ_URL",
     "TICKMESH_BUS_URL",
+    "TICKMESH_REPLAY_DIR",
 ];
 
 /// Prefix of configuration overrides in the environment.

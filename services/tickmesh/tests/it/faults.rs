@@ -217,3 +217,63 @@ fn replaying_real_goog_candles_stores_each_row_once() {
         assert_eq!(stored, csv_values, "{row}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_source_streams_progress_and_stores_a_recorded_source_once() {
+    use tickmesh_proto::v1::ReplaySourceRequest;
+    use tokio_stream::StreamExt;
+    let csv = goog_csv();
+    let rows = std::fs::read_to_string(&csv)
+        .unwrap()
+        .lines()
+        .skip(1)
+        .count() as u64;
+    let pg = tickmesh_testkit::Postgres::start().expect("a throwaway PostgreSQL");
+    let mesh = Process::start(
+        &["serve", "--target", "ingestion", "--listen", "127.0.0.1:0"],
+        |c| {
+            c.env("TICKMESH_STORE_URL", pg.url())
+                .env("TICKMESH_REPLAY_DIR", csv.parent().unwrap());
+        },
+    );
+    let mut client = IngestionServiceClient::new(channel(mesh.addr("ingestion")).await);
+    let request = |source: &str| ReplaySourceRequest {
+        source: source.into(),
+        symbol: "GOOG".into(),
+        ..Default::default()
+    };
+    for round in 0..2 {
+        let mut stream = client
+            .replay_source(request("GOOG"))
+            .await
+            .unwrap()
+            .into_inner();
+        let mut updates = Vec::new();
+        while let Some(update) = stream.next().await {
+            updates.push(update.unwrap());
+        }
+        let last = updates.last().unwrap();
+        assert!(last.done, "the stream ends with a done message");
+        assert!(updates.len() > 2, "progress comes batch by batch");
+        assert_eq!((last.rows_read, last.rows_total), (rows, rows));
+        let summary = last.summary.clone().unwrap();
+        let expected = if round == 0 { (rows, 0) } else { (0, rows) };
+        assert_eq!(
+            (summary.stored, summary.duplicates),
+            expected,
+            "round {round}"
+        );
+    }
+    assert_eq!(
+        pg.psql("select count(*) from candles where symbol = 'GOOG'")
+            .unwrap(),
+        rows.to_string()
+    );
+    let escape = client
+        .replay_source(request("../etc/passwd"))
+        .await
+        .unwrap_err();
+    assert_eq!(escape.code(), Code::InvalidArgument);
+    let unknown = client.replay_source(request("NOPE")).await.unwrap_err();
+    assert_eq!(unknown.code(), Code::NotFound);
+}

@@ -8,11 +8,10 @@ use tickmesh_mesh::{ConfigHandle, Shutdown};
 use tickmesh_proto::v1::caching_service_client::CachingServiceClient;
 use tickmesh_proto::v1::computation_service_client::ComputationServiceClient;
 use tickmesh_proto::v1::config_service_client::ConfigServiceClient;
-use tickmesh_proto::v1::ingestion_service_client::IngestionServiceClient;
 use tickmesh_proto::v1::query_service_client::QueryServiceClient;
 use tickmesh_proto::v1::{
-    GetStatsRequest, OptimizePortfolioRequest, ReplaySourceRequest, StreamMarketDataRequest,
-    UpdateConfigRequest, WatchConfigRequest,
+    GetStatsRequest, OptimizePortfolioRequest, StreamMarketDataRequest, UpdateConfigRequest,
+    WatchConfigRequest,
 };
 use tokio_stream::StreamExt;
 use tonic_reflection::pb::v1::ServerReflectionRequest;
@@ -68,14 +67,6 @@ fn assert_unimplemented(status: tonic::Status, rpc: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rpcs_of_later_work_answer_unimplemented_and_say_so() {
     let s = start().await;
-    let mut ingestion = IngestionServiceClient::new(channel(&s.addr(Target::Ingestion)).await);
-    assert_unimplemented(
-        ingestion
-            .replay_source(ReplaySourceRequest::default())
-            .await
-            .unwrap_err(),
-        "ReplaySource",
-    );
     let mut computation =
         ComputationServiceClient::new(channel(&s.addr(Target::Computation)).await);
     assert_unimplemented(
