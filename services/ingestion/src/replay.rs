@@ -103,13 +103,7 @@ impl Replay {
         tx: &tokio::sync::mpsc::Sender<Result<ReplaySourceResponse, Status>>,
     ) -> Result<(), Status> {
         let config = api.config.current().config;
-        let limits = config.rate_limits.clone().unwrap_or_default();
-        let mut bucket = limits
-            .sources
-            .get(&request.source)
-            .or(limits.default_source.as_ref())
-            .map(TokenBucket::from_config)
-            .unwrap_or_else(|| TokenBucket::new(50_000.0, 100_000));
+        let mut bucket = TokenBucket::for_source(&config, &request.source);
         let mut breaker = CircuitBreaker::new(
             format!("store for source {}", request.source),
             &config.circuit_breaker.unwrap_or_default(),

@@ -10,10 +10,8 @@ use tickmesh_ingestion::csv_source::{Batch, CsvSource, RowKind, interval_by_name
 use tickmesh_mesh::breaker::CircuitBreaker;
 use tickmesh_mesh::token_bucket::TokenBucket;
 use tickmesh_proto::v1::ingestion_service_client::IngestionServiceClient;
-use tickmesh_proto::v1::{
-    Candle, IngestCandlesRequest, IngestSummary, IngestTickBatchRequest, Tick,
-};
 use tickmesh_proto::v1::{CircuitBreakerConfig, PerformanceOptimizationConfig};
+use tickmesh_proto::v1::{IngestCandlesRequest, IngestSummary, IngestTickBatchRequest};
 use tonic::Code;
 use tonic::transport::Channel;
 
@@ -74,13 +72,7 @@ pub async fn run(
     let mut source = CsvSource::open(&args.file, &args.symbol, Some(kind), interval)
         .with_context(|| format!("cannot read {file}"))?;
 
-    let limits = config.rate_limits.clone().unwrap_or_default();
-    let bucket = limits
-        .sources
-        .get(&args.source)
-        .or(limits.default_source.as_ref())
-        .map(TokenBucket::from_config)
-        .unwrap_or_else(|| TokenBucket::new(50_000.0, 100_000));
+    let bucket = TokenBucket::for_source(config, &args.source);
     let breaker_config: CircuitBreakerConfig = config.circuit_breaker.unwrap_or_default();
     let retry = config.retry.unwrap_or_default();
     let mut sender = Sender {
@@ -105,10 +97,7 @@ pub async fn run(
         .next_batch(args.batch)
         .with_context(|| format!("cannot read {file}"))?
     {
-        match batch {
-            Batch::Candles(candles) => sender.send_candles(candles).await?,
-            Batch::Ticks(ticks) => sender.send_ticks(ticks).await?,
-        }
+        sender.send(batch).await?;
     }
     sender.progress.finish_and_clear();
     Ok(sender.summary)
@@ -180,43 +169,27 @@ impl Sender {
             .await;
     }
 
-    async fn send_candles(&mut self, candles: Vec<Candle>) -> anyhow::Result<()> {
-        let rows = candles.len();
-        self.pace(rows, candles[0].open_time_us).await;
-        let request = IngestCandlesRequest {
-            candles,
-            source: self.args.source.clone(),
-        };
+    /// Paces and sends one batch of candles or ticks.
+    async fn send(&mut self, batch: Batch) -> anyhow::Result<()> {
+        let rows = batch.len();
+        if let Some(first) = batch.first_time_us() {
+            self.pace(rows, first).await;
+        }
+        let source = self.args.source.clone();
         let summary = self
             .with_retries(rows, |mut client| {
-                let request = request.clone();
+                let (batch, source) = (batch.clone(), source.clone());
                 async move {
-                    client
-                        .ingest_candles(request)
-                        .await
-                        .map(|r| r.into_inner().summary)
-                }
-            })
-            .await?;
-        self.add(rows, summary);
-        Ok(())
-    }
-
-    async fn send_ticks(&mut self, ticks: Vec<Tick>) -> anyhow::Result<()> {
-        let rows = ticks.len();
-        self.pace(rows, ticks[0].time_us).await;
-        let request = IngestTickBatchRequest {
-            ticks,
-            source: self.args.source.clone(),
-        };
-        let summary = self
-            .with_retries(rows, |mut client| {
-                let request = request.clone();
-                async move {
-                    client
-                        .ingest_tick_batch(request)
-                        .await
-                        .map(|r| r.into_inner().summary)
+                    match batch {
+                        Batch::Candles(candles) => client
+                            .ingest_candles(IngestCandlesRequest { candles, source })
+                            .await
+                            .map(|r| r.into_inner().summary),
+                        Batch::Ticks(ticks) => client
+                            .ingest_tick_batch(IngestTickBatchRequest { ticks, source })
+                            .await
+                            .map(|r| r.into_inner().summary),
+                    }
                 }
             })
             .await?;

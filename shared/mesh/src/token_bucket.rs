@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use tickmesh_proto::v1::TokenBucket as TokenBucketConfig;
+use tickmesh_proto::v1::{PerformanceOptimizationConfig, TokenBucket as TokenBucketConfig};
 
 /// A token bucket rate limit (not shared between tasks; wrap it in a mutex to share).
 #[derive(Debug, Clone)]
@@ -28,6 +28,18 @@ impl TokenBucket {
     /// The bucket a config entry describes.
     pub fn from_config(config: &TokenBucketConfig) -> Self {
         Self::new(config.rate_per_second, config.burst)
+    }
+
+    /// The bucket of an outside data source: `rate_limits.sources.<name>`, else
+    /// `rate_limits.default_source`.
+    pub fn for_source(config: &PerformanceOptimizationConfig, source: &str) -> Self {
+        let limits = config.rate_limits.clone().unwrap_or_default();
+        limits
+            .sources
+            .get(source)
+            .or(limits.default_source.as_ref())
+            .map(Self::from_config)
+            .unwrap_or_else(|| Self::new(50_000.0, 100_000))
     }
 
     fn refill(&mut self, now: Instant) {
