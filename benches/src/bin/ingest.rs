@@ -59,6 +59,7 @@ impl Server {
             ])
             .arg(&ready)
             .env("TICKMESH_STORE_URL", store_url)
+            .env("TICKMESH_METRICS_ADDR", "127.0.0.1:0")
             .env(
                 "TICKMESH_LOG",
                 std::env::var("TICKMESH_LOG").unwrap_or_else(|_| "warn".into()),

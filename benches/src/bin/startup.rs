@@ -53,6 +53,7 @@ fn main() -> anyhow::Result<()> {
         let started = Instant::now();
         let mut child = Command::new(&bin)
             .args(["up", "--base-port", &base.to_string()])
+            .env("TICKMESH_METRICS_ADDR", "127.0.0.1:0")
             .env("TICKMESH_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(Stdio::null())

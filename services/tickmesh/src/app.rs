@@ -126,6 +126,8 @@ pub struct Deps {
     pub bus: Bus,
     /// Directory of the recorded sources `ReplaySource` may replay (`<name>.csv`).
     pub replay_dir: Option<std::path::PathBuf>,
+    /// The process's metrics, served on its metrics port.
+    pub metrics: tickmesh_mesh::Metrics,
 }
 
 /// Stream key of the market-event bus in Redis.
@@ -154,6 +156,7 @@ impl Deps {
             store: Arc::new(store),
             bus,
             replay_dir: None,
+            metrics: tickmesh_mesh::Metrics::new(),
         })
     }
 }
@@ -214,7 +217,8 @@ impl App {
         for (target, listener) in listeners {
             let (service, task) = target.service(config, deps, shutdown);
             background.extend(task);
-            let served = tickmesh_mesh::serve(service, listener, config, shutdown).await?;
+            let served =
+                tickmesh_mesh::serve(service, listener, config, &deps.metrics, shutdown).await?;
             running.push((target, served));
         }
         Ok(App {

@@ -85,6 +85,9 @@ struct UpArgs {
     /// Once every service is SERVING, write their addresses to this file as JSON.
     #[arg(long)]
     ready_file: Option<PathBuf>,
+    /// Where `GET /metrics` (Prometheus text format) is served.
+    #[arg(long, env = "TICKMESH_METRICS_ADDR", default_value = "127.0.0.1:9400")]
+    metrics_addr: SocketAddr,
 }
 
 impl Default for UpArgs {
@@ -93,6 +96,7 @@ impl Default for UpArgs {
             bind: IpAddr::V4(Ipv4Addr::LOCALHOST),
             base_port: Target::Ingestion.default_port(),
             ready_file: None,
+            metrics_addr: SocketAddr::from((Ipv4Addr::LOCALHOST, 9400)),
         }
     }
 }
@@ -108,6 +112,9 @@ struct ServeArgs {
     /// Once the service is SERVING, write its address to this file as JSON.
     #[arg(long)]
     ready_file: Option<PathBuf>,
+    /// Where `GET /metrics` (Prometheus text format) is served.
+    #[arg(long, env = "TICKMESH_METRICS_ADDR", default_value = "0.0.0.0:9400")]
+    metrics_addr: SocketAddr,
 }
 
 #[derive(Debug, Subcommand)]
@@ -239,7 +246,15 @@ async fn up(
             (target, SocketAddr::new(args.bind, port))
         })
         .collect();
-    run(&targets, args.ready_file.as_deref(), config, deps, started).await
+    run(
+        &targets,
+        args.ready_file.as_deref(),
+        args.metrics_addr,
+        config,
+        deps,
+        started,
+    )
+    .await
 }
 
 async fn serve(
@@ -257,6 +272,7 @@ async fn serve(
     run(
         &[(args.target, addr)],
         args.ready_file.as_deref(),
+        args.metrics_addr,
         config,
         deps,
         started,
@@ -267,6 +283,7 @@ async fn serve(
 async fn run(
     targets: &[(Target, SocketAddr)],
     ready_file: Option<&Path>,
+    metrics_addr: SocketAddr,
     config: &ConfigHandle,
     deps: &Deps,
     started: Instant,
@@ -275,7 +292,11 @@ async fn run(
     shutdown
         .on_signals()
         .context("cannot install the signal handlers")?;
+    let metrics_listener = tokio::net::TcpListener::bind(metrics_addr)
+        .await
+        .with_context(|| format!("cannot listen on {metrics_addr} for metrics"))?;
     let app = App::build(targets, config, deps, &shutdown).await?;
+    let (metrics_addr, metrics_task) = deps.metrics.serve(metrics_listener, &shutdown)?;
     let addrs = app.addrs();
     let startup_us = started.elapsed().as_micros() as u64;
     info!(
@@ -284,10 +305,11 @@ async fn run(
         "all services serving; Ctrl-C or SIGTERM stops them"
     );
     if let Some(path) = ready_file {
-        write_ready_file(path, &addrs, startup_us)
+        write_ready_file(path, &addrs, metrics_addr, startup_us)
             .with_context(|| format!("cannot write the ready file {}", path.display()))?;
     }
     app.wait().await?;
+    let _ = metrics_task.await;
     Ok(())
 }
 
@@ -295,9 +317,11 @@ async fn run(
 fn write_ready_file(
     path: &Path,
     addrs: &BTreeMap<Target, SocketAddr>,
+    metrics: SocketAddr,
     startup_us: u64,
 ) -> std::io::Result<()> {
     let mut body = serde_json::Map::new();
+    body.insert("metrics".to_owned(), metrics.to_string().into());
     for (target, addr) in addrs {
         body.insert(target.as_str().to_owned(), addr.to_string().into());
     }

@@ -16,6 +16,7 @@ pub const RESERVED_ENV: &[&str] = &[
     "TICKMESH_STORE_READ_URL",
     "TICKMESH_BUS_URL",
     "TICKMESH_REPLAY_DIR",
+    "TICKMESH_METRICS_ADDR",
 ];
 
 /// Prefix of configuration overrides in the environment.

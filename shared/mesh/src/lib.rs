@@ -6,11 +6,13 @@ pub mod breaker;
 pub mod config_service;
 pub mod health;
 pub mod logging;
+pub mod metrics;
 pub mod serve;
 pub mod shutdown;
 pub mod status;
 pub mod token_bucket;
 
 pub use config_service::{ConfigHandle, ConfigSnapshot};
+pub use metrics::Metrics;
 pub use serve::{Running, ServeError, Service, serve};
 pub use shutdown::Shutdown;

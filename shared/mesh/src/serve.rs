@@ -13,7 +13,7 @@ use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 use tracing::{info, warn};
 
-use crate::{ConfigHandle, Shutdown};
+use crate::{ConfigHandle, Metrics, Shutdown};
 
 /// Why a service could not be served.
 #[derive(Debug, thiserror::Error)]
@@ -129,6 +129,7 @@ pub async fn serve(
     service: Service,
     listener: TcpListener,
     config: &ConfigHandle,
+    metrics: &Metrics,
     shutdown: &Shutdown,
 ) -> Result<Running, ServeError> {
     let addr = listener.local_addr()?;
@@ -197,6 +198,7 @@ pub async fn serve(
     // a long IngestTicks stream. Without it the caller's grpc-timeout is still honoured; the
     // default deadline for unary calls without one comes with the mesh's timeout layer.
     let server = Server::builder()
+        .layer(metrics.layer())
         .max_connection_age(std_duration(settings.max_connection_age.as_ref()))
         .add_routes(routes)
         .serve_with_incoming_shutdown(incoming, drain);

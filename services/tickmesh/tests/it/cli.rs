@@ -187,3 +187,81 @@ fn a_taken_port_fails_start_up_with_a_clear_message() {
         "{stderr}"
     );
 }
+
+/// Parses Prometheus text with the reference Python parser and returns the value of
+/// `tickmesh_grpc_requests_total` for (service, method, code), failing if the text does not
+/// parse.
+fn requests_total(text: &str, service: &str, method: &str, code: &str) -> f64 {
+    use std::io::Write;
+    const PARSE: &str = r#"
+import sys
+from prometheus_client.parser import text_string_to_metric_families
+service, method, code = sys.argv[1:4]
+total = 0.0
+for family in text_string_to_metric_families(sys.stdin.read()):
+    for sample in family.samples:
+        if sample.name == "tickmesh_grpc_requests_total" and sample.labels == {"service": service, "method": method, "code": code}:
+            total += sample.value
+print(total)
+"#;
+    let python = crate::support::program(
+        "python",
+        "create the test venv: python3 -m venv .venv && .venv/bin/pip install -r scripts/requirements-test.txt",
+    );
+    let mut child = std::process::Command::new(python)
+        .args(["-c", PARSE, service, method, code])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(
+        output.status.success(),
+        "metrics do not parse: {}",
+        describe(&output)
+    );
+    String::from_utf8_lossy(&output.stdout)
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn metrics_parse_as_prometheus_text_and_count_calls_by_method_and_code() {
+    let mesh = Process::start(&["up", "--base-port", "0"], |_| {});
+    let before = crate::support::scrape(&mesh.metrics);
+    let service = "tickmesh.v1.ConfigService";
+    let ok_before = requests_total(&before, service, "GetConfig", "0");
+    let mut client = ConfigServiceClient::new(channel(mesh.addr("query")).await);
+    for _ in 0..3 {
+        client.get_config(GetConfigRequest {}).await.unwrap();
+    }
+    // UNIMPLEMENTED is code 12.
+    client
+        .update_config(tickmesh_proto::v1::UpdateConfigRequest::default())
+        .await
+        .unwrap_err();
+    let after = crate::support::scrape(&mesh.metrics);
+    assert_eq!(
+        requests_total(&after, service, "GetConfig", "0") - ok_before,
+        3.0
+    );
+    assert_eq!(requests_total(&after, service, "UpdateConfig", "12"), 1.0);
+    for name in [
+        "tickmesh_grpc_errors_total",
+        "tickmesh_grpc_latency_seconds_bucket",
+        "tickmesh_grpc_in_flight",
+        "tickmesh_process_resident_memory_bytes",
+    ] {
+        assert!(after.contains(name), "{name} missing:\n{after}");
+    }
+    // Sub-millisecond buckets exist for the latency histogram.
+    assert!(after.contains("le=\"0.0005\""), "{after}");
+}

@@ -27,6 +27,8 @@ pub fn tickmesh() -> Command {
         }
     }
     command.env("TICKMESH_LOG_FORMAT", "json");
+    // Tests run side by side: every process its own metrics port.
+    command.env("TICKMESH_METRICS_ADDR", "127.0.0.1:0");
     // Each process its own embedded store, inside cargo's scratch dir for tests.
     command.env(
         "TICKMESH_STORE_URL",
@@ -50,6 +52,8 @@ pub struct Process {
     /// Bound addresses by target name, from the ready file.
     pub addrs: BTreeMap<String, String>,
     pub startup_us: u64,
+    /// Address of `GET /metrics`.
+    pub metrics: String,
     _dir: tempfile::TempDir,
 }
 
@@ -71,6 +75,7 @@ impl Process {
             child,
             addrs: BTreeMap::new(),
             startup_us: 0,
+            metrics: String::new(),
             _dir: dir,
         };
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -91,8 +96,12 @@ impl Process {
         let json: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(&ready).unwrap()).unwrap();
         for (key, value) in json.as_object().unwrap() {
-            if let Some(addr) = value.as_str() {
-                process.addrs.insert(key.clone(), addr.to_owned());
+            match (key.as_str(), value.as_str()) {
+                ("metrics", Some(addr)) => process.metrics = addr.to_owned(),
+                (_, Some(addr)) => {
+                    process.addrs.insert(key.clone(), addr.to_owned());
+                }
+                _ => {}
             }
         }
         process.startup_us = json["startup_us"].as_u64().unwrap();
@@ -202,4 +211,25 @@ pub fn repo() -> PathBuf {
 /// Path relative to the repository root.
 pub fn in_repo(path: &str) -> PathBuf {
     repo().join(Path::new(path))
+}
+
+/// The body of `GET /metrics` at `addr`, over a plain HTTP/1.1 connection.
+pub fn scrape(addr: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        stream,
+        "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("content-type: text/plain"),
+        "{head}"
+    );
+    body.to_owned()
 }

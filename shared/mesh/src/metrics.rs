@@ -1,0 +1,294 @@
+//! RED metrics per service, method and status code, plus process metrics, in the Prometheus
+//! text format on an HTTP port.
+//!
+//! The layer records a call when its response headers are out: the status of a unary call
+//! (tonic sends errors as trailers-only responses, so the code is in the headers) and the
+//! time to the first response byte of a streaming one.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+use crate::Shutdown;
+
+/// Labels of a finished call.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CallLabels {
+    /// Full gRPC service name.
+    pub service: String,
+    /// Method name.
+    pub method: String,
+    /// gRPC status code as a number.
+    pub code: String,
+}
+
+/// Labels of a method.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct MethodLabels {
+    /// Full gRPC service name.
+    pub service: String,
+    /// Method name.
+    pub method: String,
+}
+
+/// Latency buckets in seconds, from 50 µs: most calls here finish in well under a millisecond.
+const BUCKETS: [f64; 16] = [
+    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+    2.5, 10.0,
+];
+
+struct Inner {
+    registry: Registry,
+    requests: Family<CallLabels, Counter>,
+    errors: Family<CallLabels, Counter>,
+    latency: Family<MethodLabels, Histogram>,
+    in_flight: Family<MethodLabels, Gauge>,
+    resident: Gauge,
+    cpu_ticks: Gauge,
+    open_fds: Gauge,
+}
+
+/// The metrics of a process; clones share them.
+#[derive(Clone)]
+pub struct Metrics {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Registers the tickmesh metrics.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("tickmesh");
+        let requests = Family::<CallLabels, Counter>::default();
+        let errors = Family::<CallLabels, Counter>::default();
+        let latency = Family::<MethodLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(BUCKETS.iter().copied())
+        });
+        let in_flight = Family::<MethodLabels, Gauge>::default();
+        let (resident, cpu_ticks, open_fds) =
+            (Gauge::default(), Gauge::default(), Gauge::default());
+        registry.register("grpc_requests", "gRPC calls answered", requests.clone());
+        registry.register(
+            "grpc_errors",
+            "gRPC calls answered with a status other than OK",
+            errors.clone(),
+        );
+        registry.register(
+            "grpc_latency_seconds",
+            "Time to the response headers of a gRPC call",
+            latency.clone(),
+        );
+        registry.register(
+            "grpc_in_flight",
+            "gRPC calls being handled",
+            in_flight.clone(),
+        );
+        registry.register(
+            "process_resident_memory_bytes",
+            "Resident memory of the process",
+            resident.clone(),
+        );
+        registry.register(
+            "process_cpu_ticks",
+            "CPU time of the process in clock ticks (user + system)",
+            cpu_ticks.clone(),
+        );
+        registry.register(
+            "process_open_fds",
+            "Open file descriptors of the process",
+            open_fds.clone(),
+        );
+        Self {
+            inner: Arc::new(Inner {
+                registry,
+                requests,
+                errors,
+                latency,
+                in_flight,
+                resident,
+                cpu_ticks,
+                open_fds,
+            }),
+        }
+    }
+
+    fn refresh_process(&self) {
+        if let Ok(statm) = std::fs::read_to_string("/proc/self/statm")
+            && let Some(pages) = statm
+                .split_whitespace()
+                .nth(1)
+                .and_then(|p| p.parse::<i64>().ok())
+        {
+            self.inner.resident.set(pages * 4096);
+        }
+        if let Ok(stat) = std::fs::read_to_string("/proc/self/stat")
+            && let Some(after) = stat.rsplit_once(')').map(|(_, rest)| rest)
+        {
+            let fields: Vec<&str> = after.split_whitespace().collect();
+            // After the command name: state is field 3, utime 14 and stime 15 (1-based).
+            let ticks: i64 = [11, 12]
+                .iter()
+                .filter_map(|&i| fields.get(i).and_then(|v| v.parse::<i64>().ok()))
+                .sum();
+            self.inner.cpu_ticks.set(ticks);
+        }
+        if let Ok(entries) = std::fs::read_dir("/proc/self/fd") {
+            self.inner.open_fds.set(entries.count() as i64);
+        }
+    }
+
+    /// The metrics in the Prometheus text exposition format.
+    pub fn encode(&self) -> String {
+        self.refresh_process();
+        let mut text = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut text, &self.inner.registry);
+        text
+    }
+
+    /// The tower layer that records every call of a server.
+    pub fn layer(&self) -> MetricsLayer {
+        MetricsLayer {
+            metrics: self.clone(),
+        }
+    }
+
+    /// Serves `GET /metrics` on `listener` until `shutdown`.
+    pub fn serve(
+        &self,
+        listener: TcpListener,
+        shutdown: &Shutdown,
+    ) -> std::io::Result<(SocketAddr, JoinHandle<()>)> {
+        let addr = listener.local_addr()?;
+        let metrics = self.clone();
+        let app = axum::Router::new().route(
+            "/metrics",
+            axum::routing::get(move || {
+                let metrics = metrics.clone();
+                async move {
+                    (
+                        [("content-type", "text/plain; version=0.0.4; charset=utf-8")],
+                        metrics.encode(),
+                    )
+                }
+            }),
+        );
+        let shutdown = shutdown.clone();
+        let task = tokio::spawn(async move {
+            let stopped = async move { shutdown.wait().await };
+            if let Err(e) = axum::serve(listener, app)
+                .with_graceful_shutdown(stopped)
+                .await
+            {
+                tracing::warn!(error = %e, "metrics endpoint stopped");
+            }
+        });
+        tracing::info!(%addr, "metrics served at /metrics");
+        Ok((addr, task))
+    }
+}
+
+/// Records RED metrics of the calls passing through.
+#[derive(Clone, Debug)]
+pub struct MetricsLayer {
+    metrics: Metrics,
+}
+
+impl<S> tower::Layer<S> for MetricsLayer {
+    type Service = MetricsService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        MetricsService {
+            inner,
+            metrics: self.metrics.clone(),
+        }
+    }
+}
+
+/// The service [`MetricsLayer`] makes.
+#[derive(Clone, Debug)]
+pub struct MetricsService<S> {
+    inner: S,
+    metrics: Metrics,
+}
+
+impl<S, B, R> tower::Service<http::Request<B>> for MetricsService<S>
+where
+    S: tower::Service<http::Request<B>, Response = http::Response<R>>,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<S::Response, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        let path = request.uri().path();
+        let (service, method) = path
+            .trim_start_matches('/')
+            .split_once('/')
+            .unwrap_or(("unknown", "unknown"));
+        let method_labels = MethodLabels {
+            service: service.to_owned(),
+            method: method.to_owned(),
+        };
+        let inner = Arc::clone(&self.metrics.inner);
+        inner.in_flight.get_or_create(&method_labels).inc();
+        let started = Instant::now();
+        let call = self.inner.call(request);
+        Box::pin(async move {
+            let response = call.await;
+            inner.in_flight.get_or_create(&method_labels).dec();
+            inner
+                .latency
+                .get_or_create(&method_labels)
+                .observe(started.elapsed().as_secs_f64());
+            let code = match &response {
+                Ok(r) => r
+                    .headers()
+                    .get("grpc-status")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("0")
+                    .to_owned(),
+                // The transport failed before any status: UNKNOWN.
+                Err(_) => "2".to_owned(),
+            };
+            let labels = CallLabels {
+                service: method_labels.service,
+                method: method_labels.method,
+                code,
+            };
+            inner.requests.get_or_create(&labels).inc();
+            if labels.code != "0" {
+                inner.errors.get_or_create(&labels).inc();
+            }
+            response
+        })
+    }
+}
