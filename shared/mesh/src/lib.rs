@@ -8,6 +8,7 @@ pub mod health;
 pub mod logging;
 pub mod metrics;
 pub mod serve;
+pub mod shed;
 pub mod shutdown;
 pub mod status;
 pub mod token_bucket;

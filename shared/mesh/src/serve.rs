@@ -199,6 +199,9 @@ pub async fn serve(
     // default deadline for unary calls without one comes with the mesh's timeout layer.
     let server = Server::builder()
         .layer(metrics.layer())
+        .layer(crate::shed::ShedLayer::new(
+            settings.concurrency_limit as usize,
+        ))
         .max_connection_age(std_duration(settings.max_connection_age.as_ref()))
         .add_routes(routes)
         .serve_with_incoming_shutdown(incoming, drain);

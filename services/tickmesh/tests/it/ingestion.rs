@@ -479,3 +479,65 @@ async fn with_redis_down_ingestion_keeps_storing_and_publishes_when_it_is_back()
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn past_the_concurrency_limit_calls_are_refused_at_once_but_health_answers() {
+    let mesh = Process::start(&["up", "--base-port", "0"], |c| {
+        c.env("TICKMESH_SERVER__CONCURRENCY_LIMIT", "1");
+    });
+    let mut client = client(&mesh).await;
+    // A client stream that stays open holds the one slot.
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    let held = {
+        let mut client = client.clone();
+        tokio::spawn(async move {
+            client
+                .ingest_ticks(tokio_stream::wrappers::ReceiverStream::new(rx))
+                .await
+        })
+    };
+    tx.send(IngestTicksRequest {
+        ticks: (0..10).map(|i| tick("BTC-USD", i)).collect(),
+        source: "hold".into(),
+    })
+    .await
+    .unwrap();
+    // Wait until the server holds the stream: the in-flight gauge of the metrics shows it.
+    let holding = "tickmesh_grpc_in_flight{service=\"tickmesh.v1.IngestionService\",method=\"IngestTicks\"} 1";
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !crate::support::scrape(&mesh.metrics).contains(holding) {
+        assert!(
+            !held.is_finished(),
+            "the holding stream ended early: {:?}",
+            held.await
+        );
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the stream never reached the server"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let refused = client
+        .ingest_tick_batch(batch(vec![tick("BTC-USD", 99)]))
+        .await
+        .expect_err("the one slot is taken");
+    assert_eq!(refused.code(), Code::Unavailable, "{refused:?}");
+    assert!(
+        refused.message().contains("server.concurrency_limit"),
+        "{}",
+        refused.message()
+    );
+    // A busy server is not a dead one.
+    assert_eq!(
+        crate::support::health(mesh.addr("ingestion"), "").await,
+        tonic_health::pb::health_check_response::ServingStatus::Serving
+    );
+    drop(tx);
+    let summary = held.await.unwrap().unwrap().into_inner().summary.unwrap();
+    assert_eq!(summary.stored, 10);
+    // The slot is free again.
+    client
+        .ingest_tick_batch(batch(vec![tick("BTC-USD", 100)]))
+        .await
+        .unwrap();
+}
