@@ -1,6 +1,7 @@
 //! Faults and bad input: garbage on the wire, the database going away mid-stream, and a
 //! replay of real market data through the binary.
 
+use std::ffi::OsString;
 use std::process::Command;
 use std::time::Duration;
 
@@ -9,7 +10,7 @@ use tickmesh_proto::v1::ingestion_service_client::IngestionServiceClient;
 use tickmesh_proto::v1::{IngestTickBatchRequest, IngestTicksRequest, Side, Tick};
 use tonic::Code;
 
-use crate::support::{Process, channel, describe, program, run, tickmesh};
+use crate::support::{Process, channel, describe, program, run, serve_ingestion, tickmesh};
 
 const VENV_HINT: &str = "create the test venv: python3 -m venv .venv && .venv/bin/pip install -r scripts/requirements-test.txt";
 
@@ -25,12 +26,7 @@ fn tick(i: i64) -> Tick {
 }
 
 fn ingestion_on(pg: &tickmesh_testkit::Postgres) -> Process {
-    Process::start(
-        &["serve", "--target", "ingestion", "--listen", "127.0.0.1:0"],
-        |c| {
-            c.env("TICKMESH_STORE_URL", pg.url());
-        },
-    )
+    serve_ingestion(&[("TICKMESH_STORE_URL", OsString::from(pg.url()))])
 }
 
 /// Sends raw bytes as the request of a unary RPC from Python grpcio (a real client that does
@@ -229,13 +225,10 @@ async fn replay_source_streams_progress_and_stores_a_recorded_source_once() {
         .skip(1)
         .count() as u64;
     let pg = tickmesh_testkit::Postgres::start().expect("a throwaway PostgreSQL");
-    let mesh = Process::start(
-        &["serve", "--target", "ingestion", "--listen", "127.0.0.1:0"],
-        |c| {
-            c.env("TICKMESH_STORE_URL", pg.url())
-                .env("TICKMESH_REPLAY_DIR", csv.parent().unwrap());
-        },
-    );
+    let mesh = serve_ingestion(&[
+        ("TICKMESH_STORE_URL", OsString::from(pg.url())),
+        ("TICKMESH_REPLAY_DIR", OsString::from(csv.parent().unwrap())),
+    ]);
     let mut client = IngestionServiceClient::new(channel(mesh.addr("ingestion")).await);
     let request = |source: &str| ReplaySourceRequest {
         source: source.into(),

@@ -1,5 +1,7 @@
 //! Ingestion over gRPC into the embedded SQLite store and into a real PostgreSQL.
 
+use std::ffi::OsString;
+
 use tickmesh_proto::v1::ingestion_service_client::IngestionServiceClient;
 use tickmesh_proto::v1::{
     Candle, IngestCandlesRequest, IngestTickBatchRequest, IngestTicksRequest, Interval, Side, Tick,
@@ -8,7 +10,7 @@ use tonic::Code;
 use tonic::transport::Channel;
 use tonic_types::StatusExt;
 
-use crate::support::{Process, channel};
+use crate::support::{Process, channel, serve_ingestion};
 
 /// 2024-03-01T00:00:00Z.
 const T0: i64 = 1_709_251_200_000_000;
@@ -198,12 +200,7 @@ async fn candles_are_validated_and_stored_idempotently() {
 #[tokio::test]
 async fn ingestion_into_postgres_is_counted_by_psql() {
     let pg = tickmesh_testkit::Postgres::start().expect("a throwaway PostgreSQL");
-    let mesh = Process::start(
-        &["serve", "--target", "ingestion", "--listen", "127.0.0.1:0"],
-        |c| {
-            c.env("TICKMESH_STORE_URL", pg.url());
-        },
-    );
+    let mesh = serve_ingestion(&[("TICKMESH_STORE_URL", OsString::from(pg.url()))]);
     let mut client = client(&mesh).await;
     let batches: Vec<IngestTicksRequest> = (0..10)
         .map(|b| IngestTicksRequest {
@@ -297,13 +294,10 @@ async fn committed_ticks_and_closed_candles_reach_the_redis_bus() {
         .await
         .unwrap();
     let mut subscription = bus.subscribe("test", "reader").await.unwrap();
-    let mesh = Process::start(
-        &["serve", "--target", "ingestion", "--listen", "127.0.0.1:0"],
-        |c| {
-            c.env("TICKMESH_STORE_URL", pg.url())
-                .env("TICKMESH_BUS_URL", redis.url());
-        },
-    );
+    let mesh = serve_ingestion(&[
+        ("TICKMESH_STORE_URL", OsString::from(pg.url())),
+        ("TICKMESH_BUS_URL", OsString::from(redis.url())),
+    ]);
     let mut client = client(&mesh).await;
     // Two minutes of ticks, one every 100 ms: 120 one-second bars and one one-minute bar close.
     let ticks: Vec<Tick> = (0..1200).map(|i| tick("BTC-USD", i * 100)).collect();
@@ -352,13 +346,10 @@ async fn new_closed_feed_candles_reach_the_redis_bus_once() {
         .unwrap();
     let mut subscription = bus.subscribe("test", "reader").await.unwrap();
     let store = format!("sqlite:{}", dir.path().join("s.db").display());
-    let mesh = Process::start(
-        &["serve", "--target", "ingestion", "--listen", "127.0.0.1:0"],
-        |c| {
-            c.env("TICKMESH_STORE_URL", &store)
-                .env("TICKMESH_BUS_URL", redis.url());
-        },
-    );
+    let mesh = serve_ingestion(&[
+        ("TICKMESH_STORE_URL", OsString::from(&store)),
+        ("TICKMESH_BUS_URL", OsString::from(redis.url())),
+    ]);
     let mut client = client(&mesh).await;
     let hour = 3_600_000_000;
     let candles: Vec<Candle> = (0..10)
@@ -405,13 +396,10 @@ async fn two_ingestion_processes_on_one_database_publish_each_commit_once() {
     let pg = tickmesh_testkit::Postgres::start().expect("a throwaway PostgreSQL");
     let redis = tickmesh_testkit::Redis::start().expect("a throwaway Redis");
     let start = || {
-        Process::start(
-            &["serve", "--target", "ingestion", "--listen", "127.0.0.1:0"],
-            |c| {
-                c.env("TICKMESH_STORE_URL", pg.url())
-                    .env("TICKMESH_BUS_URL", redis.url());
-            },
-        )
+        serve_ingestion(&[
+            ("TICKMESH_STORE_URL", OsString::from(pg.url())),
+            ("TICKMESH_BUS_URL", OsString::from(redis.url())),
+        ])
     };
     let (first, second) = (start(), start());
     let mut clients = [client(&first).await, client(&second).await];
@@ -436,13 +424,10 @@ async fn two_ingestion_processes_on_one_database_publish_each_commit_once() {
 async fn with_redis_down_ingestion_keeps_storing_and_publishes_when_it_is_back() {
     let pg = tickmesh_testkit::Postgres::start().expect("a throwaway PostgreSQL");
     let mut redis = tickmesh_testkit::Redis::start().expect("a throwaway Redis");
-    let mesh = Process::start(
-        &["serve", "--target", "ingestion", "--listen", "127.0.0.1:0"],
-        |c| {
-            c.env("TICKMESH_STORE_URL", pg.url())
-                .env("TICKMESH_BUS_URL", redis.url());
-        },
-    );
+    let mesh = serve_ingestion(&[
+        ("TICKMESH_STORE_URL", OsString::from(pg.url())),
+        ("TICKMESH_BUS_URL", OsString::from(redis.url())),
+    ]);
     let mut client = client(&mesh).await;
     redis.stop();
     for b in 0..5 {

@@ -153,6 +153,16 @@ impl Drop for Process {
     }
 }
 
+/// `tickmesh serve --target ingestion` on a free port, with `env` set.
+pub fn serve_ingestion(env: &[(&str, std::ffi::OsString)]) -> Process {
+    Process::start(
+        &["serve", "--target", "ingestion", "--listen", "127.0.0.1:0"],
+        |c| {
+            c.envs(env.iter().map(|(k, v)| (*k, v)));
+        },
+    )
+}
+
 /// A plaintext channel to `addr` (host:port).
 pub async fn channel(addr: &str) -> Channel {
     Channel::from_shared(format!("http://{addr}"))
