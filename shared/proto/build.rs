@@ -4,9 +4,8 @@
 
 use std::path::PathBuf;
 
-use protox::prost::Message;
-
 const FILES: &[&str] = &[
+    "tickmesh/v1/options.proto",
     "tickmesh/v1/market.proto",
     "tickmesh/v1/config.proto",
     "tickmesh/v1/ingestion.proto",
@@ -20,8 +19,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
 
     println!("cargo:rerun-if-changed={}", proto_root.display());
-    let fds = protox::compile(FILES, [&proto_root])?;
-    std::fs::write(out_dir.join("tickmesh_descriptor.bin"), fds.encode_to_vec())?;
+    let mut compiler = protox::Compiler::new([&proto_root])?;
+    compiler
+        .include_source_info(true)
+        .include_imports(true)
+        .open_files(FILES)?;
+    // Encoded by protox itself: going through prost_types would drop the custom method options
+    // (`tickmesh.v1.required_scope`) that the auth layer reads.
+    std::fs::write(
+        out_dir.join("tickmesh_descriptor.bin"),
+        compiler.encode_file_descriptor_set(),
+    )?;
+    let fds = compiler.file_descriptor_set();
 
     tonic_prost_build::configure()
         .build_client(true)

@@ -145,22 +145,6 @@ fn main() -> ExitCode {
     if let Command::Config(config) = command {
         return config_command(config, cli.config.as_deref());
     }
-    logging::init(
-        &cli.log,
-        match cli.log_format {
-            LogFormatArg::Auto => LogFormat::Auto,
-            LogFormatArg::Text => LogFormat::Text,
-            LogFormatArg::Json => LogFormat::Json,
-        },
-    );
-    let loaded = match tickmesh_config::load(cli.config.as_deref(), std::env::vars()) {
-        Ok(loaded) => loaded,
-        Err(e) => {
-            error!(error = %e, "configuration rejected");
-            eprintln!("error: {e}");
-            return ExitCode::from(2);
-        }
-    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("tickmesh-io")
@@ -170,6 +154,27 @@ fn main() -> ExitCode {
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
             return ExitCode::FAILURE;
+        }
+    };
+    // The OTLP exporter's connection lives on the runtime, so telemetry starts inside it.
+    let telemetry = {
+        let _entered = runtime.enter();
+        logging::init(
+            &cli.log,
+            match cli.log_format {
+                LogFormatArg::Auto => LogFormat::Auto,
+                LogFormatArg::Text => LogFormat::Text,
+                LogFormatArg::Json => LogFormat::Json,
+            },
+            &trace_service_name(&command),
+        )
+    };
+    let loaded = match tickmesh_config::load(cli.config.as_deref(), std::env::vars()) {
+        Ok(loaded) => loaded,
+        Err(e) => {
+            error!(error = %e, "configuration rejected");
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
         }
     };
     let result = runtime.block_on(async move {
@@ -213,6 +218,8 @@ fn main() -> ExitCode {
             }
         }
     });
+    // Pending spans go out before the runtime (which carries the exporter) stops.
+    runtime.block_on(async move { telemetry.shutdown() });
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -220,6 +227,15 @@ fn main() -> ExitCode {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// The service name traces carry unless `OTEL_SERVICE_NAME` is set: `tickmesh-<target>` for one
+/// service, `tickmesh` for the whole mesh.
+fn trace_service_name(command: &Command) -> String {
+    match command {
+        Command::Serve(args) => format!("tickmesh-{}", args.target),
+        _ => "tickmesh".to_owned(),
     }
 }
 
@@ -344,10 +360,13 @@ fn config_command(command: ConfigCommand, file: Option<&Path>) -> ExitCode {
                 Some(PrintFormat::Yaml) => format!(
                     "# effective configuration: {}\n{}",
                     loaded.source,
-                    tickmesh_config::to_yaml(&loaded.config)
+                    tickmesh_config::to_yaml(&tickmesh_config::redacted(&loaded.config))
                 ),
                 Some(PrintFormat::Json) => {
-                    format!("{:#}\n", tickmesh_config::to_json(&loaded.config))
+                    format!(
+                        "{:#}\n",
+                        tickmesh_config::to_json(&tickmesh_config::redacted(&loaded.config))
+                    )
                 }
             };
             // A closed pipe (`tickmesh config print | head`) is the reader's choice, not an error.

@@ -181,6 +181,21 @@ pub fn to_yaml(config: &PerformanceOptimizationConfig) -> String {
     serde_yaml_ng::to_string(&to_json(config)).expect("a JSON tree serializes to YAML")
 }
 
+/// What a key shows instead of itself wherever configuration leaves the process.
+pub const REDACTED: &str = "<redacted>";
+
+/// The configuration with every API key replaced by [`REDACTED`]: what `GetConfig`, `WatchConfig`
+/// and `config print` show. Key names and scopes stay visible.
+pub fn redacted(config: &PerformanceOptimizationConfig) -> PerformanceOptimizationConfig {
+    let mut config = config.clone();
+    if let Some(auth) = config.auth.as_mut() {
+        for key in &mut auth.keys {
+            key.key = REDACTED.to_owned();
+        }
+    }
+    config
+}
+
 /// A proto duration as a std one (negative durations, which validation rejects, become zero).
 pub fn std_duration(duration: Option<&prost_types::Duration>) -> Duration {
     duration

@@ -108,7 +108,7 @@ impl ConfigService for ConfigApi {
     ) -> Result<Response<GetConfigResponse>, Status> {
         let snapshot = self.handle.current();
         Ok(Response::new(GetConfigResponse {
-            config: Some((*snapshot.config).clone()),
+            config: Some(tickmesh_config::redacted(&snapshot.config)),
             version: snapshot.version,
             source: snapshot.source,
         }))
@@ -138,7 +138,7 @@ impl ConfigService for ConfigApi {
             .take_until(ended)
             .map(|snapshot| {
                 Ok(WatchConfigResponse {
-                    config: Some((*snapshot.config).clone()),
+                    config: Some(tickmesh_config::redacted(&snapshot.config)),
                     version: snapshot.version,
                     source: snapshot.source,
                 })

@@ -1,8 +1,19 @@
-//! Structured logs for every tickmesh process.
+//! Structured logs and traces for every tickmesh process.
+//!
+//! Logs go to stderr (stdout stays free for command output), as JSON lines or human-readable
+//! text. Traces go over OTLP/gRPC when the standard `OTEL_EXPORTER_OTLP_ENDPOINT` (or
+//! `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`) is set, and are off otherwise; the other standard
+//! variables apply too (`OTEL_SERVICE_NAME`, `OTEL_TRACES_SAMPLER` with
+//! `OTEL_TRACES_SAMPLER_ARG`, `OTEL_BSP_SCHEDULE_DELAY`, `OTEL_SDK_DISABLED`). Jaeger takes OTLP
+//! directly on port 4317.
 
 use std::io::IsTerminal;
 
-use tracing_subscriber::EnvFilter;
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_sdk::trace::SdkTracerProvider;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer, Registry};
 
 /// Output format of the logs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -15,23 +26,102 @@ pub enum LogFormat {
     Json,
 }
 
+/// The installed telemetry; [`Telemetry::shutdown`] flushes the spans still pending.
+#[derive(Debug, Default)]
+pub struct Telemetry {
+    provider: Option<SdkTracerProvider>,
+}
+
+impl Telemetry {
+    /// Whether spans are exported over OTLP.
+    pub fn exporting(&self) -> bool {
+        self.provider.is_some()
+    }
+
+    /// Exports the spans still pending and stops the exporter. Call it inside the runtime, before
+    /// the runtime shuts down.
+    pub fn shutdown(self) {
+        if let Some(provider) = self.provider
+            && let Err(e) = provider.shutdown()
+        {
+            tracing::warn!(error = %e, "flushing traces on shutdown failed");
+        }
+    }
+}
+
+fn otlp_configured() -> bool {
+    let set = |name: &str| std::env::var(name).is_ok_and(|v| !v.trim().is_empty());
+    let disabled = std::env::var("OTEL_SDK_DISABLED").is_ok_and(|v| v.eq_ignore_ascii_case("true"));
+    !disabled && (set("OTEL_EXPORTER_OTLP_ENDPOINT") || set("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"))
+}
+
+/// The OTLP tracer provider, when an endpoint is configured. Must run inside a tokio runtime
+/// (the gRPC exporter's connection lives on it).
+fn tracer_provider(service_name: &str) -> Result<Option<SdkTracerProvider>, String> {
+    if !otlp_configured() {
+        return Ok(None);
+    }
+    let exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_tonic()
+        .build()
+        .map_err(|e| format!("OTLP exporter: {e}"))?;
+    let mut resource = opentelemetry_sdk::Resource::builder();
+    if std::env::var("OTEL_SERVICE_NAME").is_err() {
+        resource = resource.with_service_name(service_name.to_owned());
+    }
+    Ok(Some(
+        SdkTracerProvider::builder()
+            .with_batch_exporter(exporter)
+            .with_resource(resource.build())
+            .build(),
+    ))
+}
+
 /// Installs the global subscriber: level from `filter` (e.g. `info,tickmesh=debug`), logs on
-/// stderr so stdout stays free for command output.
-pub fn init(filter: &str, format: LogFormat) {
+/// stderr, and OTLP traces under `service_name` (unless `OTEL_SERVICE_NAME` says otherwise) when
+/// an endpoint is configured. A second call (tests starting several apps) keeps the first
+/// subscriber.
+pub fn init(filter: &str, format: LogFormat, service_name: &str) -> Telemetry {
+    opentelemetry::global::set_text_map_propagator(
+        opentelemetry_sdk::propagation::TraceContextPropagator::new(),
+    );
     let filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info"));
     let json = match format {
         LogFormat::Json => true,
         LogFormat::Text => false,
         LogFormat::Auto => !std::io::stderr().is_terminal(),
     };
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let fmt = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_target(false);
-    // A second init (tests starting several apps) keeps the first subscriber.
-    let _ = if json {
-        builder.json().flatten_event(true).try_init()
+    let fmt: Box<dyn Layer<Registry> + Send + Sync> = if json {
+        fmt.json().flatten_event(true).boxed()
     } else {
-        builder.compact().try_init()
+        fmt.compact().boxed()
     };
+    let (provider, problem) = match tracer_provider(service_name) {
+        Ok(provider) => (provider, None),
+        Err(e) => (None, Some(e)),
+    };
+    let otel = provider.as_ref().map(|provider| {
+        tracing_opentelemetry::layer()
+            .with_tracer(provider.tracer("tickmesh"))
+            .boxed()
+    });
+    let installed = tracing_subscriber::registry()
+        .with(vec![
+            fmt,
+            otel.unwrap_or_else(|| tracing_subscriber::layer::Identity::new().boxed()),
+        ])
+        .with(filter)
+        .try_init()
+        .is_ok();
+    if let Some(problem) = problem {
+        tracing::warn!(error = %problem, "traces are off");
+    } else if provider.is_some() && installed {
+        tracing::info!(service = service_name, "exporting traces over OTLP");
+    }
+    Telemetry {
+        provider: provider.filter(|_| installed),
+    }
 }

@@ -13,6 +13,14 @@ use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 use tracing::{info, warn};
 
+use tower::ServiceBuilder;
+
+use crate::auth::{AuthLayer, Keys};
+use crate::deadline::DefaultDeadlineLayer;
+use crate::message_size::MessageSizeLayer;
+use crate::rate_limit::RateLimitLayer;
+use crate::shed::ShedLayer;
+use crate::trace::ServerTraceLayer;
 use crate::{ConfigHandle, Metrics, Shutdown};
 
 /// Why a service could not be served.
@@ -30,6 +38,15 @@ pub enum ServeError {
     /// The server task panicked or was cancelled.
     #[error("server task: {0}")]
     Task(#[from] tokio::task::JoinError),
+    /// The API keys could not be loaded.
+    #[error("{0}")]
+    Keys(#[from] crate::auth::KeysError),
+    /// Auth is off and the listener is reachable from other hosts.
+    #[error(
+        "auth.enabled is false but {0} is not a loopback address; configure API keys \
+         (auth.keys_file) or bind to 127.0.0.1"
+    )]
+    AuthOffInPublic(SocketAddr),
 }
 
 /// A tickmesh service ready to be served: its full gRPC name and its tonic routes.
@@ -134,7 +151,15 @@ pub async fn serve(
 ) -> Result<Running, ServeError> {
     let addr = listener.local_addr()?;
     let name = service.name;
-    let settings = config.current().config.server.unwrap_or_default();
+    let current = config.current();
+    let settings = current.config.server.unwrap_or_default();
+    let keys = Keys::load(&current.config.auth.clone().unwrap_or_default())?;
+    if !keys.enabled() {
+        if !addr.ip().is_loopback() {
+            return Err(ServeError::AuthOffInPublic(addr));
+        }
+        warn!(service = name, %addr, "auth is off: API keys are not checked (loopback address only)");
+    }
 
     let health = HealthReporter::new();
     let health_service = crate::health::DrainingHealth::server(health.clone(), shutdown);
@@ -195,13 +220,22 @@ pub async fn serve(
     // delayed ACKs (40 ms stalls).
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     // No Server::timeout: tonic applies it to whole calls, streams included, so it would cut
-    // a long IngestTicks stream. Without it the caller's grpc-timeout is still honoured; the
-    // default deadline for unary calls without one comes with the mesh's timeout layer.
-    let server = Server::builder()
+    // a long IngestTicks stream. The caller's grpc-timeout is still honoured by tonic; unary
+    // calls without one get server.default_timeout from DefaultDeadlineLayer.
+    // The server stack, outermost first. Metrics sit outside auth so that refused calls are
+    // counted; the message-size fix is innermost so every layer sees the corrected code.
+    let stack = ServiceBuilder::new()
+        .layer(ServerTraceLayer)
         .layer(metrics.layer())
-        .layer(crate::shed::ShedLayer::new(
-            settings.concurrency_limit as usize,
-        ))
+        .layer(AuthLayer::new(keys))
+        .layer(RateLimitLayer::new(config))
+        .layer(ShedLayer::new(settings.concurrency_limit as usize))
+        .layer(DefaultDeadlineLayer::new(std_duration(
+            settings.default_timeout.as_ref(),
+        )))
+        .layer(MessageSizeLayer);
+    let server = Server::builder()
+        .layer(stack)
         .max_connection_age(std_duration(settings.max_connection_age.as_ref()))
         .add_routes(routes)
         .serve_with_incoming_shutdown(incoming, drain);

@@ -1,0 +1,1 @@
+//! Technical indicators (placeholder until the library lands).

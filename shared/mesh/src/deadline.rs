@@ -1,0 +1,78 @@
+//! The server-side default deadline. A caller's `grpc-timeout` is honoured by tonic itself
+//! (DEADLINE_EXCEEDED when it passes); a unary call that sets none gets `server.default_timeout`
+//! instead, so no call can hold a slot forever. Streams are left alone: a long `IngestTicks`
+//! or a live subscription is not a stuck call.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use crate::methods::MethodTable;
+
+/// Applies a default deadline to unary calls without one.
+#[derive(Clone, Debug)]
+pub struct DefaultDeadlineLayer {
+    timeout: Duration,
+}
+
+impl DefaultDeadlineLayer {
+    /// Unary calls without `grpc-timeout` end after `timeout` (zero: no default).
+    pub fn new(timeout: Duration) -> Self {
+        Self { timeout }
+    }
+}
+
+impl<S> tower::Layer<S> for DefaultDeadlineLayer {
+    type Service = DefaultDeadline<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        DefaultDeadline {
+            inner,
+            timeout: self.timeout,
+        }
+    }
+}
+
+/// The service [`DefaultDeadlineLayer`] makes.
+#[derive(Clone, Debug)]
+pub struct DefaultDeadline<S> {
+    inner: S,
+    timeout: Duration,
+}
+
+impl<S, B> tower::Service<http::Request<B>> for DefaultDeadline<S>
+where
+    S: tower::Service<http::Request<B>, Response = http::Response<tonic::body::Body>>,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<S::Response, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        let unary = MethodTable::global()
+            .get(request.uri().path())
+            .is_some_and(|m| m.unary);
+        if self.timeout.is_zero() || !unary || request.headers().contains_key("grpc-timeout") {
+            return Box::pin(self.inner.call(request));
+        }
+        let timeout = self.timeout;
+        let call = self.inner.call(request);
+        Box::pin(async move {
+            match tokio::time::timeout(timeout, call).await {
+                Ok(response) => response,
+                Err(_) => Ok(tonic::Status::deadline_exceeded(format!(
+                    "the call set no deadline and ran past the server's default of {timeout:?} \
+                     (server.default_timeout)"
+                ))
+                .into_http()),
+            }
+        })
+    }
+}

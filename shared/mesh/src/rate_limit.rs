@@ -1,0 +1,123 @@
+//! Per-caller rate limits: one token bucket per API key holder, with the rate of
+//! `rate_limits.callers.<name>` or `rate_limits.default_caller`. A call over the limit gets
+//! RESOURCE_EXHAUSTED at once, with a `google.rpc.RetryInfo` detail saying when a token will be
+//! there. Buckets follow configuration changes (a new version starts fresh buckets).
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use tonic_types::{ErrorDetails, StatusExt};
+
+use crate::ConfigHandle;
+use crate::auth::Caller;
+use crate::methods::MethodTable;
+use crate::token_bucket::TokenBucket;
+
+#[derive(Debug, Default)]
+struct Buckets {
+    version: u64,
+    by_caller: HashMap<Arc<str>, TokenBucket>,
+}
+
+/// Limits each caller's call rate.
+#[derive(Clone, Debug)]
+pub struct RateLimitLayer {
+    config: ConfigHandle,
+    buckets: Arc<Mutex<Buckets>>,
+}
+
+impl RateLimitLayer {
+    /// Limits from the running configuration.
+    pub fn new(config: &ConfigHandle) -> Self {
+        Self {
+            config: config.clone(),
+            buckets: Arc::default(),
+        }
+    }
+
+    /// Takes a token of `caller`'s bucket, or says how long to wait.
+    fn admit(&self, caller: &Caller) -> Result<(), std::time::Duration> {
+        let snapshot = self.config.current();
+        let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
+        if buckets.version != snapshot.version {
+            buckets.version = snapshot.version;
+            buckets.by_caller.clear();
+        }
+        let bucket = buckets
+            .by_caller
+            .entry(caller.name.clone())
+            .or_insert_with(|| {
+                let limits = snapshot.config.rate_limits.clone().unwrap_or_default();
+                limits
+                    .callers
+                    .get(&*caller.name)
+                    .or(limits.default_caller.as_ref())
+                    .map(TokenBucket::from_config)
+                    .unwrap_or_else(|| TokenBucket::new(10_000.0, 20_000))
+            });
+        bucket.try_take(1, Instant::now())
+    }
+}
+
+impl<S> tower::Layer<S> for RateLimitLayer {
+    type Service = RateLimit<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        RateLimit {
+            inner,
+            limits: self.clone(),
+        }
+    }
+}
+
+/// The service [`RateLimitLayer`] makes.
+#[derive(Clone, Debug)]
+pub struct RateLimit<S> {
+    inner: S,
+    limits: RateLimitLayer,
+}
+
+impl<S, B> tower::Service<http::Request<B>> for RateLimit<S>
+where
+    S: tower::Service<http::Request<B>, Response = http::Response<tonic::body::Body>>,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<S::Response, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        if MethodTable::is_open(request.uri().path()) {
+            return Box::pin(self.inner.call(request));
+        }
+        let caller = request
+            .extensions()
+            .get::<Caller>()
+            .cloned()
+            .unwrap_or_else(Caller::anonymous);
+        match self.limits.admit(&caller) {
+            Ok(()) => Box::pin(self.inner.call(request)),
+            Err(wait) => {
+                let status = tonic::Status::with_error_details(
+                    tonic::Code::ResourceExhausted,
+                    format!(
+                        "rate limit of caller {} exceeded; retry in {} ms",
+                        caller.name,
+                        wait.as_millis().max(1)
+                    ),
+                    ErrorDetails::with_retry_info(Some(wait)),
+                );
+                Box::pin(std::future::ready(Ok(status.into_http())))
+            }
+        }
+    }
+}

@@ -1,0 +1,192 @@
+//! Distributed tracing of gRPC calls.
+//!
+//! Server side, [`ServerTraceLayer`] opens one span per RPC with the standard RPC attributes
+//! (`rpc.system`, `rpc.service`, `rpc.method`, `rpc.grpc.status_code`) whose parent is the W3C
+//! `traceparent`/`tracestate` of the incoming metadata. Client side, [`ClientTraceLayer`] opens a
+//! client span and writes its context into the outgoing metadata, so one user call that crosses
+//! services is one trace. Spans go to OTLP when [`crate::logging`] installed an exporter, and
+//! cost next to nothing when it did not.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use opentelemetry::propagation::{Extractor, Injector};
+use tracing::Instrument;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+use crate::methods::MethodTable;
+
+struct HeaderExtractor<'a>(&'a http::HeaderMap);
+
+impl Extractor for HeaderExtractor<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(|v| v.to_str().ok())
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0.keys().map(http::HeaderName::as_str).collect()
+    }
+}
+
+struct HeaderInjector<'a>(&'a mut http::HeaderMap);
+
+impl Injector for HeaderInjector<'_> {
+    fn set(&mut self, key: &str, value: String) {
+        if let (Ok(name), Ok(value)) = (
+            http::HeaderName::from_bytes(key.as_bytes()),
+            http::HeaderValue::from_str(&value),
+        ) {
+            self.0.insert(name, value);
+        }
+    }
+}
+
+/// `(service, method)` of a gRPC request path.
+fn rpc_names(path: &str) -> (&str, &str) {
+    let path = path.trim_start_matches('/');
+    path.split_once('/').unwrap_or((path, ""))
+}
+
+/// The gRPC status code a response carries in its headers (trailers-only responses; a
+/// response that streams a body reports OK here).
+fn status_code(response: &http::Response<tonic::body::Body>) -> i64 {
+    response
+        .headers()
+        .get("grpc-status")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+fn record_status(span: &tracing::Span, code: i64) {
+    span.record("rpc.grpc.status_code", code);
+    if code != 0 {
+        span.record("otel.status_code", "ERROR");
+    }
+}
+
+/// One server span per RPC, child of the caller's trace context.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ServerTraceLayer;
+
+impl<S> tower::Layer<S> for ServerTraceLayer {
+    type Service = ServerTrace<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        ServerTrace { inner }
+    }
+}
+
+/// The service [`ServerTraceLayer`] makes.
+#[derive(Clone, Debug)]
+pub struct ServerTrace<S> {
+    inner: S,
+}
+
+impl<S, B> tower::Service<http::Request<B>> for ServerTrace<S>
+where
+    S: tower::Service<http::Request<B>, Response = http::Response<tonic::body::Body>>,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<S::Response, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        let path = request.uri().path();
+        // Probes and reflection would drown the real traffic.
+        if MethodTable::is_open(path) {
+            return Box::pin(self.inner.call(request));
+        }
+        let (service, method) = rpc_names(path);
+        let span = tracing::info_span!(
+            "grpc.server",
+            otel.name = %path.trim_start_matches('/'),
+            otel.kind = "server",
+            otel.status_code = tracing::field::Empty,
+            rpc.system = "grpc",
+            rpc.service = %service,
+            rpc.method = %method,
+            rpc.grpc.status_code = tracing::field::Empty,
+        );
+        let parent = opentelemetry::global::get_text_map_propagator(|propagator| {
+            propagator.extract(&HeaderExtractor(request.headers()))
+        });
+        // Fails only when no OpenTelemetry layer is installed: then there is nothing to link.
+        let _ = span.set_parent(parent);
+        let call = self.inner.call(request).instrument(span.clone());
+        Box::pin(async move {
+            let response = call.await;
+            if let Ok(response) = &response {
+                record_status(&span, status_code(response));
+            }
+            response
+        })
+    }
+}
+
+/// One client span per outgoing RPC; its context goes out as `traceparent` metadata.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ClientTraceLayer;
+
+impl<S> tower::Layer<S> for ClientTraceLayer {
+    type Service = ClientTrace<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        ClientTrace { inner }
+    }
+}
+
+/// The service [`ClientTraceLayer`] makes.
+#[derive(Clone, Debug)]
+pub struct ClientTrace<S> {
+    inner: S,
+}
+
+impl<S, B> tower::Service<http::Request<B>> for ClientTrace<S>
+where
+    S: tower::Service<http::Request<B>, Response = http::Response<tonic::body::Body>>,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<S::Response, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
+        let path = request.uri().path().to_owned();
+        let (service, method) = rpc_names(&path);
+        let span = tracing::info_span!(
+            "grpc.client",
+            otel.name = %path.trim_start_matches('/'),
+            otel.kind = "client",
+            otel.status_code = tracing::field::Empty,
+            rpc.system = "grpc",
+            rpc.service = %service,
+            rpc.method = %method,
+            rpc.grpc.status_code = tracing::field::Empty,
+        );
+        let context = span.context();
+        opentelemetry::global::get_text_map_propagator(|propagator| {
+            propagator.inject_context(&context, &mut HeaderInjector(request.headers_mut()));
+        });
+        let call = self.inner.call(request).instrument(span.clone());
+        Box::pin(async move {
+            let response = call.await;
+            if let Ok(response) = &response {
+                record_status(&span, status_code(response));
+            }
+            response
+        })
+    }
+}
