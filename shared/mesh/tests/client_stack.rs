@@ -24,6 +24,8 @@ use tonic::{Code, Request, Response, Status};
 struct Replica {
     failures: AtomicU32,
     calls: AtomicU32,
+    /// GetConfig sleeps this many milliseconds before answering.
+    delay_ms: AtomicU32,
 }
 
 #[derive(Clone)]
@@ -56,6 +58,8 @@ impl ConfigService for Fake {
         _: Request<GetConfigRequest>,
     ) -> Result<Response<GetConfigResponse>, Status> {
         self.answer()?;
+        let delay = self.0.delay_ms.load(Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(u64::from(delay))).await;
         Ok(Response::new(GetConfigResponse::default()))
     }
 
@@ -292,4 +296,49 @@ async fn dns_names_resolve_through_the_system_resolver() {
     }
     assert!(ok > 0, "no call reached the replica through DNS");
     assert_eq!(replica.calls.load(Ordering::SeqCst), ok);
+}
+
+#[tokio::test]
+async fn the_server_default_deadline_ends_unary_calls_that_set_none() {
+    let state = Arc::new(Replica::default());
+    state.delay_ms.store(30_000, Ordering::SeqCst);
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tonic::transport::Server::builder()
+        .layer(tickmesh_mesh::deadline::DefaultDeadlineLayer::new(
+            Duration::from_millis(200),
+        ))
+        .add_service(ConfigServiceServer::new(Fake(state.clone())))
+        .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener));
+    tokio::spawn(server);
+    // A bare tonic client: no client-side deadline of any kind.
+    let mut client = ConfigServiceClient::connect(format!("http://{addr}"))
+        .await
+        .unwrap();
+    let err = client.get_config(GetConfigRequest {}).await.unwrap_err();
+    assert_eq!(err.code(), Code::DeadlineExceeded);
+    assert!(
+        err.message().contains("server.default_timeout"),
+        "{}",
+        err.message()
+    );
+
+    // A caller's own, longer deadline wins over the default: the call is not cut at 200 ms.
+    // (Client and server both time it out at 400 ms; whichever is first names the code.)
+    let mut request = Request::new(GetConfigRequest {});
+    request.set_timeout(Duration::from_millis(400));
+    let started = std::time::Instant::now();
+    let err = client.get_config(request).await.unwrap_err();
+    assert!(
+        matches!(err.code(), Code::DeadlineExceeded | Code::Cancelled),
+        "{err:?}"
+    );
+    assert!(
+        !err.message().contains("server.default_timeout"),
+        "{}",
+        err.message()
+    );
+    assert!(started.elapsed() >= Duration::from_millis(400));
+    state.delay_ms.store(0, Ordering::SeqCst);
+    client.get_config(GetConfigRequest {}).await.unwrap();
 }

@@ -8,5 +8,6 @@ mod cli;
 mod faults;
 mod in_process;
 mod ingestion;
+mod mesh;
 mod polyglot;
 mod support;

@@ -1,0 +1,216 @@
+//! The server stack of a real `tickmesh serve` process: API keys and scopes, per-caller rate
+//! limits, message size limits, and the refusal to run without auth on a public address.
+
+use std::ffi::OsString;
+use std::io::Write;
+use std::time::Duration;
+
+use tickmesh_proto::v1::config_service_client::ConfigServiceClient;
+use tickmesh_proto::v1::ingestion_service_client::IngestionServiceClient;
+use tickmesh_proto::v1::{
+    GetConfigRequest, IngestTickBatchRequest, ReplaySourceRequest, Side, Tick,
+};
+use tonic::metadata::MetadataValue;
+use tonic::{Code, Request};
+use tonic_types::StatusExt;
+
+use crate::support::{Process, channel, health, run, serve_ingestion, tickmesh};
+
+const FEEDER_KEY: &str = "feeder-key-7f3a9c1e55d2";
+const VIEWER_KEY: &str = "viewer-key-0b8e4d6a19f7";
+const ADMIN_KEY: &str = "admin-key-c4f1a7e2903b";
+
+fn ticks(n: i64) -> Vec<Tick> {
+    (0..n)
+        .map(|i| Tick {
+            symbol: "ETH-USD".into(),
+            time_us: 1_709_251_200_000_000 + i * 1_000,
+            trade_id: format!("t{i}"),
+            price: 3_000.0 + i as f64,
+            size: 1.0,
+            side: Side::Buy as i32,
+        })
+        .collect()
+}
+
+fn with_key<T>(message: T, key: Option<&str>) -> Request<T> {
+    let mut request = Request::new(message);
+    if let Some(key) = key {
+        let value: MetadataValue<_> = format!("Bearer {key}").parse().unwrap();
+        request.metadata_mut().insert("authorization", value);
+    }
+    request
+}
+
+/// An ingestion service with auth on and three keys in a mounted-secret style file.
+fn secured(extra: &[(&str, OsString)]) -> (Process, tempfile::NamedTempFile) {
+    let mut keys = tempfile::NamedTempFile::new().unwrap();
+    writeln!(
+        keys,
+        "# name scopes key\nfeeder write {FEEDER_KEY}\nviewer read {VIEWER_KEY}\nops admin {ADMIN_KEY}"
+    )
+    .unwrap();
+    let mut env = vec![
+        ("TICKMESH_AUTH__ENABLED", OsString::from("true")),
+        (
+            "TICKMESH_AUTH__KEYS_FILE",
+            keys.path().as_os_str().to_owned(),
+        ),
+    ];
+    env.extend(extra.iter().cloned());
+    (serve_ingestion(&env), keys)
+}
+
+#[tokio::test]
+async fn api_keys_and_scopes_decide_who_may_call_what() {
+    let (process, _keys) = secured(&[]);
+    let addr = &process.addrs["ingestion"];
+    let mut ingest = IngestionServiceClient::new(channel(addr).await);
+    let batch = || IngestTickBatchRequest {
+        ticks: ticks(3),
+        ..Default::default()
+    };
+
+    let missing = ingest
+        .ingest_tick_batch(with_key(batch(), None))
+        .await
+        .unwrap_err();
+    assert_eq!(missing.code(), Code::Unauthenticated, "{missing:?}");
+    let unknown = ingest
+        .ingest_tick_batch(with_key(batch(), Some("not-a-key-at-all-000")))
+        .await
+        .unwrap_err();
+    assert_eq!(unknown.code(), Code::Unauthenticated, "{unknown:?}");
+    let read_only = ingest
+        .ingest_tick_batch(with_key(batch(), Some(VIEWER_KEY)))
+        .await
+        .unwrap_err();
+    assert_eq!(read_only.code(), Code::PermissionDenied, "{read_only:?}");
+    assert!(
+        read_only.message().contains("needs write"),
+        "{}",
+        read_only.message()
+    );
+
+    let stored = ingest
+        .ingest_tick_batch(with_key(batch(), Some(FEEDER_KEY)))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(stored.summary.unwrap().stored, 3);
+
+    // `x-api-key` works too, and admin covers write.
+    let mut request = Request::new(batch());
+    request
+        .metadata_mut()
+        .insert("x-api-key", ADMIN_KEY.parse().unwrap());
+    ingest.ingest_tick_batch(request).await.unwrap();
+
+    // ReplaySource needs admin: write is not enough.
+    let replay = ingest
+        .replay_source(with_key(ReplaySourceRequest::default(), Some(FEEDER_KEY)))
+        .await
+        .unwrap_err();
+    assert_eq!(replay.code(), Code::PermissionDenied, "{replay:?}");
+
+    // Reading config needs read; health needs no key at all.
+    let mut config = ConfigServiceClient::new(channel(addr).await);
+    config
+        .get_config(with_key(GetConfigRequest {}, Some(VIEWER_KEY)))
+        .await
+        .unwrap();
+    let anonymous = config.get_config(GetConfigRequest {}).await.unwrap_err();
+    assert_eq!(anonymous.code(), Code::Unauthenticated);
+    health(addr, "").await;
+
+    // Keys never reach the logs.
+    let log = process.log();
+    for key in [FEEDER_KEY, VIEWER_KEY, ADMIN_KEY] {
+        assert!(!log.contains(key), "a key leaked into the log:\n{log}");
+    }
+}
+
+#[tokio::test]
+async fn each_caller_has_its_own_rate_limit_with_retry_info() {
+    let (process, _keys) = secured(&[
+        (
+            "TICKMESH_RATE_LIMITS__DEFAULT_CALLER__RATE_PER_SECOND",
+            OsString::from("0.5"),
+        ),
+        (
+            "TICKMESH_RATE_LIMITS__DEFAULT_CALLER__BURST",
+            OsString::from("3"),
+        ),
+    ]);
+    let addr = &process.addrs["ingestion"];
+    let mut config = ConfigServiceClient::new(channel(addr).await);
+    for _ in 0..3 {
+        config
+            .get_config(with_key(GetConfigRequest {}, Some(VIEWER_KEY)))
+            .await
+            .unwrap();
+    }
+    let limited = config
+        .get_config(with_key(GetConfigRequest {}, Some(VIEWER_KEY)))
+        .await
+        .unwrap_err();
+    assert_eq!(limited.code(), Code::ResourceExhausted, "{limited:?}");
+    let retry = limited
+        .get_details_retry_info()
+        .and_then(|info| info.retry_delay)
+        .expect("RESOURCE_EXHAUSTED carries a RetryInfo with a delay");
+    // At 0.5 tokens/s the next token is at most 2 s away.
+    assert!(
+        retry > Duration::ZERO && retry <= Duration::from_secs(2),
+        "{retry:?}"
+    );
+    assert!(
+        limited.message().contains("viewer"),
+        "{}",
+        limited.message()
+    );
+
+    // Another caller is not held back by the first one's bucket.
+    config
+        .get_config(with_key(GetConfigRequest {}, Some(ADMIN_KEY)))
+        .await
+        .unwrap();
+    // Health checks are never rate limited.
+    for _ in 0..5 {
+        health(addr, "").await;
+    }
+}
+
+#[tokio::test]
+async fn an_oversized_request_is_resource_exhausted_and_the_connection_stays_up() {
+    let process =
+        serve_ingestion(&[("TICKMESH_SERVER__MAX_MESSAGE_BYTES", OsString::from("2048"))]);
+    let addr = &process.addrs["ingestion"];
+    let mut ingest = IngestionServiceClient::new(channel(addr).await);
+    let big = IngestTickBatchRequest {
+        ticks: ticks(200),
+        ..Default::default()
+    };
+    assert!(prost::Message::encoded_len(&big) > 2048);
+    let err = ingest.ingest_tick_batch(big).await.unwrap_err();
+    assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
+    assert!(err.message().contains("limit"), "{}", err.message());
+    // The same connection still serves a request within the limit.
+    let small = ingest
+        .ingest_tick_batch(IngestTickBatchRequest {
+            ticks: ticks(5),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(small.summary.unwrap().stored, 5);
+}
+
+#[test]
+fn auth_off_is_refused_on_a_public_address() {
+    let output = run(tickmesh().args(["serve", "--target", "query", "--listen", "0.0.0.0:0"]));
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("not a loopback address"), "{stderr}");
+}
