@@ -1,0 +1,1 @@
+//! Portfolio optimisation (placeholder until the library lands).
