@@ -7,6 +7,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 
 use tickmesh_bus::{Bus, BusError};
+use tickmesh_mesh::connect::{ClientSettings, Dns, MeshChannel, StaticAddrs, connect};
 use tickmesh_mesh::{ConfigHandle, Running, ServeError, Service, Shutdown};
 use tickmesh_store::{Store, StoreError, StoreOptions};
 use tokio::net::TcpListener;
@@ -71,6 +72,7 @@ impl Target {
         self,
         config: &ConfigHandle,
         deps: &Deps,
+        peers: &Peers,
         shutdown: &Shutdown,
     ) -> (Service, Option<JoinHandle<()>>) {
         let service = match self {
@@ -92,7 +94,7 @@ impl Target {
             }
             Target::Computation => tickmesh_computation::service(config),
             Target::Caching => tickmesh_caching::service(config),
-            Target::Query => tickmesh_query::service(config),
+            Target::Query => tickmesh_query::service(config, peers.computation.clone()),
         };
         (service, None)
     }
@@ -128,6 +130,9 @@ pub struct Deps {
     pub replay_dir: Option<std::path::PathBuf>,
     /// The process's metrics, served on its metrics port.
     pub metrics: tickmesh_mesh::Metrics,
+    /// `host:port` of the computation service when it runs in another process (a headless
+    /// Kubernetes service name resolves to every pod).
+    pub computation_addr: Option<String>,
 }
 
 /// Stream key of the market-event bus in Redis.
@@ -157,6 +162,7 @@ impl Deps {
             bus,
             replay_dir: None,
             metrics: tickmesh_mesh::Metrics::new(),
+            computation_addr: None,
         })
     }
 }
@@ -183,6 +189,72 @@ pub enum AppError {
     /// The bus could not be reached.
     #[error(transparent)]
     Bus(#[from] BusError),
+    /// A peer service address is malformed.
+    #[error("{0}")]
+    Peer(String),
+}
+
+/// Client stacks to the peer services a service calls.
+#[derive(Clone, Default)]
+struct Peers {
+    computation: Option<MeshChannel>,
+}
+
+impl Peers {
+    /// A peer served by this process is reached on its bound address; one served elsewhere by
+    /// resolving its `host:port` again and again.
+    fn new(
+        listeners: &[(Target, TcpListener)],
+        config: &ConfigHandle,
+        deps: &Deps,
+        shutdown: &Shutdown,
+    ) -> Result<Self, AppError> {
+        // Only the query service calls a peer.
+        if !listeners.iter().any(|(target, _)| *target == Target::Query) {
+            return Ok(Self::default());
+        }
+        let settings = ClientSettings::new(
+            tickmesh_proto::service_names::COMPUTATION,
+            config.current().config.clone(),
+        );
+        let local = listeners
+            .iter()
+            .find(|(target, _)| *target == Target::Computation)
+            .map(|(_, listener)| listener.local_addr())
+            .transpose()
+            .map_err(|source| AppError::Bind {
+                target: Target::Computation,
+                addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+                source,
+            })?;
+        let computation = match (local, &deps.computation_addr) {
+            (Some(mut addr), _) => {
+                if addr.ip().is_unspecified() {
+                    addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+                }
+                Some(connect(&settings, StaticAddrs::new(vec![addr]), shutdown))
+            }
+            (None, Some(host_port)) => {
+                let (host, port) = host_port.rsplit_once(':').ok_or_else(|| {
+                    AppError::Peer(format!(
+                        "computation address {host_port:?} is not host:port"
+                    ))
+                })?;
+                let port = port.parse().map_err(|_| {
+                    AppError::Peer(format!(
+                        "computation address {host_port:?} has no valid port"
+                    ))
+                })?;
+                Some(connect(
+                    &settings,
+                    Dns::new(host.trim_matches(['[', ']']), port),
+                    shutdown,
+                ))
+            }
+            (None, None) => None,
+        };
+        Ok(Self { computation })
+    }
 }
 
 /// A set of services running in this process.
@@ -212,10 +284,11 @@ impl App {
                 })?;
             listeners.push((target, listener));
         }
+        let peers = Peers::new(&listeners, config, deps, shutdown)?;
         let mut running = Vec::with_capacity(listeners.len());
         let mut background = Vec::new();
         for (target, listener) in listeners {
-            let (service, task) = target.service(config, deps, shutdown);
+            let (service, task) = target.service(config, deps, &peers, shutdown);
             background.extend(task);
             let served =
                 tickmesh_mesh::serve(service, listener, config, &deps.metrics, shutdown).await?;

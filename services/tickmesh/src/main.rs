@@ -41,6 +41,11 @@ struct Cli {
     /// Directory of recorded CSV sources the ReplaySource RPC may replay (`<name>.csv`).
     #[arg(long, global = true, env = "TICKMESH_REPLAY_DIR")]
     replay_dir: Option<PathBuf>,
+    /// `host:port` of the computation service when it is not in this process (the query service
+    /// calls it); the name is resolved again periodically, so a headless service reaches every
+    /// pod.
+    #[arg(long, global = true, env = "TICKMESH_COMPUTATION_ADDR")]
+    computation_addr: Option<String>,
     /// The market-event bus: `redis://host:port/` for Redis Streams; in-process when unset.
     #[arg(long, global = true, env = "TICKMESH_BUS_URL", hide_env_values = true)]
     bus: Option<String>,
@@ -210,6 +215,7 @@ fn main() -> ExitCode {
         }
         let mut deps = Deps::open(&store, cli.bus.as_deref(), &config).await?;
         deps.replay_dir = cli.replay_dir.clone();
+        deps.computation_addr = cli.computation_addr.clone();
         match command {
             Command::Up(args) => up(args, &config, &deps, started).await,
             Command::Serve(args) => serve(args, &config, &deps, started).await,

@@ -17,6 +17,7 @@ pub const RESERVED_ENV: &[&str] = &[
     "TICKMESH_BUS_URL",
     "TICKMESH_REPLAY_DIR",
     "TICKMESH_METRICS_ADDR",
+    "TICKMESH_COMPUTATION_ADDR",
 ];
 
 /// Prefix of configuration overrides in the environment.

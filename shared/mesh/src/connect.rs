@@ -29,7 +29,7 @@ use tower::discover::Change;
 use tower::load::{CompleteOnResponse, PendingRequestsDiscover};
 use tower::retry::budget::{Budget, TpsBudget};
 use tower::util::BoxCloneSyncService;
-use tower::{BoxError, ServiceBuilder};
+use tower::{BoxError, ServiceBuilder, ServiceExt};
 use tracing::{debug, info, warn};
 
 use crate::Shutdown;
@@ -42,8 +42,25 @@ use crate::trace::ClientTraceLayer;
 pub type MeshChannel = BoxCloneSyncService<
     http::Request<tonic::body::Body>,
     http::Response<tonic::body::Body>,
-    BoxError,
+    CallError,
 >;
+
+/// Why a call through a [`MeshChannel`] produced no response (tonic turns it into a status by
+/// looking through its sources: a transport failure becomes UNAVAILABLE).
+#[derive(Debug)]
+pub struct CallError(BoxError);
+
+impl std::fmt::Display for CallError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for CallError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&*self.0)
+    }
+}
 
 /// Where the addresses of a peer's replicas come from.
 pub trait Resolve: Send + Sync + 'static {
@@ -168,7 +185,8 @@ pub fn connect(
         .layer(DeadlineLayer::new(std_duration(
             server.default_timeout.as_ref(),
         )))
-        .service(balanced);
+        .service(balanced)
+        .map_err(CallError);
     BoxCloneSyncService::new(stack)
 }
 

@@ -11,3 +11,4 @@ mod ingestion;
 mod mesh;
 mod polyglot;
 mod support;
+mod tracing;

@@ -1,0 +1,169 @@
+//! Distributed tracing across processes: one client call to the query service, which calls the
+//! computation service in another process, is one trace with correct parent links, as received
+//! by an OTLP receiver written for the test (Python, on the reference OTLP protos).
+
+use std::ffi::OsString;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use tickmesh_proto::v1::query_service_client::QueryServiceClient;
+use tickmesh_proto::v1::{GetIndicatorsRequest, IndicatorKind, IndicatorSpec, Interval};
+use tonic::Request;
+
+use crate::support::{Process, channel, program, scratch_file};
+
+const VENV_HINT: &str = "run scripts/test.sh, or: python3 -m venv .venv && .venv/bin/pip install -r scripts/requirements-test.txt";
+
+/// The Python OTLP receiver; its spans arrive on the channel as JSON values.
+struct Receiver {
+    child: Child,
+    port: u16,
+    spans: mpsc::Receiver<serde_json::Value>,
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn receiver() -> Receiver {
+    let python = program("python3", VENV_HINT);
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/it/otlp_receiver.py");
+    let mut child = Command::new(python)
+        .arg(script)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = lines.next().and_then(Result::ok).unwrap_or_default();
+    let port = first
+        .strip_prefix("PORT ")
+        .and_then(|p| p.trim().parse().ok())
+        .unwrap_or_else(|| {
+            panic!("the OTLP receiver did not start (said {first:?}); needs grpcio and opentelemetry-proto: {VENV_HINT}")
+        });
+    let (tx, spans) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in lines.map_while(Result::ok) {
+            if let Ok(span) = serde_json::from_str(&line) {
+                let _ = tx.send(span);
+            }
+        }
+    });
+    Receiver { child, port, spans }
+}
+
+fn traced(target: &str, store: &std::path::Path, otlp: u16, extra: &[(&str, OsString)]) -> Process {
+    Process::start(
+        &["serve", "--target", target, "--listen", "127.0.0.1:0"],
+        |c| {
+            c.env("TICKMESH_STORE_URL", format!("sqlite:{}", store.display()))
+                .env(
+                    "OTEL_EXPORTER_OTLP_ENDPOINT",
+                    format!("http://127.0.0.1:{otlp}"),
+                )
+                .env("OTEL_BSP_SCHEDULE_DELAY", "50")
+                .envs(extra.iter().map(|(k, v)| (*k, v)));
+        },
+    )
+}
+
+// Multi-threaded, so that the client's connection task answers the server's GOAWAY while this
+// thread waits for the processes to exit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_call_across_two_processes_is_one_trace() {
+    let otlp = receiver();
+    let store = scratch_file("traced.db");
+    std::fs::create_dir_all(store.parent().unwrap()).unwrap();
+    let mut computation = traced("computation", &store, otlp.port, &[]);
+    let mut query = traced(
+        "query",
+        &store,
+        otlp.port,
+        &[(
+            "TICKMESH_COMPUTATION_ADDR",
+            computation.addr("computation").into(),
+        )],
+    );
+
+    // The caller's own trace context: every span must join this trace.
+    let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let caller_span = "00f067aa0ba902b7";
+    let mut request = Request::new(GetIndicatorsRequest {
+        symbol: "BTC-USD".into(),
+        interval: Interval::Interval1m as i32,
+        indicators: vec![IndicatorSpec {
+            kind: IndicatorKind::Sma as i32,
+            period: 3,
+            ..Default::default()
+        }],
+        ..Default::default()
+    });
+    request.metadata_mut().insert(
+        "traceparent",
+        format!("00-{trace_id}-{caller_span}-01").parse().unwrap(),
+    );
+    let mut client = QueryServiceClient::new(channel(query.addr("query")).await);
+    // The answer itself does not matter here (the store is empty); the call crossing does.
+    let _ = client.get_indicators(request).await;
+
+    // SIGTERM flushes pending spans before exit.
+    for process in [&mut query, &mut computation] {
+        process.terminate();
+        assert!(
+            process.wait_exit(Duration::from_secs(15)).success(),
+            "{}",
+            process.log()
+        );
+    }
+
+    let mut spans = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while spans.len() < 3 && Instant::now() < deadline {
+        if let Ok(span) = otlp.spans.recv_timeout(Duration::from_millis(200)) {
+            spans.push(span);
+        }
+    }
+    let find = |service: &str, name: &str, kind: i64| {
+        spans
+            .iter()
+            .find(|s| s["service"] == service && s["name"] == name && s["kind"] == kind)
+            .unwrap_or_else(|| panic!("no {service} span {name} of kind {kind} in {spans:#?}"))
+            .clone()
+    };
+    // OTLP span kinds: 2 server, 3 client.
+    let query_server = find(
+        "tickmesh-query",
+        "tickmesh.v1.QueryService/GetIndicators",
+        2,
+    );
+    let query_client = find(
+        "tickmesh-query",
+        "tickmesh.v1.ComputationService/ComputeIndicators",
+        3,
+    );
+    let computation_server = find(
+        "tickmesh-computation",
+        "tickmesh.v1.ComputationService/ComputeIndicators",
+        2,
+    );
+    for span in [&query_server, &query_client, &computation_server] {
+        assert_eq!(span["trace_id"], trace_id, "{span:#}");
+        assert_eq!(span["attributes"]["rpc.system"], "grpc", "{span:#}");
+    }
+    assert_eq!(query_server["parent_span_id"], caller_span);
+    assert_eq!(query_client["parent_span_id"], query_server["span_id"]);
+    assert_eq!(
+        computation_server["parent_span_id"],
+        query_client["span_id"]
+    );
+    assert_eq!(
+        computation_server["attributes"]["rpc.method"],
+        "ComputeIndicators"
+    );
+}
