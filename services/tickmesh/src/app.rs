@@ -213,7 +213,7 @@ impl Peers {
         if !listeners.iter().any(|(target, _)| *target == Target::Query) {
             return Ok(Self::default());
         }
-        let settings = ClientSettings::new(
+        let mut settings = ClientSettings::new(
             tickmesh_proto::service_names::COMPUTATION,
             config.current().config.clone(),
         );
@@ -232,7 +232,7 @@ impl Peers {
                 if addr.ip().is_unspecified() {
                     addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
                 }
-                Some(connect(&settings, StaticAddrs::new(vec![addr]), shutdown))
+                Some(connect(&settings, StaticAddrs::new(vec![addr]), shutdown)?)
             }
             (None, Some(host_port)) => {
                 let (host, port) = host_port.rsplit_once(':').ok_or_else(|| {
@@ -245,11 +245,12 @@ impl Peers {
                         "computation address {host_port:?} has no valid port"
                     ))
                 })?;
+                settings.server_name = Some(host.trim_matches(['[', ']']).to_owned());
                 Some(connect(
                     &settings,
                     Dns::new(host.trim_matches(['[', ']']), port),
                     shutdown,
-                ))
+                )?)
             }
             (None, None) => None,
         };

@@ -22,7 +22,7 @@ use tickmesh_proto::v1::PerformanceOptimizationConfig;
 use tokio::sync::mpsc;
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 use tower::balance::p2c::Balance;
 use tower::buffer::Buffer;
 use tower::discover::Change;
@@ -133,6 +133,9 @@ impl Resolve for StaticAddrs {
 pub struct ClientSettings {
     /// Name of the peer in logs and breaker messages (e.g. `tickmesh.v1.ComputationService`).
     pub peer: String,
+    /// Host name the peer's certificate must carry (default: `tls.server_name`, else
+    /// `localhost`).
+    pub server_name: Option<String>,
     config: Arc<PerformanceOptimizationConfig>,
 }
 
@@ -141,18 +144,49 @@ impl ClientSettings {
     pub fn new(peer: impl Into<String>, config: Arc<PerformanceOptimizationConfig>) -> Self {
         Self {
             peer: peer.into(),
+            server_name: None,
             config,
         }
+    }
+
+    /// The client side of `tls`: `None` (plaintext) unless `ca_file` is set; this process's
+    /// certificate goes along when `cert_file` and `key_file` are set (mTLS).
+    pub fn tls(&self) -> Result<Option<ClientTlsConfig>, crate::ServeError> {
+        let tls = self.config.tls.clone().unwrap_or_default();
+        if tls.ca_file.is_empty() {
+            return Ok(None);
+        }
+        let name = self
+            .server_name
+            .clone()
+            .or_else(|| (!tls.server_name.is_empty()).then(|| tls.server_name.clone()))
+            .unwrap_or_else(|| "localhost".to_owned());
+        let mut config = ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(crate::serve::read_pem(
+                "tls.ca_file",
+                &tls.ca_file,
+            )?))
+            .domain_name(name);
+        if !tls.cert_file.is_empty() && !tls.key_file.is_empty() {
+            config = config.identity(Identity::from_pem(
+                crate::serve::read_pem("tls.cert_file", &tls.cert_file)?,
+                crate::serve::read_pem("tls.key_file", &tls.key_file)?,
+            ));
+        }
+        Ok(Some(config))
     }
 }
 
 /// Builds the client stack to a peer whose replicas `resolver` finds. The resolver task stops
 /// on `shutdown` or when every clone of the channel is gone.
+///
+/// Fails only when TLS is configured and its files cannot be read.
 pub fn connect(
     settings: &ClientSettings,
     resolver: impl Resolve,
     shutdown: &Shutdown,
-) -> MeshChannel {
+) -> Result<MeshChannel, crate::ServeError> {
+    let tls = settings.tls()?;
     let config = &settings.config;
     let interval = std_duration(
         config
@@ -166,6 +200,7 @@ pub fn connect(
         settings.peer.clone(),
         resolver,
         interval,
+        tls,
         tx,
         shutdown.clone(),
     ));
@@ -187,13 +222,14 @@ pub fn connect(
         )))
         .service(balanced)
         .map_err(CallError);
-    BoxCloneSyncService::new(stack)
+    Ok(BoxCloneSyncService::new(stack))
 }
 
 async fn resolve_loop(
     peer: String,
     resolver: impl Resolve,
     interval: Duration,
+    tls: Option<ClientTlsConfig>,
     tx: mpsc::Sender<Change<SocketAddr, Channel>>,
     shutdown: Shutdown,
 ) {
@@ -212,9 +248,20 @@ async fn resolve_loop(
                         }
                     }
                     for new in next.difference(&current) {
-                        let Ok(endpoint) = Endpoint::from_shared(format!("http://{new}")) else {
+                        let scheme = if tls.is_some() { "https" } else { "http" };
+                        let Ok(mut endpoint) = Endpoint::from_shared(format!("{scheme}://{new}"))
+                        else {
                             continue;
                         };
+                        if let Some(tls) = &tls {
+                            match endpoint.tls_config(tls.clone()) {
+                                Ok(with_tls) => endpoint = with_tls,
+                                Err(e) => {
+                                    warn!(peer, error = %e, "TLS settings rejected");
+                                    continue;
+                                }
+                            }
+                        }
                         let channel = endpoint
                             .connect_timeout(Duration::from_secs(1))
                             .tcp_nodelay(true)

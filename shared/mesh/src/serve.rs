@@ -4,11 +4,12 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use tickmesh_config::std_duration;
+use tickmesh_proto::v1::TlsConfig;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tonic::service::Routes;
-use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
+use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 use tracing::{info, warn};
@@ -41,6 +42,9 @@ pub enum ServeError {
     /// The API keys could not be loaded.
     #[error("{0}")]
     Keys(#[from] crate::auth::KeysError),
+    /// The TLS settings are incomplete or a certificate file could not be read.
+    #[error("tls: {0}")]
+    Tls(String),
     /// Auth is off and the listener is reachable from other hosts.
     #[error(
         "auth.enabled is false but {0} is not a loopback address; configure API keys \
@@ -136,6 +140,37 @@ impl Running {
             }
         }
     }
+}
+
+/// Reads a PEM file named by a `tls.*` setting.
+pub(crate) fn read_pem(setting: &str, path: &str) -> Result<Vec<u8>, ServeError> {
+    std::fs::read(path).map_err(|e| ServeError::Tls(format!("{setting} {path}: {e}")))
+}
+
+/// The server side of `tls`: `None` (plaintext) unless `cert_file` and `key_file` are set;
+/// client certificates are required when `client_ca_file` is set (mTLS).
+fn server_tls(tls: &TlsConfig) -> Result<Option<ServerTlsConfig>, ServeError> {
+    match (tls.cert_file.is_empty(), tls.key_file.is_empty()) {
+        (true, true) => return Ok(None),
+        (false, false) => {}
+        _ => {
+            return Err(ServeError::Tls(
+                "tls.cert_file and tls.key_file go together".into(),
+            ));
+        }
+    }
+    let identity = Identity::from_pem(
+        read_pem("tls.cert_file", &tls.cert_file)?,
+        read_pem("tls.key_file", &tls.key_file)?,
+    );
+    let mut config = ServerTlsConfig::new().identity(identity);
+    if !tls.client_ca_file.is_empty() {
+        config = config.client_ca_root(Certificate::from_pem(read_pem(
+            "tls.client_ca_file",
+            &tls.client_ca_file,
+        )?));
+    }
+    Ok(Some(config))
 }
 
 /// Serves `service` on `listener` (bound by the caller, so the address is known before the
@@ -234,7 +269,12 @@ pub async fn serve(
             settings.default_timeout.as_ref(),
         )))
         .layer(MessageSizeLayer);
-    let server = Server::builder()
+    let mut builder = Server::builder();
+    if let Some(tls) = server_tls(&current.config.tls.clone().unwrap_or_default())? {
+        builder = builder.tls_config(tls)?;
+        info!(service = name, "TLS on");
+    }
+    let server = builder
         .layer(stack)
         .max_connection_age(std_duration(settings.max_connection_age.as_ref()))
         .add_routes(routes)

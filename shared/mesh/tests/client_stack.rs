@@ -131,7 +131,7 @@ fn client(
     addrs: &StaticAddrs,
 ) -> ConfigServiceClient<MeshChannel> {
     let settings = ClientSettings::new("tickmesh.v1.ConfigService", Arc::new(config));
-    ConfigServiceClient::new(connect(&settings, addrs.clone(), &Shutdown::new()))
+    ConfigServiceClient::new(connect(&settings, addrs.clone(), &Shutdown::new()).unwrap())
 }
 
 #[tokio::test]
@@ -286,7 +286,8 @@ async fn dns_names_resolve_through_the_system_resolver() {
         &settings,
         Dns::new("localhost", addr.port()),
         &Shutdown::new(),
-    );
+    )
+    .unwrap();
     let mut client = ConfigServiceClient::new(channel);
     let mut ok = 0;
     for _ in 0..20 {

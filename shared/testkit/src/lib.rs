@@ -9,6 +9,7 @@ mod postgres;
 mod process;
 mod redis;
 mod resp;
+mod tls;
 
 use std::collections::HashSet;
 use std::net::{Ipv4Addr, TcpListener};
@@ -19,6 +20,7 @@ use std::sync::{Mutex, PoisonError};
 pub use error::Error;
 pub use postgres::Postgres;
 pub use redis::Redis;
+pub use tls::TlsFiles;
 
 /// The testkit's result type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;

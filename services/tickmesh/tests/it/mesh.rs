@@ -214,3 +214,96 @@ fn auth_off_is_refused_on_a_public_address() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("not a loopback address"), "{stderr}");
 }
+
+mod tls {
+    use super::*;
+    use tickmesh_testkit::TlsFiles;
+    use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
+
+    fn tls_env(files: &TlsFiles, mutual: bool) -> Vec<(&'static str, OsString)> {
+        let mut env = vec![
+            (
+                "TICKMESH_TLS__CERT_FILE",
+                files.server_cert.clone().into_os_string(),
+            ),
+            (
+                "TICKMESH_TLS__KEY_FILE",
+                files.server_key.clone().into_os_string(),
+            ),
+        ];
+        if mutual {
+            env.push((
+                "TICKMESH_TLS__CLIENT_CA_FILE",
+                files.ca.clone().into_os_string(),
+            ));
+        }
+        env
+    }
+
+    async fn tls_channel(
+        addr: &str,
+        files: &TlsFiles,
+        client_cert: bool,
+    ) -> Result<Channel, tonic::transport::Error> {
+        let mut tls = ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(std::fs::read(&files.ca).unwrap()))
+            .domain_name("localhost");
+        if client_cert {
+            tls = tls.identity(Identity::from_pem(
+                std::fs::read(&files.client_cert).unwrap(),
+                std::fs::read(&files.client_key).unwrap(),
+            ));
+        }
+        Channel::from_shared(format!("https://{addr}"))
+            .unwrap()
+            .tls_config(tls)?
+            .connect_timeout(Duration::from_secs(5))
+            .connect()
+            .await
+    }
+
+    async fn get_config(channel: Channel) -> Result<(), tonic::Status> {
+        ConfigServiceClient::new(channel)
+            .get_config(GetConfigRequest {})
+            .await
+            .map(|_| ())
+    }
+
+    #[tokio::test]
+    async fn tls_serves_verified_clients_and_refuses_plaintext() {
+        let files = TlsFiles::generate().unwrap();
+        let process = serve_ingestion(&tls_env(&files, false));
+        let addr = &process.addrs["ingestion"];
+        get_config(tls_channel(addr, &files, false).await.unwrap())
+            .await
+            .unwrap();
+        // A plaintext client gets no gRPC answer from a TLS port.
+        let plain = Channel::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(Duration::from_secs(5))
+            .connect()
+            .await;
+        if let Ok(plain) = plain {
+            assert!(get_config(plain).await.is_err());
+        }
+    }
+
+    #[tokio::test]
+    async fn mtls_requires_a_client_certificate_signed_by_the_ca() {
+        let files = TlsFiles::generate().unwrap();
+        let process = serve_ingestion(&tls_env(&files, true));
+        let addr = &process.addrs["ingestion"];
+        get_config(tls_channel(addr, &files, true).await.unwrap())
+            .await
+            .unwrap();
+        let without = match tls_channel(addr, &files, false).await {
+            Ok(channel) => get_config(channel).await.is_err(),
+            Err(_) => true,
+        };
+        assert!(
+            without,
+            "a client without a certificate was served under mTLS"
+        );
+    }
+}
