@@ -217,6 +217,7 @@ impl Peers {
             tickmesh_proto::service_names::COMPUTATION,
             config.current().config.clone(),
         );
+        settings.metrics = Some(deps.metrics.clone());
         let local = listeners
             .iter()
             .find(|(target, _)| *target == Target::Computation)

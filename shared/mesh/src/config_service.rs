@@ -59,6 +59,11 @@ impl ConfigHandle {
         self.tx.borrow().clone()
     }
 
+    /// The current version number (cheap: no copy of the configuration).
+    pub fn version(&self) -> u64 {
+        self.tx.borrow().version
+    }
+
     /// A receiver that sees every later change.
     pub fn subscribe(&self) -> watch::Receiver<ConfigSnapshot> {
         self.tx.subscribe()

@@ -136,6 +136,8 @@ pub struct ClientSettings {
     /// Host name the peer's certificate must carry (default: `tls.server_name`, else
     /// `localhost`).
     pub server_name: Option<String>,
+    /// Where the breaker's state is exported (`tickmesh_circuit_state{peer}`).
+    pub metrics: Option<crate::Metrics>,
     config: Arc<PerformanceOptimizationConfig>,
 }
 
@@ -145,6 +147,7 @@ impl ClientSettings {
         Self {
             peer: peer.into(),
             server_name: None,
+            metrics: None,
             config,
         }
     }
@@ -216,7 +219,11 @@ pub fn connect(
     let stack = ServiceBuilder::new()
         .layer(ClientTraceLayer)
         .layer(RetryLayer::new(&retry))
-        .layer(BreakerLayer::new(&settings.peer, &breaker))
+        .layer(BreakerLayer::new(
+            &settings.peer,
+            &breaker,
+            settings.metrics.as_ref(),
+        ))
         .layer(DeadlineLayer::new(std_duration(
             server.default_timeout.as_ref(),
         )))
@@ -442,14 +449,30 @@ where
 pub struct BreakerLayer {
     peer: Arc<str>,
     breaker: Arc<Mutex<CircuitBreaker>>,
+    gauge: Option<prometheus_client::metrics::gauge::Gauge>,
 }
 
 impl BreakerLayer {
-    /// A breaker in front of `peer`.
-    pub fn new(peer: &str, config: &tickmesh_proto::v1::CircuitBreakerConfig) -> Self {
+    /// A breaker in front of `peer`, its state exported to `metrics` when given.
+    pub fn new(
+        peer: &str,
+        config: &tickmesh_proto::v1::CircuitBreakerConfig,
+        metrics: Option<&crate::Metrics>,
+    ) -> Self {
         Self {
             peer: Arc::from(peer),
             breaker: Arc::new(Mutex::new(CircuitBreaker::new(peer, config))),
+            gauge: metrics.map(|m| m.circuit_state(peer)),
+        }
+    }
+
+    fn export(&self, state: BreakerState) {
+        if let Some(gauge) = &self.gauge {
+            gauge.set(match state {
+                BreakerState::Closed => 0,
+                BreakerState::HalfOpen { .. } => 1,
+                BreakerState::Open { .. } => 2,
+            });
         }
     }
 }
@@ -502,12 +525,12 @@ where
     }
 
     fn call(&mut self, request: http::Request<tonic::body::Body>) -> Self::Future {
-        let admitted = self
-            .layer
-            .breaker
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .admit(Instant::now());
+        let admitted = {
+            let mut breaker = self.layer.breaker.lock().unwrap_or_else(|e| e.into_inner());
+            let admitted = breaker.admit(Instant::now());
+            self.layer.export(breaker.state());
+            admitted
+        };
         if let Err(wait) = admitted {
             let mut response = tonic::Status::unavailable(format!(
                 "circuit to {} is open; next probe in {} ms",
@@ -518,7 +541,7 @@ where
             response.extensions_mut().insert(CircuitOpen);
             return Box::pin(std::future::ready(Ok(response)));
         }
-        let breaker = self.layer.breaker.clone();
+        let layer = self.layer.clone();
         let call = self.inner.call(request);
         Box::pin(async move {
             let result = call.await;
@@ -526,12 +549,13 @@ where
                 Ok(response) => header_code(response).is_some_and(is_peer_failure),
                 Err(_) => true,
             };
-            let mut breaker = breaker.lock().unwrap_or_else(|e| e.into_inner());
+            let mut breaker = layer.breaker.lock().unwrap_or_else(|e| e.into_inner());
             if failed {
                 breaker.failure(Instant::now());
             } else {
                 breaker.success();
             }
+            layer.export(breaker.state());
             result
         })
     }

@@ -85,7 +85,13 @@ pub fn init(filter: &str, format: LogFormat, service_name: &str) -> Telemetry {
     opentelemetry::global::set_text_map_propagator(
         opentelemetry_sdk::propagation::TraceContextPropagator::new(),
     );
-    let filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info"));
+    // Per-RPC spans are for traces, not for the log, unless the filter names them.
+    let directives = if filter.contains(crate::trace::RPC_TARGET) {
+        filter.to_owned()
+    } else {
+        format!("{filter},{}=off", crate::trace::RPC_TARGET)
+    };
+    let filter = EnvFilter::try_new(&directives).unwrap_or_else(|_| EnvFilter::new("info"));
     let json = match format {
         LogFormat::Json => true,
         LogFormat::Text => false,
@@ -95,9 +101,9 @@ pub fn init(filter: &str, format: LogFormat, service_name: &str) -> Telemetry {
         .with_writer(std::io::stderr)
         .with_target(false);
     let fmt: Box<dyn Layer<Registry> + Send + Sync> = if json {
-        fmt.json().flatten_event(true).boxed()
+        fmt.json().flatten_event(true).with_filter(filter).boxed()
     } else {
-        fmt.compact().boxed()
+        fmt.compact().with_filter(filter).boxed()
     };
     let (provider, problem) = match tracer_provider(service_name) {
         Ok(provider) => (provider, None),
@@ -106,6 +112,7 @@ pub fn init(filter: &str, format: LogFormat, service_name: &str) -> Telemetry {
     let otel = provider.as_ref().map(|provider| {
         tracing_opentelemetry::layer()
             .with_tracer(provider.tracer("tickmesh"))
+            .with_filter(tracing_subscriber::filter::LevelFilter::INFO)
             .boxed()
     });
     let installed = tracing_subscriber::registry()
@@ -113,7 +120,6 @@ pub fn init(filter: &str, format: LogFormat, service_name: &str) -> Telemetry {
             fmt,
             otel.unwrap_or_else(|| tracing_subscriber::layer::Identity::new().boxed()),
         ])
-        .with(filter)
         .try_init()
         .is_ok();
     if let Some(problem) = problem {

@@ -58,6 +58,25 @@ struct Inner {
     resident: Gauge,
     cpu_ticks: Gauge,
     open_fds: Gauge,
+    circuit_state: Family<PeerLabels, Gauge>,
+    /// Handles of each method's metrics by request path, so that a call finds them without
+    /// building label strings (the hot path allocates nothing once a method has been seen).
+    methods: std::sync::RwLock<std::collections::HashMap<String, Arc<MethodMetrics>>>,
+}
+
+/// The metrics of one method, shared with their families.
+struct MethodMetrics {
+    labels: MethodLabels,
+    in_flight: Gauge,
+    latency: Histogram,
+    ok: Counter,
+}
+
+/// Labels of a peer a client stack calls.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PeerLabels {
+    /// The peer, e.g. `tickmesh.v1.ComputationService`.
+    pub peer: String,
 }
 
 /// The metrics of a process; clones share them.
@@ -106,6 +125,12 @@ impl Metrics {
             "gRPC calls being handled",
             in_flight.clone(),
         );
+        let circuit_state = Family::<PeerLabels, Gauge>::default();
+        registry.register(
+            "circuit_state",
+            "Circuit breaker state per peer: 0 closed, 1 half-open, 2 open",
+            circuit_state.clone(),
+        );
         registry.register(
             "process_resident_memory_bytes",
             "Resident memory of the process",
@@ -131,6 +156,8 @@ impl Metrics {
                 resident,
                 cpu_ticks,
                 open_fds,
+                circuit_state,
+                methods: Default::default(),
             }),
         }
     }
@@ -158,6 +185,58 @@ impl Metrics {
         if let Ok(entries) = std::fs::read_dir("/proc/self/fd") {
             self.inner.open_fds.set(entries.count() as i64);
         }
+    }
+
+    /// The metric handles of the method at `path`, created on first use.
+    fn method(&self, path: &str) -> Arc<MethodMetrics> {
+        let inner = &self.inner;
+        if let Some(found) = inner
+            .methods
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(path)
+        {
+            return found.clone();
+        }
+        let (service, method) = path
+            .trim_start_matches('/')
+            .split_once('/')
+            .unwrap_or(("unknown", "unknown"));
+        let labels = MethodLabels {
+            service: service.to_owned(),
+            method: method.to_owned(),
+        };
+        let ok = CallLabels {
+            service: labels.service.clone(),
+            method: labels.method.clone(),
+            code: "0".to_owned(),
+        };
+        let handles = Arc::new(MethodMetrics {
+            in_flight: inner.in_flight.get_or_create(&labels).clone(),
+            latency: inner.latency.get_or_create(&labels).clone(),
+            ok: inner.requests.get_or_create(&ok).clone(),
+            labels,
+        });
+        // Paths come from clients: only methods the contracts know are cached, so a client
+        // cannot grow the map with made-up paths.
+        if crate::methods::MethodTable::global().get(path).is_some() {
+            inner
+                .methods
+                .write()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(path.to_owned(), handles.clone());
+        }
+        handles
+    }
+
+    /// The gauge of the circuit breaker in front of `peer`.
+    pub fn circuit_state(&self, peer: &str) -> Gauge {
+        self.inner
+            .circuit_state
+            .get_or_create(&PeerLabels {
+                peer: peer.to_owned(),
+            })
+            .clone()
     }
 
     /// The metrics in the Prometheus text exposition format.
@@ -249,43 +328,33 @@ where
     }
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        let path = request.uri().path();
-        let (service, method) = path
-            .trim_start_matches('/')
-            .split_once('/')
-            .unwrap_or(("unknown", "unknown"));
-        let method_labels = MethodLabels {
-            service: service.to_owned(),
-            method: method.to_owned(),
-        };
+        let method = self.metrics.method(request.uri().path());
         let inner = Arc::clone(&self.metrics.inner);
-        inner.in_flight.get_or_create(&method_labels).inc();
+        method.in_flight.inc();
         let started = Instant::now();
         let call = self.inner.call(request);
         Box::pin(async move {
             let response = call.await;
-            inner.in_flight.get_or_create(&method_labels).dec();
-            inner
-                .latency
-                .get_or_create(&method_labels)
-                .observe(started.elapsed().as_secs_f64());
+            method.in_flight.dec();
+            method.latency.observe(started.elapsed().as_secs_f64());
             let code = match &response {
                 Ok(r) => r
                     .headers()
                     .get("grpc-status")
                     .and_then(|v| v.to_str().ok())
-                    .unwrap_or("0")
-                    .to_owned(),
+                    .unwrap_or("0"),
                 // The transport failed before any status: UNKNOWN.
-                Err(_) => "2".to_owned(),
+                Err(_) => "2",
             };
-            let labels = CallLabels {
-                service: method_labels.service,
-                method: method_labels.method,
-                code,
-            };
-            inner.requests.get_or_create(&labels).inc();
-            if labels.code != "0" {
+            if code == "0" {
+                method.ok.inc();
+            } else {
+                let labels = CallLabels {
+                    service: method.labels.service.clone(),
+                    method: method.labels.method.clone(),
+                    code: code.to_owned(),
+                };
+                inner.requests.get_or_create(&labels).inc();
                 inner.errors.get_or_create(&labels).inc();
             }
             response

@@ -41,16 +41,17 @@ impl RateLimitLayer {
 
     /// Takes a token of `caller`'s bucket, or says how long to wait.
     fn admit(&self, caller: &Caller) -> Result<(), std::time::Duration> {
-        let snapshot = self.config.current();
+        let version = self.config.version();
         let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
-        if buckets.version != snapshot.version {
-            buckets.version = snapshot.version;
+        if buckets.version != version {
+            buckets.version = version;
             buckets.by_caller.clear();
         }
         let bucket = buckets
             .by_caller
             .entry(caller.name.clone())
             .or_insert_with(|| {
+                let snapshot = self.config.current();
                 let limits = snapshot.config.rate_limits.clone().unwrap_or_default();
                 limits
                     .callers

@@ -190,7 +190,18 @@ async fn the_breaker_opens_fails_fast_and_closes_after_recovery() {
     let (replica, addr) = replica().await;
     replica.failures.store(u32::MAX, Ordering::SeqCst);
     // No retries, so every call is one attempt; the circuit opens after 3 failures.
-    let mut client = client(config(1, 3), &StaticAddrs::new(vec![addr]));
+    let metrics = tickmesh_mesh::Metrics::new();
+    let mut settings = ClientSettings::new("tickmesh.v1.ConfigService", Arc::new(config(1, 3)));
+    settings.metrics = Some(metrics.clone());
+    let channel = connect(&settings, StaticAddrs::new(vec![addr]), &Shutdown::new()).unwrap();
+    let mut client = ConfigServiceClient::new(channel);
+    let state = |metrics: &tickmesh_mesh::Metrics| {
+        let text = metrics.encode();
+        text.lines()
+            .find(|l| l.starts_with("tickmesh_circuit_state{peer=\"tickmesh.v1.ConfigService\"}"))
+            .map(|l| l.rsplit(' ').next().unwrap_or("").to_owned())
+            .unwrap_or_else(|| panic!("no circuit state in\n{text}"))
+    };
     for _ in 0..3 {
         let err = client.get_config(GetConfigRequest {}).await.unwrap_err();
         assert_eq!(err.message(), "replica is failing on purpose");
@@ -218,6 +229,7 @@ async fn the_breaker_opens_fails_fast_and_closes_after_recovery() {
         client.get_config(GetConfigRequest {}).await.unwrap();
     }
     assert_eq!(replica.calls.load(Ordering::SeqCst), 8);
+    assert_eq!(state(&metrics), "0", "closed is exported as 0");
     // Closed again: it takes 3 new failures to open it.
     replica.failures.store(2, Ordering::SeqCst);
     for _ in 0..2 {
