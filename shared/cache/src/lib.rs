@@ -1,0 +1,37 @@
+//! The multi-tier cache of tickmesh: L1 in the process (moka), L2 in Redis (bb8 pool), the
+//! source behind them as a loader per namespace.
+//!
+//! - Reads go L1 → L2 → source and fill the tiers on the way back; `caching_strategy` picks
+//!   the tiers (IN_MEMORY: L1, DISTRIBUTED: L2, MULTI_LAYER: both).
+//! - Policies per namespace from `cache.namespaces` (else `cache.default_policy`): LRU,
+//!   TinyLFU or TTL eviction in L1, a TTL per entry, time to idle, write-through,
+//!   refresh-ahead, and the adaptive TTL of [`adaptive`] (market hours, volatility).
+//! - A miss is loaded once however many callers ask: single-flight in the process, a short
+//!   Redis lock (`SET NX PX`, released by compare-and-delete) across processes.
+//! - Writes and invalidations (key, glob pattern, namespace) drop the L1 copies of every other
+//!   process through Redis pub/sub ([`pubsub::CHANNEL`]).
+//! - When Redis is down nobody sees an error: a circuit breaker stops waiting on it, answers
+//!   come from L1 and the source, [`Cache::l2_available`] says so, and it recovers by itself.
+//! - [`codec`] encodes the cached value types as protobuf, MessagePack or a custom binary.
+
+pub mod adaptive;
+mod cache;
+pub mod codec;
+mod error;
+mod flight;
+pub mod key;
+mod l1;
+mod l2;
+mod loader;
+pub mod pubsub;
+mod settings;
+mod stats;
+
+pub use cache::{
+    Cache, Hit, Invalidated, MAX_NAMESPACES, SetOptions, Stored, Tier, WarmReport, symbol_of,
+};
+pub use error::{BoxError, CacheError, CodecError, ErrorClass};
+pub use l2::{CONNECT_TIMEOUT, RESPONSE_TIMEOUT, RedisConn, RedisManager, RedisPool};
+pub use loader::{FnLoader, Loader, SharedLoader, loader_fn};
+pub use settings::{Eviction, Policy, Tiers};
+pub use stats::{CacheStats, NamespaceStats, TierStats};
