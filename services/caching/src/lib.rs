@@ -1,74 +1,307 @@
-//! The caching service: the multi-tier cache (L1 in-process, L2 Redis) as a gRPC service.
+//! The caching service: the multi-tier cache of `tickmesh-cache` (L1 in the process, L2 in
+//! Redis, the store behind them) as a gRPC service. The `latest_prices` and `signals`
+//! namespaces load from the store on a miss; the others hold what callers `Set`.
 
 use std::pin::Pin;
+use std::sync::Arc;
 
-use tickmesh_mesh::{ConfigHandle, Service, status::not_yet};
+use bytes::Bytes;
+use prost::Message;
+use tickmesh_cache::codec::{LatestPriceRecord, codec_for};
+use tickmesh_cache::{Cache, CacheError, ErrorClass, SetOptions, loader_fn};
+use tickmesh_mesh::{ConfigHandle, Service};
 use tickmesh_proto::v1::caching_service_server::{CachingService, CachingServiceServer};
+use tickmesh_proto::v1::invalidate_request::Target;
 use tickmesh_proto::v1::{
     DeleteRequest, DeleteResponse, GetRequest, GetResponse, GetStatsRequest, GetStatsResponse,
-    InvalidateRequest, InvalidateResponse, SetRequest, SetResponse, WarmRequest, WarmResponse,
+    InvalidateRequest, InvalidateResponse, SerializationMethod, SetRequest, SetResponse, Signal,
+    WarmRequest, WarmResponse,
 };
+use tickmesh_store::{CandleQuery, SignalQuery, Store};
 use tokio_stream::Stream;
-use tonic::{Request, Response, Status};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Code, Request, Response, Status};
+use tonic_types::{ErrorDetails, StatusExt};
 
-const SCOPE: &str = "tracked as issue 6, caching";
+/// Namespace of the latest price of each symbol (key: the symbol).
+pub const LATEST_PRICES: &str = "latest_prices";
+/// Namespace of the latest combined signal of each symbol (key: `<symbol>/<interval number>`).
+pub const SIGNALS: &str = "signals";
+/// Namespace of indicator series computed on request (key: chosen by the query service).
+pub const INDICATORS: &str = "indicators";
 
-/// `tickmesh.v1.CachingService`.
-#[derive(Debug, Clone)]
+/// Every cache error becomes a status here, in one place.
+pub fn status(error: CacheError) -> Status {
+    let message = error.to_string();
+    let code = match error.class() {
+        ErrorClass::InvalidArgument => Code::InvalidArgument,
+        ErrorClass::NotFound => Code::NotFound,
+        ErrorClass::ResourceExhausted => Code::ResourceExhausted,
+        ErrorClass::FailedPrecondition => Code::FailedPrecondition,
+        ErrorClass::Unavailable => Code::Unavailable,
+    };
+    match error.field() {
+        Some(field) if code == Code::InvalidArgument => {
+            let mut details = ErrorDetails::new();
+            details.add_bad_request_violation(field, &message);
+            Status::with_error_details(code, message, details)
+        }
+        _ => Status::new(code, message),
+    }
+}
+
+fn duration(d: std::time::Duration) -> prost_types::Duration {
+    prost_types::Duration {
+        seconds: d.as_secs() as i64,
+        nanos: d.subsec_nanos() as i32,
+    }
+}
+
+/// The latest price record of `symbol` from the store: its newest tick, else the close of its
+/// newest candle.
+pub async fn load_latest_price(
+    store: &Store,
+    symbol: &str,
+) -> Result<Option<LatestPriceRecord>, tickmesh_store::StoreError> {
+    if let Some(tick) = store.latest_tick(symbol).await? {
+        return Ok(Some(LatestPriceRecord {
+            symbol: symbol.to_owned(),
+            price: tick.price,
+            time_us: tick.ts_us,
+            size: tick.size,
+        }));
+    }
+    for (code, len) in tickmesh_store::rollup::INTERVALS {
+        let rows = store
+            .candles(&CandleQuery {
+                symbol: symbol.to_owned(),
+                interval_code: code,
+                start_us: None,
+                end_us: None,
+                after_us: None,
+                descending: true,
+                limit: 1,
+            })
+            .await?;
+        if let Some(row) = rows.first() {
+            return Ok(Some(LatestPriceRecord {
+                symbol: symbol.to_owned(),
+                price: row.close,
+                time_us: if row.closed {
+                    row.open_time_us + len
+                } else {
+                    row.open_time_us
+                },
+                size: 0.0,
+            }));
+        }
+    }
+    Ok(None)
+}
+
+/// Registers the store loaders of the `latest_prices` and `signals` namespaces.
+pub fn register_loaders(
+    cache: &Cache,
+    store: Arc<Store>,
+    method: SerializationMethod,
+) -> Result<(), CacheError> {
+    let prices = codec_for::<LatestPriceRecord>(method);
+    let from = store.clone();
+    cache.register_loader(
+        LATEST_PRICES,
+        Arc::new(loader_fn(move |symbol: String| {
+            let (store, codec) = (from.clone(), prices.clone());
+            async move {
+                match load_latest_price(&store, &symbol).await? {
+                    Some(record) => Ok(Some(codec.encode(&record)?)),
+                    None => Ok(None),
+                }
+            }
+        })),
+    )?;
+    let signals = codec_for::<Signal>(method);
+    cache.register_loader(
+        SIGNALS,
+        Arc::new(loader_fn(move |key: String| {
+            let (store, codec) = (store.clone(), signals.clone());
+            async move {
+                let Some((symbol, interval)) = key.split_once('/') else {
+                    return Ok(None);
+                };
+                let interval: i16 = interval.parse()?;
+                let rows = store
+                    .signals(&SignalQuery {
+                        symbols: vec![symbol.to_owned()],
+                        limit: 50,
+                        ..SignalQuery::default()
+                    })
+                    .await?;
+                let Some(row) = rows.iter().find(|r| r.interval_code == interval) else {
+                    return Ok(None);
+                };
+                Ok(Some(codec.encode(&Signal::decode(row.body.as_slice())?)?))
+            }
+        })),
+    )?;
+    Ok(())
+}
+
+/// `tickmesh.v1.CachingService` over a [`Cache`].
+#[derive(Clone)]
 pub struct CachingApi {
-    _config: ConfigHandle,
+    cache: Cache,
+}
+
+impl std::fmt::Debug for CachingApi {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CachingApi").finish_non_exhaustive()
+    }
 }
 
 type WarmStream = Pin<Box<dyn Stream<Item = Result<WarmResponse, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl CachingService for CachingApi {
-    async fn get(&self, _request: Request<GetRequest>) -> Result<Response<GetResponse>, Status> {
-        Err(not_yet("Get", SCOPE))
+    async fn get(&self, request: Request<GetRequest>) -> Result<Response<GetResponse>, Status> {
+        let r = request.into_inner();
+        let hit = self
+            .cache
+            .get_or_load(&r.namespace, &r.key)
+            .await
+            .or_else(|e| match e {
+                // A namespace without a loader is still readable (L1 → L2 only).
+                CacheError::NoLoader(_) => Ok(None),
+                e => Err(e),
+            })
+            .map_err(status)?;
+        let hit = match hit {
+            Some(hit) => Some(hit),
+            None => self.cache.get(&r.namespace, &r.key).await.map_err(status)?,
+        };
+        Ok(Response::new(match hit {
+            Some(hit) => GetResponse {
+                found: true,
+                value: hit.value.to_vec(),
+                tier: hit.tier.to_proto() as i32,
+                ttl_remaining: Some(duration(hit.ttl_remaining)),
+            },
+            None => GetResponse::default(),
+        }))
     }
 
-    async fn set(&self, _request: Request<SetRequest>) -> Result<Response<SetResponse>, Status> {
-        Err(not_yet("Set", SCOPE))
+    async fn set(&self, request: Request<SetRequest>) -> Result<Response<SetResponse>, Status> {
+        let r = request.into_inner();
+        let ttl = tickmesh_config::std_duration(r.ttl.as_ref());
+        let stored = self
+            .cache
+            .set(
+                &r.namespace,
+                &r.key,
+                Bytes::from(r.value),
+                SetOptions {
+                    ttl: (!ttl.is_zero()).then_some(ttl),
+                    ..SetOptions::default()
+                },
+            )
+            .await
+            .map_err(status)?;
+        Ok(Response::new(SetResponse {
+            ttl: Some(duration(stored.ttl)),
+        }))
     }
 
     async fn delete(
         &self,
-        _request: Request<DeleteRequest>,
+        request: Request<DeleteRequest>,
     ) -> Result<Response<DeleteResponse>, Status> {
-        Err(not_yet("Delete", SCOPE))
+        let r = request.into_inner();
+        let existed = self
+            .cache
+            .delete(&r.namespace, &r.key)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(DeleteResponse { existed }))
     }
 
     async fn invalidate(
         &self,
-        _request: Request<InvalidateRequest>,
+        request: Request<InvalidateRequest>,
     ) -> Result<Response<InvalidateResponse>, Status> {
-        Err(not_yet("Invalidate", SCOPE))
+        let r = request.into_inner();
+        let dropped = match r.target {
+            Some(Target::Key(key)) => self.cache.invalidate_key(&r.namespace, &key).await,
+            Some(Target::Pattern(pattern)) => {
+                self.cache.invalidate_pattern(&r.namespace, &pattern).await
+            }
+            Some(Target::All(true)) => self.cache.invalidate_namespace(&r.namespace).await,
+            _ => {
+                let mut details = ErrorDetails::new();
+                details.add_bad_request_violation("target", "a key, a pattern or all: true");
+                return Err(Status::with_error_details(
+                    Code::InvalidArgument,
+                    "target: say what to invalidate (key, pattern or all)",
+                    details,
+                ));
+            }
+        }
+        .map_err(status)?;
+        Ok(Response::new(InvalidateResponse {
+            invalidated: dropped.total(),
+        }))
     }
 
     type WarmStream = WarmStream;
 
-    async fn warm(
-        &self,
-        _request: Request<WarmRequest>,
-    ) -> Result<Response<Self::WarmStream>, Status> {
-        Err(not_yet("Warm", SCOPE))
+    async fn warm(&self, request: Request<WarmRequest>) -> Result<Response<WarmStream>, Status> {
+        let r = request.into_inner();
+        let (tx, rx) = tokio::sync::mpsc::channel(16);
+        let cache = self.cache.clone();
+        tokio::spawn(async move {
+            let progress_tx = tx.clone();
+            let report = cache
+                .warm(&r.namespace, r.keys, move |loaded, total| {
+                    // Progress is best effort: a slow reader skips intermediate counts.
+                    let _ = progress_tx.try_send(Ok(WarmResponse {
+                        loaded,
+                        total,
+                        done: false,
+                    }));
+                })
+                .await;
+            let last = match report {
+                Ok(report) => Ok(WarmResponse {
+                    loaded: report.loaded,
+                    total: report.total,
+                    done: true,
+                }),
+                Err(e) => Err(status(e)),
+            };
+            let _ = tx.send(last).await;
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
     async fn get_stats(
         &self,
-        _request: Request<GetStatsRequest>,
+        request: Request<GetStatsRequest>,
     ) -> Result<Response<GetStatsResponse>, Status> {
-        Err(not_yet("GetStats", SCOPE))
+        let namespace = request.into_inner().namespace;
+        let mut stats = self.cache.stats().to_proto();
+        if !namespace.is_empty() {
+            stats.namespaces.retain(|n| n.namespace == namespace);
+            if stats.namespaces.is_empty() {
+                return Err(Status::not_found(format!("no cache namespace {namespace}")));
+            }
+        }
+        Ok(Response::new(stats))
     }
 }
 
-/// The caching service, ready for [`tickmesh_mesh::serve`].
-pub fn service(config: &ConfigHandle) -> Service {
+/// The caching service over `cache`, ready for [`tickmesh_mesh::serve`].
+pub fn service(config: &ConfigHandle, cache: Cache) -> Service {
     let limit = config.current().message_limit();
-    let server = CachingServiceServer::new(CachingApi {
-        _config: config.clone(),
-    })
-    .max_decoding_message_size(limit)
-    .max_encoding_message_size(limit);
+    let server = CachingServiceServer::new(CachingApi { cache })
+        .max_decoding_message_size(limit)
+        .max_encoding_message_size(limit);
     Service::new(tickmesh_proto::service_names::CACHING, server)
 }

@@ -1,28 +1,91 @@
-//! The query service: candles in keyset pages, latest prices, signals, indicators and live
-//! market-data streams.
+//! The query service: candles in keyset pages, latest prices, signals, indicators (computed by
+//! the computation service through its gRPC API) and live market-data streams.
+
+pub mod live;
+pub mod paging;
 
 use std::pin::Pin;
+use std::sync::Arc;
 
+use prost::Message;
+use tickmesh_cache::codec::{Codec, LatestPriceRecord, codec_for};
 use tickmesh_mesh::connect::MeshChannel;
-use tickmesh_mesh::{ConfigHandle, Service, status::not_yet};
+use tickmesh_mesh::{ConfigHandle, Service, Shutdown};
+use tickmesh_proto::v1::caching_service_client::CachingServiceClient;
 use tickmesh_proto::v1::computation_service_client::ComputationServiceClient;
 use tickmesh_proto::v1::query_service_server::{QueryService, QueryServiceServer};
 use tickmesh_proto::v1::{
-    ComputeIndicatorsRequest, GetCandlesRequest, GetCandlesResponse, GetIndicatorsRequest,
-    GetIndicatorsResponse, GetLatestPricesRequest, GetLatestPricesResponse, GetSignalsRequest,
-    GetSignalsResponse, StreamMarketDataRequest, StreamMarketDataResponse,
+    ComputeIndicatorsRequest, EventKind, GetCandlesRequest, GetCandlesResponse,
+    GetIndicatorsRequest, GetIndicatorsResponse, GetLatestPricesRequest, GetLatestPricesResponse,
+    GetRequest, GetSignalsRequest, GetSignalsResponse, Interval, LatestPrice, SetRequest, Signal,
+    SignalAction, SortOrder, Strategy, StreamMarketDataRequest, StreamMarketDataResponse,
 };
+use tickmesh_store::{CandleQuery, SignalKey, SignalQuery, Store};
 use tokio_stream::Stream;
-use tonic::{Request, Response, Status};
+use tonic::codec::CompressionEncoding;
+use tonic::{Code, Request, Response, Status};
+use tonic_types::{ErrorDetails, StatusExt};
 
-const SCOPE: &str = "tracked as issue 8, query and live streams";
+use crate::live::Live;
 
-/// `tickmesh.v1.QueryService`.
+/// Rows per page when the request says 0.
+pub const DEFAULT_PAGE: u32 = 500;
+/// Most rows per page.
+pub const MAX_PAGE: u32 = 5_000;
+/// Most symbols per `GetLatestPrices` or stream.
+pub const MAX_SYMBOLS: usize = 1_000;
+
+/// INVALID_ARGUMENT naming one field.
+pub fn bad_field(field: impl Into<String>, reason: impl Into<String>) -> Status {
+    let (field, reason) = (field.into(), reason.into());
+    let mut details = ErrorDetails::new();
+    details.add_bad_request_violation(&field, &reason);
+    Status::with_error_details(Code::InvalidArgument, format!("{field}: {reason}"), details)
+}
+
+fn store_error(e: tickmesh_store::StoreError) -> Status {
+    Status::unavailable(format!("store: {e}"))
+}
+
+fn page_size(requested: u32) -> Result<i64, Status> {
+    match requested {
+        0 => Ok(i64::from(DEFAULT_PAGE)),
+        n if n > MAX_PAGE => Err(bad_field("page_size", format!("at most {MAX_PAGE}"))),
+        n => Ok(i64::from(n)),
+    }
+}
+
+fn symbol(value: &str, field: &str) -> Result<(), Status> {
+    if value.is_empty() || value.len() > 32 {
+        return Err(bad_field(field, "a symbol is 1 to 32 characters"));
+    }
+    Ok(())
+}
+
+fn interval(value: i32) -> Result<Interval, Status> {
+    match Interval::try_from(value) {
+        Ok(Interval::Unspecified) | Err(_) => Err(bad_field(
+            "interval",
+            format!("{value} is not a candle interval (INTERVAL_1S .. INTERVAL_1D)"),
+        )),
+        Ok(interval) => Ok(interval),
+    }
+}
+
+/// What the query service needs.
 #[derive(Clone)]
 pub struct QueryApi {
-    _config: ConfigHandle,
+    store: Arc<Store>,
+    live: Live,
+    shutdown: Shutdown,
     computation: Option<ComputationServiceClient<MeshChannel>>,
+    caching: Option<CachingServiceClient<MeshChannel>>,
+    prices: Arc<dyn Codec<LatestPriceRecord>>,
 }
+
+/// Namespaces of the caching service the query service reads.
+const LATEST_PRICES: &str = "latest_prices";
+const INDICATORS: &str = "indicators";
 
 impl std::fmt::Debug for QueryApi {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -54,23 +117,196 @@ type MarketDataStream =
 impl QueryService for QueryApi {
     async fn get_candles(
         &self,
-        _request: Request<GetCandlesRequest>,
+        request: Request<GetCandlesRequest>,
     ) -> Result<Response<GetCandlesResponse>, Status> {
-        Err(not_yet("GetCandles", SCOPE))
+        let r = request.into_inner();
+        symbol(&r.symbol, "symbol")?;
+        let interval = interval(r.interval)?;
+        let limit = page_size(r.page_size)?;
+        let descending = match SortOrder::try_from(r.order) {
+            Ok(SortOrder::Descending) => true,
+            Ok(_) => false,
+            Err(_) => return Err(bad_field("order", "ASCENDING or DESCENDING")),
+        };
+        if r.end_time_us != 0 && r.end_time_us <= r.start_time_us {
+            return Err(bad_field("end_time_us", "must be after start_time_us"));
+        }
+        let fingerprint = paging::fingerprint(&[
+            r.symbol.as_bytes(),
+            &r.interval.to_le_bytes(),
+            &r.start_time_us.to_le_bytes(),
+            &r.end_time_us.to_le_bytes(),
+            &[u8::from(descending)],
+        ]);
+        let after = if r.page_token.is_empty() {
+            None
+        } else {
+            let fields = paging::decode(&r.page_token, fingerprint, 1)?;
+            Some(
+                fields[0]
+                    .parse::<i64>()
+                    .map_err(|_| bad_field("page_token", "not a page token of this query"))?,
+            )
+        };
+        // One row more than the page tells whether another page follows.
+        let mut rows = self
+            .store
+            .candles(&CandleQuery {
+                symbol: r.symbol.clone(),
+                interval_code: interval as i16,
+                start_us: (r.start_time_us != 0).then_some(r.start_time_us),
+                end_us: (r.end_time_us != 0).then_some(r.end_time_us),
+                after_us: after,
+                descending,
+                limit: limit + 1,
+            })
+            .await
+            .map_err(store_error)?;
+        let more = rows.len() as i64 > limit;
+        rows.truncate(limit as usize);
+        let next_page_token = match (more, rows.last()) {
+            (true, Some(last)) => paging::encode(&[last.open_time_us.to_string()], fingerprint),
+            _ => String::new(),
+        };
+        Ok(Response::new(GetCandlesResponse {
+            candles: rows
+                .iter()
+                .map(tickmesh_store::events::candle_message)
+                .collect(),
+            next_page_token,
+        }))
     }
 
     async fn get_latest_prices(
         &self,
-        _request: Request<GetLatestPricesRequest>,
+        request: Request<GetLatestPricesRequest>,
     ) -> Result<Response<GetLatestPricesResponse>, Status> {
-        Err(not_yet("GetLatestPrices", SCOPE))
+        let r = request.get_ref().clone();
+        if r.symbols.is_empty() || r.symbols.len() > MAX_SYMBOLS {
+            return Err(bad_field("symbols", format!("1 to {MAX_SYMBOLS} symbols")));
+        }
+        for (i, s) in r.symbols.iter().enumerate() {
+            symbol(s, &format!("symbols[{i}]"))?;
+        }
+        let mut response = GetLatestPricesResponse::default();
+        for s in &r.symbols {
+            // Through the cache (L1 -> L2 -> store) when a caching service is there.
+            let price = match self.caching.clone() {
+                Some(mut caching) => {
+                    let got = caching
+                        .get(on_behalf_of(
+                            &request,
+                            GetRequest {
+                                namespace: LATEST_PRICES.into(),
+                                key: s.clone(),
+                            },
+                        ))
+                        .await?
+                        .into_inner();
+                    if got.found {
+                        let record = self.prices.decode(&got.value).map_err(|e| {
+                            Status::internal(format!("cached price of {s} undecodable: {e}"))
+                        })?;
+                        Some(LatestPrice {
+                            symbol: record.symbol,
+                            price: record.price,
+                            time_us: record.time_us,
+                        })
+                    } else {
+                        None
+                    }
+                }
+                None => latest_price(&self.store, s).await?,
+            };
+            match price {
+                Some(price) => response.prices.push(price),
+                None => response.missing_symbols.push(s.clone()),
+            }
+        }
+        Ok(Response::new(response))
     }
 
     async fn get_signals(
         &self,
-        _request: Request<GetSignalsRequest>,
+        request: Request<GetSignalsRequest>,
     ) -> Result<Response<GetSignalsResponse>, Status> {
-        Err(not_yet("GetSignals", SCOPE))
+        let r = request.into_inner();
+        let limit = page_size(r.page_size)?;
+        for (i, s) in r.symbols.iter().enumerate() {
+            symbol(s, &format!("symbols[{i}]"))?;
+        }
+        for (i, s) in r.strategies.iter().enumerate() {
+            if !matches!(Strategy::try_from(*s), Ok(s) if s != Strategy::Unspecified) {
+                return Err(bad_field(format!("strategies[{i}]"), "not a strategy"));
+            }
+        }
+        for (i, a) in r.actions.iter().enumerate() {
+            if !matches!(SignalAction::try_from(*a), Ok(a) if a != SignalAction::Unspecified) {
+                return Err(bad_field(format!("actions[{i}]"), "not an action"));
+            }
+        }
+        if !(0.0..=1.0).contains(&r.min_confidence) {
+            return Err(bad_field("min_confidence", "between 0 and 1"));
+        }
+        let mut parts: Vec<Vec<u8>> = r.symbols.iter().map(|s| s.as_bytes().to_vec()).collect();
+        parts.push(r.strategies.iter().flat_map(|s| s.to_le_bytes()).collect());
+        parts.push(r.actions.iter().flat_map(|a| a.to_le_bytes()).collect());
+        parts.push(r.start_time_us.to_le_bytes().to_vec());
+        parts.push(r.end_time_us.to_le_bytes().to_vec());
+        parts.push(r.min_confidence.to_le_bytes().to_vec());
+        let fingerprint = paging::fingerprint(&parts.iter().map(Vec::as_slice).collect::<Vec<_>>());
+        let after = if r.page_token.is_empty() {
+            None
+        } else {
+            let f = paging::decode(&r.page_token, fingerprint, 4)?;
+            let bad = || bad_field("page_token", "not a page token of this query");
+            Some(SignalKey {
+                time_us: f[0].parse().map_err(|_| bad())?,
+                interval_code: f[1].parse().map_err(|_| bad())?,
+                strategy: f[2].parse().map_err(|_| bad())?,
+                symbol: f[3].clone(),
+            })
+        };
+        let mut rows = self
+            .store
+            .signals(&SignalQuery {
+                symbols: r.symbols.clone(),
+                strategies: r.strategies.iter().map(|s| *s as i16).collect(),
+                actions: r.actions.iter().map(|a| *a as i16).collect(),
+                start_us: (r.start_time_us != 0).then_some(r.start_time_us),
+                end_us: (r.end_time_us != 0).then_some(r.end_time_us),
+                min_confidence: r.min_confidence,
+                ascending: false,
+                after,
+                limit: limit + 1,
+            })
+            .await
+            .map_err(store_error)?;
+        let more = rows.len() as i64 > limit;
+        rows.truncate(limit as usize);
+        let next_page_token = match (more, rows.last()) {
+            (true, Some(last)) => paging::encode(
+                &[
+                    last.time_us.to_string(),
+                    last.interval_code.to_string(),
+                    last.strategy.to_string(),
+                    last.symbol.clone(),
+                ],
+                fingerprint,
+            ),
+            _ => String::new(),
+        };
+        let signals = rows
+            .iter()
+            .map(|row| {
+                Signal::decode(row.body.as_slice())
+                    .map_err(|e| Status::internal(format!("stored signal undecodable: {e}")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Response::new(GetSignalsResponse {
+            signals,
+            next_page_token,
+        }))
     }
 
     async fn get_indicators(
@@ -78,7 +314,7 @@ impl QueryService for QueryApi {
         request: Request<GetIndicatorsRequest>,
     ) -> Result<Response<GetIndicatorsResponse>, Status> {
         // Computed by the computation service through its gRPC API (the client stack: trace
-        // context, retries, breaker, balancing). Caching of the series comes with the cache.
+        // context, retries, breaker, balancing).
         let Some(mut computation) = self.computation.clone() else {
             return Err(Status::unavailable(
                 "no computation service is configured for this query service \
@@ -86,6 +322,32 @@ impl QueryService for QueryApi {
             ));
         };
         let message = request.get_ref().clone();
+        symbol(&message.symbol, "symbol")?;
+        // Cached under a key of the request's parameters: a repeat is a cache hit.
+        let key = format!(
+            "{}/{}/{:016x}",
+            message.symbol,
+            message.interval,
+            paging::fingerprint(&[&message.encode_to_vec()])
+        );
+        if let Some(mut caching) = self.caching.clone() {
+            let got = caching
+                .get(on_behalf_of(
+                    &request,
+                    GetRequest {
+                        namespace: INDICATORS.into(),
+                        key: key.clone(),
+                    },
+                ))
+                .await?
+                .into_inner();
+            if got.found
+                && let Ok(mut cached) = GetIndicatorsResponse::decode(got.value.as_slice())
+            {
+                cached.cache_hit = true;
+                return Ok(Response::new(cached));
+            }
+        }
         let compute = ComputeIndicatorsRequest {
             symbols: vec![message.symbol.clone()],
             interval: message.interval,
@@ -104,35 +366,137 @@ impl QueryService for QueryApi {
                 error.symbol, error.reason
             )));
         }
-        Ok(Response::new(GetIndicatorsResponse {
+        let response = GetIndicatorsResponse {
             series: computed.series,
             cache_hit: false,
-        }))
+        };
+        if let Some(mut caching) = self.caching.clone() {
+            let set = caching
+                .set(on_behalf_of(
+                    &request,
+                    SetRequest {
+                        namespace: INDICATORS.into(),
+                        key,
+                        value: response.encode_to_vec(),
+                        ttl: None,
+                    },
+                ))
+                .await;
+            // Not cached (e.g. too large for cache.max_value_bytes): still a good answer.
+            if let Err(status) = set {
+                tracing::debug!(error = %status.message(), "indicator series not cached");
+            }
+        }
+        Ok(Response::new(response))
     }
 
     type StreamMarketDataStream = MarketDataStream;
 
     async fn stream_market_data(
         &self,
-        _request: Request<StreamMarketDataRequest>,
+        request: Request<StreamMarketDataRequest>,
     ) -> Result<Response<Self::StreamMarketDataStream>, Status> {
-        Err(not_yet("StreamMarketData", SCOPE))
+        let r = request.into_inner();
+        if r.symbols.is_empty() || r.symbols.len() > MAX_SYMBOLS {
+            return Err(bad_field("symbols", format!("1 to {MAX_SYMBOLS} symbols")));
+        }
+        for (i, s) in r.symbols.iter().enumerate() {
+            symbol(s, &format!("symbols[{i}]"))?;
+        }
+        for (i, k) in r.kinds.iter().enumerate() {
+            if !matches!(EventKind::try_from(*k), Ok(k) if k != EventKind::Unspecified) {
+                return Err(bad_field(format!("kinds[{i}]"), "TICK, CANDLE or SIGNAL"));
+            }
+        }
+        for (i, v) in r.intervals.iter().enumerate() {
+            interval(*v).map_err(|_| bad_field(format!("intervals[{i}]"), "not an interval"))?;
+        }
+        if r.resume_from_time_us < 0 {
+            return Err(bad_field("resume_from_time_us", "not negative"));
+        }
+        let stream = live::stream(&self.live, self.store.clone(), r, &self.shutdown);
+        Ok(Response::new(Box::pin(stream)))
     }
 }
 
+/// The last traded price of `symbol`: its newest tick, else the close of its newest candle.
+pub async fn latest_price(store: &Store, symbol: &str) -> Result<Option<LatestPrice>, Status> {
+    if let Some(tick) = store.latest_tick(symbol).await.map_err(store_error)? {
+        return Ok(Some(LatestPrice {
+            symbol: symbol.to_owned(),
+            price: tick.price,
+            time_us: tick.ts_us,
+        }));
+    }
+    // No ticks (a candle feed): the close of the newest bar of the finest interval that has one.
+    for (code, len) in tickmesh_store::rollup::INTERVALS {
+        let rows = store
+            .candles(&CandleQuery {
+                symbol: symbol.to_owned(),
+                interval_code: code,
+                start_us: None,
+                end_us: None,
+                after_us: None,
+                descending: true,
+                limit: 1,
+            })
+            .await
+            .map_err(store_error)?;
+        if let Some(row) = rows.first() {
+            let time_us = if row.closed {
+                row.open_time_us + len
+            } else {
+                row.open_time_us
+            };
+            return Ok(Some(LatestPrice {
+                symbol: symbol.to_owned(),
+                price: row.close,
+                time_us,
+            }));
+        }
+    }
+    Ok(None)
+}
+
 /// The query service, ready for [`tickmesh_mesh::serve`]; `computation` is the client stack to
-/// the computation service, if one is reachable.
-pub fn service(config: &ConfigHandle, computation: Option<MeshChannel>) -> Service {
-    let limit = config.current().message_limit();
+/// the computation service, if one is reachable; live streams follow `bus`.
+pub fn service(
+    config: &ConfigHandle,
+    store: Arc<Store>,
+    bus: tickmesh_bus::Bus,
+    computation: Option<MeshChannel>,
+    caching: Option<MeshChannel>,
+    metrics: &tickmesh_mesh::Metrics,
+    shutdown: &Shutdown,
+) -> Service {
+    let current = config.current();
+    let limit = current.message_limit();
+    let method =
+        tickmesh_proto::v1::SerializationMethod::try_from(current.config.serialization_method)
+            .unwrap_or_default();
+    let live = Live::spawn(bus, metrics, shutdown);
     let server = QueryServiceServer::new(QueryApi {
-        _config: config.clone(),
+        store,
+        live,
+        shutdown: shutdown.clone(),
         computation: computation.map(|channel| {
             ComputationServiceClient::new(channel)
                 .max_decoding_message_size(limit)
                 .max_encoding_message_size(limit)
         }),
+        caching: caching.map(|channel| {
+            CachingServiceClient::new(channel)
+                .max_decoding_message_size(limit)
+                .max_encoding_message_size(limit)
+        }),
+        prices: codec_for::<LatestPriceRecord>(method),
     })
     .max_decoding_message_size(limit)
-    .max_encoding_message_size(limit);
+    .max_encoding_message_size(limit)
+    // Responses are compressed when the client asks for it.
+    .accept_compressed(CompressionEncoding::Gzip)
+    .accept_compressed(CompressionEncoding::Zstd)
+    .send_compressed(CompressionEncoding::Gzip)
+    .send_compressed(CompressionEncoding::Zstd);
     Service::new(tickmesh_proto::service_names::QUERY, server)
 }

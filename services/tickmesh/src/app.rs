@@ -92,9 +92,30 @@ impl Target {
                     Some(task),
                 );
             }
-            Target::Computation => tickmesh_computation::service(config),
-            Target::Caching => tickmesh_caching::service(config),
-            Target::Query => tickmesh_query::service(config, peers.computation.clone()),
+            Target::Computation => {
+                let api = tickmesh_computation::ComputationApi::new(
+                    config,
+                    deps.store.clone(),
+                    deps.compute_pool.clone(),
+                    &deps.metrics,
+                );
+                let worker = tickmesh_computation::signals::spawn_worker(
+                    api.clone(),
+                    deps.bus.clone(),
+                    shutdown,
+                );
+                return (tickmesh_computation::service(api), Some(worker));
+            }
+            Target::Caching => tickmesh_caching::service(config, deps.cache.clone()),
+            Target::Query => tickmesh_query::service(
+                config,
+                deps.store.clone(),
+                deps.bus.clone(),
+                peers.computation.clone(),
+                peers.caching.clone(),
+                &deps.metrics,
+                shutdown,
+            ),
         };
         (service, None)
     }
@@ -130,6 +151,14 @@ pub struct Deps {
     pub replay_dir: Option<std::path::PathBuf>,
     /// The process's metrics, served on its metrics port.
     pub metrics: tickmesh_mesh::Metrics,
+    /// The configuration file, watched for changes (hot reload).
+    pub config_file: Option<std::path::PathBuf>,
+    /// The rayon pool of the computation service.
+    pub compute_pool: tickmesh_computation::pool::ComputePool,
+    /// `host:port` of the caching service when it runs in another process.
+    pub caching_addr: Option<String>,
+    /// The multi-tier cache of this process (used by the caching service).
+    pub cache: tickmesh_cache::Cache,
     /// `host:port` of the computation service when it runs in another process (a headless
     /// Kubernetes service name resolves to every pod).
     pub computation_addr: Option<String>,
@@ -148,20 +177,50 @@ impl Deps {
     ) -> Result<Deps, AppError> {
         let store = Store::open(store).await?;
         tracing::info!(backend = ?store.kind(), "store open");
+        let store_arc = Arc::new(store);
         let capacity = config
             .current()
             .config
             .processing
             .map_or(10_000, |p| p.queue_capacity as usize);
+        let threads = config
+            .current()
+            .config
+            .processing
+            .map_or(0, |p| p.worker_threads as usize);
+        let compute_pool = tickmesh_computation::pool::ComputePool::new(threads)
+            .map_err(|e| AppError::Peer(format!("cannot start the computation pool: {e}")))?;
+        // L2 lives in the Redis of the bus (when there is one) unless the strategy is in-memory.
+        let snapshot = config.current();
+        let strategy =
+            tickmesh_proto::v1::CachingStrategy::try_from(snapshot.config.caching_strategy)
+                .unwrap_or_default();
+        let cache_url = match strategy {
+            tickmesh_proto::v1::CachingStrategy::InMemory
+            | tickmesh_proto::v1::CachingStrategy::Unspecified => None,
+            _ => bus_url.filter(|u| u.starts_with("redis")),
+        };
+        let cache = tickmesh_cache::Cache::new(&snapshot.config, cache_url)
+            .await
+            .map_err(|e| AppError::Peer(format!("cache: {e}")))?;
+        let method =
+            tickmesh_proto::v1::SerializationMethod::try_from(snapshot.config.serialization_method)
+                .unwrap_or_default();
+        tickmesh_caching::register_loaders(&cache, store_arc.clone(), method)
+            .map_err(|e| AppError::Peer(format!("cache: {e}")))?;
         let bus = match bus_url {
             Some(url) => Bus::redis(url, BUS_STREAM, capacity).await?,
             None => Bus::in_process(capacity),
         };
         Ok(Deps {
-            store: Arc::new(store),
+            store: store_arc,
             bus,
             replay_dir: None,
             metrics: tickmesh_mesh::Metrics::new(),
+            compute_pool,
+            config_file: None,
+            caching_addr: None,
+            cache,
             computation_addr: None,
         })
     }
@@ -198,6 +257,7 @@ pub enum AppError {
 #[derive(Clone, Default)]
 struct Peers {
     computation: Option<MeshChannel>,
+    caching: Option<MeshChannel>,
 }
 
 impl Peers {
@@ -209,26 +269,52 @@ impl Peers {
         deps: &Deps,
         shutdown: &Shutdown,
     ) -> Result<Self, AppError> {
-        // Only the query service calls a peer.
+        // Only the query service calls peers.
         if !listeners.iter().any(|(target, _)| *target == Target::Query) {
             return Ok(Self::default());
         }
-        let mut settings = ClientSettings::new(
-            tickmesh_proto::service_names::COMPUTATION,
-            config.current().config.clone(),
-        );
+        Ok(Self {
+            computation: Self::peer(
+                Target::Computation,
+                deps.computation_addr.as_deref(),
+                listeners,
+                config,
+                deps,
+                shutdown,
+            )?,
+            caching: Self::peer(
+                Target::Caching,
+                deps.caching_addr.as_deref(),
+                listeners,
+                config,
+                deps,
+                shutdown,
+            )?,
+        })
+    }
+
+    fn peer(
+        target: Target,
+        remote: Option<&str>,
+        listeners: &[(Target, TcpListener)],
+        config: &ConfigHandle,
+        deps: &Deps,
+        shutdown: &Shutdown,
+    ) -> Result<Option<MeshChannel>, AppError> {
+        let mut settings =
+            ClientSettings::new(target.service_name(), config.current().config.clone());
         settings.metrics = Some(deps.metrics.clone());
         let local = listeners
             .iter()
-            .find(|(target, _)| *target == Target::Computation)
+            .find(|(t, _)| *t == target)
             .map(|(_, listener)| listener.local_addr())
             .transpose()
             .map_err(|source| AppError::Bind {
-                target: Target::Computation,
+                target,
                 addr: SocketAddr::from(([0, 0, 0, 0], 0)),
                 source,
             })?;
-        let computation = match (local, &deps.computation_addr) {
+        Ok(match (local, remote) {
             (Some(mut addr), _) => {
                 if addr.ip().is_unspecified() {
                     addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
@@ -237,25 +323,17 @@ impl Peers {
             }
             (None, Some(host_port)) => {
                 let (host, port) = host_port.rsplit_once(':').ok_or_else(|| {
-                    AppError::Peer(format!(
-                        "computation address {host_port:?} is not host:port"
-                    ))
+                    AppError::Peer(format!("{target} address {host_port:?} is not host:port"))
                 })?;
                 let port = port.parse().map_err(|_| {
-                    AppError::Peer(format!(
-                        "computation address {host_port:?} has no valid port"
-                    ))
+                    AppError::Peer(format!("{target} address {host_port:?} has no valid port"))
                 })?;
-                settings.server_name = Some(host.trim_matches(['[', ']']).to_owned());
-                Some(connect(
-                    &settings,
-                    Dns::new(host.trim_matches(['[', ']']), port),
-                    shutdown,
-                )?)
+                let host = host.trim_matches(['[', ']']);
+                settings.server_name = Some(host.to_owned());
+                Some(connect(&settings, Dns::new(host, port), shutdown)?)
             }
             (None, None) => None,
-        };
-        Ok(Self { computation })
+        })
     }
 }
 

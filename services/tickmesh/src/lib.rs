@@ -2,6 +2,7 @@
 //! (`tickmesh serve --target`), built the same way so both modes behave the same.
 
 pub mod app;
+pub mod demo;
 pub mod replay;
 
 pub use app::{App, AppError, Deps, Target};

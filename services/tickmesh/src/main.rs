@@ -46,6 +46,10 @@ struct Cli {
     /// pod.
     #[arg(long, global = true, env = "TICKMESH_COMPUTATION_ADDR")]
     computation_addr: Option<String>,
+    /// `host:port` of the caching service when it is not in this process (the query service
+    /// reads latest prices and cached indicators through it).
+    #[arg(long, global = true, env = "TICKMESH_CACHING_ADDR")]
+    caching_addr: Option<String>,
     /// The market-event bus: `redis://host:port/` for Redis Streams; in-process when unset.
     #[arg(long, global = true, env = "TICKMESH_BUS_URL", hide_env_values = true)]
     bus: Option<String>,
@@ -76,6 +80,8 @@ enum Command {
     Migrate,
     /// Stream a CSV of candles or ticks into a running ingestion service.
     Replay(tickmesh::replay::ReplayArgs),
+    /// The whole mesh on market data in one command: replay, compute, query back, chart.
+    Demo(tickmesh::demo::DemoArgs),
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -202,6 +208,12 @@ fn main() -> ExitCode {
             );
             return Ok(());
         }
+        if let Command::Demo(args) = command {
+            if !tickmesh::demo::chart_folder_exists(&args.chart) {
+                anyhow::bail!("the folder of --chart {} does not exist", args.chart.display());
+            }
+            return tickmesh::demo::run(args, &config).await;
+        }
         if let Command::Migrate = command {
             tickmesh_store::Store::open(&tickmesh_store::StoreOptions::new(&cli.store)).await?;
             // Migrations only: the read replica follows the primary.
@@ -216,10 +228,12 @@ fn main() -> ExitCode {
         let mut deps = Deps::open(&store, cli.bus.as_deref(), &config).await?;
         deps.replay_dir = cli.replay_dir.clone();
         deps.computation_addr = cli.computation_addr.clone();
+        deps.caching_addr = cli.caching_addr.clone();
+        deps.config_file = cli.config.clone();
         match command {
             Command::Up(args) => up(args, &config, &deps, started).await,
             Command::Serve(args) => serve(args, &config, &deps, started).await,
-            Command::Config(_) | Command::Migrate | Command::Replay(_) => {
+            Command::Config(_) | Command::Migrate | Command::Replay(_) | Command::Demo(_) => {
                 unreachable!("handled before the services start")
             }
         }
@@ -318,6 +332,9 @@ async fn run(
         .await
         .with_context(|| format!("cannot listen on {metrics_addr} for metrics"))?;
     let app = App::build(targets, config, deps, &shutdown).await?;
+    if let Some(path) = &deps.config_file {
+        tickmesh_mesh::config_watch::spawn(path.clone(), config.clone(), &shutdown);
+    }
     let (metrics_addr, metrics_task) = deps.metrics.serve(metrics_listener, &shutdown)?;
     let addrs = app.addrs();
     let startup_us = started.elapsed().as_micros() as u64;

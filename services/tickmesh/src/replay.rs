@@ -50,6 +50,21 @@ pub struct ReplayArgs {
     /// Rows per request.
     #[arg(long, default_value_t = 1000)]
     pub batch: usize,
+    /// API key with the `write` scope, sent as `authorization: Bearer <key>` (for a service with
+    /// auth on).
+    #[arg(long, env = "TICKMESH_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+}
+
+/// `message` with the API key in its metadata, if there is one.
+fn keyed<T>(message: T, key: &Option<String>) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    if let Some(key) = key
+        && let Ok(value) = format!("Bearer {key}").parse()
+    {
+        request.metadata_mut().insert("authorization", value);
+    }
+    request
 }
 
 /// Replays the file; returns the summed summary.
@@ -176,17 +191,21 @@ impl Sender {
             self.pace(rows, first).await;
         }
         let source = self.args.source.clone();
+        let key = self.args.api_key.clone();
         let summary = self
             .with_retries(rows, |mut client| {
-                let (batch, source) = (batch.clone(), source.clone());
+                let (batch, source, key) = (batch.clone(), source.clone(), key.clone());
                 async move {
                     match batch {
                         Batch::Candles(candles) => client
-                            .ingest_candles(IngestCandlesRequest { candles, source })
+                            .ingest_candles(keyed(IngestCandlesRequest { candles, source }, &key))
                             .await
                             .map(|r| r.into_inner().summary),
                         Batch::Ticks(ticks) => client
-                            .ingest_tick_batch(IngestTickBatchRequest { ticks, source })
+                            .ingest_tick_batch(keyed(
+                                IngestTickBatchRequest { ticks, source },
+                                &key,
+                            ))
                             .await
                             .map(|r| r.into_inner().summary),
                     }

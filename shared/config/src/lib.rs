@@ -13,7 +13,9 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use prost_reflect::{DescriptorPool, DynamicMessage, MessageDescriptor, SerializeOptions};
+use prost_reflect::{
+    DescriptorPool, DynamicMessage, MessageDescriptor, ReflectMessage, SerializeOptions,
+};
 use serde_json::Value;
 pub use tickmesh_proto::v1::PerformanceOptimizationConfig;
 
@@ -179,6 +181,82 @@ pub fn to_json(config: &PerformanceOptimizationConfig) -> Value {
 /// The configuration as YAML that `load` reads back to the same value.
 pub fn to_yaml(config: &PerformanceOptimizationConfig) -> String {
     serde_yaml_ng::to_string(&to_json(config)).expect("a JSON tree serializes to YAML")
+}
+
+/// `current` with the fields named by `paths` (field mask paths such as `cache.default_policy.ttl`
+/// or `rate_limits`) taken from `update`; an empty mask takes every field of `update`. The result
+/// is validated. A key shown as [`REDACTED`] in `update` keeps the running key.
+pub fn apply_update(
+    current: &PerformanceOptimizationConfig,
+    update: &PerformanceOptimizationConfig,
+    paths: &[String],
+) -> Result<PerformanceOptimizationConfig, ConfigError> {
+    let mut next = if paths.is_empty() {
+        update.clone()
+    } else {
+        let mut target = DynamicMessage::new(descriptor().clone());
+        target
+            .transcode_from(current)
+            .map_err(|e| ConfigError::invalid("(root)", e.to_string()))?;
+        let mut source = DynamicMessage::new(descriptor().clone());
+        source
+            .transcode_from(update)
+            .map_err(|e| ConfigError::invalid("(root)", e.to_string()))?;
+        for path in paths {
+            copy_path(&mut target, &source, path)?;
+        }
+        target
+            .transcode_to::<PerformanceOptimizationConfig>()
+            .map_err(|e| ConfigError::invalid("(root)", e.to_string()))?
+    };
+    // Keys never leave the process, so an update read back from GetConfig carries placeholders.
+    if let (Some(next_auth), Some(current_auth)) = (next.auth.as_mut(), current.auth.as_ref()) {
+        for key in &mut next_auth.keys {
+            if key.key == REDACTED
+                && let Some(running) = current_auth.keys.iter().find(|k| k.name == key.name)
+            {
+                key.key = running.key.clone();
+            }
+        }
+    }
+    validate(&next)?;
+    Ok(next)
+}
+
+/// Sets the field at `path` (dot-separated names) of `target` to the one of `source`.
+fn copy_path(
+    target: &mut DynamicMessage,
+    source: &DynamicMessage,
+    path: &str,
+) -> Result<(), ConfigError> {
+    let (head, rest) = match path.split_once('.') {
+        Some((head, rest)) => (head, Some(rest)),
+        None => (path, None),
+    };
+    let field = target
+        .descriptor()
+        .get_field_by_name(head)
+        .or_else(|| target.descriptor().get_field_by_json_name(head))
+        .ok_or_else(|| ConfigError::invalid(path, "no such field in update_mask"))?;
+    match rest {
+        None => {
+            let value = source.get_field(&field).into_owned();
+            target.set_field(&field, value);
+        }
+        Some(rest) => {
+            let inner_source = match source.get_field(&field).as_message() {
+                Some(m) => m.clone(),
+                None => return Err(ConfigError::invalid(path, "not a message field")),
+            };
+            let mut inner_target = match target.get_field(&field).as_message() {
+                Some(m) => m.clone(),
+                None => return Err(ConfigError::invalid(path, "not a message field")),
+            };
+            copy_path(&mut inner_target, &inner_source, rest)?;
+            target.set_field(&field, prost_reflect::Value::Message(inner_target));
+        }
+    }
+    Ok(())
 }
 
 /// What a key shows instead of itself wherever configuration leaves the process.

@@ -18,6 +18,8 @@ pub const RESERVED_ENV: &[&str] = &[
     "TICKMESH_REPLAY_DIR",
     "TICKMESH_METRICS_ADDR",
     "TICKMESH_COMPUTATION_ADDR",
+    "TICKMESH_CACHING_ADDR",
+    "TICKMESH_API_KEY",
 ];
 
 /// Prefix of configuration overrides in the environment.

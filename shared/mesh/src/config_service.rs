@@ -121,13 +121,36 @@ impl ConfigService for ConfigApi {
 
     async fn update_config(
         &self,
-        _request: Request<UpdateConfigRequest>,
+        request: Request<UpdateConfigRequest>,
     ) -> Result<Response<UpdateConfigResponse>, Status> {
-        // Changing the configuration needs the admin scope, so it waits for the auth layer.
-        Err(crate::status::not_yet(
-            "UpdateConfig",
-            "it needs the admin scope of the auth layer and arrives with it",
-        ))
+        // The admin scope is checked by the auth layer (the contract declares it).
+        let request = request.into_inner();
+        let Some(update) = request.config else {
+            return Err(Status::invalid_argument(
+                "config: the new values are missing",
+            ));
+        };
+        let paths = request.update_mask.map(|m| m.paths).unwrap_or_default();
+        let current = self.handle.current();
+        if request.expected_version != 0 && request.expected_version != current.version {
+            return Err(Status::aborted(format!(
+                "the configuration is at version {}, not {}; read it again and retry",
+                current.version, request.expected_version
+            )));
+        }
+        let next =
+            tickmesh_config::apply_update(&current.config, &update, &paths).map_err(|e| {
+                tracing::warn!(error = %e, "configuration update rejected; the running one stays");
+                Status::invalid_argument(format!("{e}; the running configuration stays"))
+            })?;
+        let snapshot = self.handle.replace(next, "update").map_err(|e| {
+            Status::invalid_argument(format!("{e}; the running configuration stays"))
+        })?;
+        tracing::info!(version = snapshot.version, fields = ?paths, "configuration updated");
+        Ok(Response::new(UpdateConfigResponse {
+            config: Some(tickmesh_config::redacted(&snapshot.config)),
+            version: snapshot.version,
+        }))
     }
 
     type WatchConfigStream = WatchStreamOf;

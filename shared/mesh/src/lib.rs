@@ -5,6 +5,7 @@
 pub mod auth;
 pub mod breaker;
 pub mod config_service;
+pub mod config_watch;
 pub mod connect;
 pub mod deadline;
 pub mod health;

@@ -59,6 +59,8 @@ struct Inner {
     cpu_ticks: Gauge,
     open_fds: Gauge,
     circuit_state: Family<PeerLabels, Gauge>,
+    signals: Family<OutcomeLabels, Counter>,
+    active_streams: Gauge,
     /// Handles of each method's metrics by request path, so that a call finds them without
     /// building label strings (the hot path allocates nothing once a method has been seen).
     methods: std::sync::RwLock<std::collections::HashMap<String, Arc<MethodMetrics>>>,
@@ -70,6 +72,13 @@ struct MethodMetrics {
     in_flight: Gauge,
     latency: Histogram,
     ok: Counter,
+}
+
+/// Labels of a signal evaluation's outcome.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    /// `computed`, or `skipped` (price moved less than the skip threshold).
+    pub outcome: String,
 }
 
 /// Labels of a peer a client stack calls.
@@ -125,6 +134,19 @@ impl Metrics {
             "gRPC calls being handled",
             in_flight.clone(),
         );
+        let signals = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "signals",
+            "Signal evaluations by outcome: computed, or skipped because the price moved less \
+             than processing.skip_unchanged_threshold_percent",
+            signals.clone(),
+        );
+        let active_streams = Gauge::default();
+        registry.register(
+            "query_active_streams",
+            "Open StreamMarketData streams (the query service's autoscaling metric)",
+            active_streams.clone(),
+        );
         let circuit_state = Family::<PeerLabels, Gauge>::default();
         registry.register(
             "circuit_state",
@@ -157,6 +179,8 @@ impl Metrics {
                 cpu_ticks,
                 open_fds,
                 circuit_state,
+                signals,
+                active_streams,
                 methods: Default::default(),
             }),
         }
@@ -227,6 +251,21 @@ impl Metrics {
                 .insert(path.to_owned(), handles.clone());
         }
         handles
+    }
+
+    /// The counter of signal evaluations with `outcome` (`computed` or `skipped`).
+    pub fn signal_outcome(&self, outcome: &str) -> Counter {
+        self.inner
+            .signals
+            .get_or_create(&OutcomeLabels {
+                outcome: outcome.to_owned(),
+            })
+            .clone()
+    }
+
+    /// The gauge of open market-data streams.
+    pub fn active_streams(&self) -> Gauge {
+        self.inner.active_streams.clone()
     }
 
     /// The gauge of the circuit breaker in front of `peer`.

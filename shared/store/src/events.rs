@@ -7,17 +7,22 @@ use tickmesh_proto::v1::{Candle, MarketEvent, MarketEventBatch, Tick, market_eve
 use crate::{CandleRow, TickRow};
 
 /// Event id of a tick: its key, so a re-delivery carries the same id.
-fn tick_id(t: &TickRow) -> String {
+pub fn tick_id(t: &TickRow) -> String {
     format!("t:{}:{}:{}", t.symbol, t.ts_us, t.trade_id)
 }
 
 /// Event id of a candle: its key and trade count, so a correction by a late tick is a new
 /// event while a re-delivery is not.
-fn candle_id(c: &CandleRow) -> String {
+pub fn candle_id(c: &CandleRow) -> String {
     format!(
         "c:{}:{}:{}:{}",
         c.symbol, c.interval_code, c.open_time_us, c.trade_count
     )
+}
+
+/// Event id of a signal: its key.
+pub fn signal_id(symbol: &str, interval: i32, time_us: i64, strategy: i32) -> String {
+    format!("s:{symbol}:{interval}:{time_us}:{strategy}")
 }
 
 /// The proto candle of a row.

@@ -147,6 +147,55 @@ pub struct CandleQuery {
     pub limit: i64,
 }
 
+/// A page of signals: filters (empty lists match everything), newest first unless
+/// `ascending`, and a keyset cursor.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SignalQuery {
+    /// Only these symbols.
+    pub symbols: Vec<String>,
+    /// Only these `tickmesh.v1.Strategy` numbers.
+    pub strategies: Vec<i16>,
+    /// Only these `tickmesh.v1.SignalAction` numbers.
+    pub actions: Vec<i16>,
+    /// Inclusive lower bound of the bar time.
+    pub start_us: Option<i64>,
+    /// Exclusive upper bound of the bar time.
+    pub end_us: Option<i64>,
+    /// Lowest confidence.
+    pub min_confidence: f64,
+    /// Oldest first (for replays) instead of newest first.
+    pub ascending: bool,
+    /// Keyset cursor: only rows after this key in the page order.
+    pub after: Option<SignalKey>,
+    /// Rows in the page.
+    pub limit: i64,
+}
+
+/// The key of a signal row, in page order: time, then symbol, interval and strategy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignalKey {
+    /// Bar time.
+    pub time_us: i64,
+    /// Symbol.
+    pub symbol: String,
+    /// Interval number.
+    pub interval_code: i16,
+    /// Strategy number.
+    pub strategy: i16,
+}
+
+impl SignalKey {
+    /// The key of a row.
+    pub fn of(row: &SignalRow) -> Self {
+        Self {
+            time_us: row.time_us,
+            symbol: row.symbol.clone(),
+            interval_code: row.interval_code,
+            strategy: row.strategy,
+        }
+    }
+}
+
 /// Inserts `$rows` in chunks of `$per_statement` rows per multi-row INSERT, all in one
 /// transaction, skipping rows whose key is already stored; evaluates to the rows stored.
 macro_rules! insert_ignoring_duplicates {
@@ -577,6 +626,68 @@ impl Store {
                 query.order(c::open_time_us.desc())
             } else {
                 query.order(c::open_time_us.asc())
+            };
+            Ok(query.load(conn).await?)
+        })
+    }
+
+    /// One keyset page of signals.
+    pub async fn signals(&self, q: &SignalQuery) -> Result<Vec<SignalRow>, StoreError> {
+        use crate::schema::signals::dsl as s;
+        with_conn!(self, read, |conn| {
+            let mut query = s::signals
+                .select(SignalRow::as_select())
+                .limit(q.limit)
+                .into_boxed();
+            if !q.symbols.is_empty() {
+                query = query.filter(s::symbol.eq_any(&q.symbols));
+            }
+            if !q.strategies.is_empty() {
+                query = query.filter(s::strategy.eq_any(&q.strategies));
+            }
+            if !q.actions.is_empty() {
+                query = query.filter(s::action.eq_any(&q.actions));
+            }
+            if let Some(start) = q.start_us {
+                query = query.filter(s::time_us.ge(start));
+            }
+            if let Some(end) = q.end_us {
+                query = query.filter(s::time_us.lt(end));
+            }
+            if q.min_confidence > 0.0 {
+                query = query.filter(s::confidence.ge(q.min_confidence));
+            }
+            if let Some(after) = &q.after {
+                // Time in page order; ties broken by (symbol, interval, strategy) ascending.
+                let ties = s::time_us.eq(after.time_us).and(
+                    s::symbol
+                        .gt(after.symbol.clone())
+                        .or(s::symbol.eq(after.symbol.clone()).and(
+                            s::interval_code.gt(after.interval_code).or(s::interval_code
+                                .eq(after.interval_code)
+                                .and(s::strategy.gt(after.strategy))),
+                        )),
+                );
+                query = if q.ascending {
+                    query.filter(s::time_us.gt(after.time_us).or(ties))
+                } else {
+                    query.filter(s::time_us.lt(after.time_us).or(ties))
+                };
+            }
+            query = if q.ascending {
+                query.order((
+                    s::time_us.asc(),
+                    s::symbol.asc(),
+                    s::interval_code.asc(),
+                    s::strategy.asc(),
+                ))
+            } else {
+                query.order((
+                    s::time_us.desc(),
+                    s::symbol.asc(),
+                    s::interval_code.asc(),
+                    s::strategy.asc(),
+                ))
             };
             Ok(query.load(conn).await?)
         })

@@ -47,7 +47,9 @@ async fn up_serves_all_four_services_as_serving() {
     }
 }
 
-#[tokio::test]
+// Multi-threaded, so that the client connections answer the server's GOAWAY while this thread
+// waits for the process to exit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_flips_health_first_ends_streams_cleanly_and_exits_zero() {
     let mut mesh = Process::start(&["up", "--base-port", "0"], |_| {});
     let addr = mesh.addr("query").to_owned();
@@ -243,7 +245,7 @@ async fn metrics_parse_as_prometheus_text_and_count_calls_by_method_and_code() {
     for _ in 0..3 {
         client.get_config(GetConfigRequest {}).await.unwrap();
     }
-    // UNIMPLEMENTED is code 12.
+    // An update without values is INVALID_ARGUMENT, code 3.
     client
         .update_config(tickmesh_proto::v1::UpdateConfigRequest::default())
         .await
@@ -253,7 +255,7 @@ async fn metrics_parse_as_prometheus_text_and_count_calls_by_method_and_code() {
         requests_total(&after, service, "GetConfig", "0") - ok_before,
         3.0
     );
-    assert_eq!(requests_total(&after, service, "UpdateConfig", "12"), 1.0);
+    assert_eq!(requests_total(&after, service, "UpdateConfig", "3"), 1.0);
     for name in [
         "tickmesh_grpc_errors_total",
         "tickmesh_grpc_latency_seconds_bucket",
@@ -264,4 +266,34 @@ async fn metrics_parse_as_prometheus_text_and_count_calls_by_method_and_code() {
     }
     // Sub-millisecond buckets exist for the latency histogram.
     assert!(after.contains("le=\"0.0005\""), "{after}");
+}
+
+#[test]
+fn demo_runs_the_whole_mesh_on_a_synthetic_market_and_draws_a_chart() {
+    let dir = tempfile::tempdir().unwrap();
+    let chart = dir.path().join("chart.svg");
+    let output = run(tickmesh()
+        .args(["--log", "error", "demo", "--synthetic", "--chart"])
+        .arg(&chart)
+        .current_dir(dir.path()));
+    assert!(output.status.success(), "{}", describe(&output));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        stdout.contains("SYNTHETIC"),
+        "the synthetic market says so:\n{stdout}"
+    );
+    for symbol in ["SYN-ALPHA", "SYN-BETA", "SYN-GAMMA"] {
+        let row = stdout
+            .lines()
+            .find(|l| l.starts_with(symbol))
+            .unwrap_or_else(|| panic!("no row for {symbol}:\n{stdout}"));
+        let cells: Vec<&str> = row.split_whitespace().collect();
+        // symbol, "SYNTHETIC", "random", "walk", bars, last price, ...
+        assert_eq!(cells[4], "1500", "{row}");
+        assert!(cells[5].parse::<f64>().unwrap() > 0.0, "{row}");
+    }
+    assert!(stdout.contains("p50") && stdout.contains("p99"), "{stdout}");
+    let svg = std::fs::read_to_string(&chart).unwrap();
+    assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
+    assert!(svg.matches("<rect").count() > 100, "candles are drawn");
 }

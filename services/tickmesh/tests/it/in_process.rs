@@ -6,12 +6,9 @@ use std::time::Duration;
 use tickmesh::{App, Deps, Target};
 use tickmesh_mesh::{ConfigHandle, Shutdown};
 use tickmesh_proto::v1::caching_service_client::CachingServiceClient;
-use tickmesh_proto::v1::computation_service_client::ComputationServiceClient;
 use tickmesh_proto::v1::config_service_client::ConfigServiceClient;
-use tickmesh_proto::v1::query_service_client::QueryServiceClient;
 use tickmesh_proto::v1::{
-    GetStatsRequest, OptimizePortfolioRequest, StreamMarketDataRequest, UpdateConfigRequest,
-    WatchConfigRequest,
+    CacheTier, GetRequest, GetStatsRequest, InvalidateRequest, SetRequest, WatchConfigRequest,
 };
 use tokio_stream::StreamExt;
 use tonic_reflection::pb::v1::ServerReflectionRequest;
@@ -51,55 +48,91 @@ async fn start() -> Started {
     }
 }
 
-fn assert_unimplemented(status: tonic::Status, rpc: &str) {
-    assert_eq!(
-        status.code(),
-        tonic::Code::Unimplemented,
-        "{rpc}: {status:?}"
-    );
-    assert!(
-        status.message().starts_with(rpc) && status.message().contains("not implemented yet"),
-        "{rpc}: {}",
-        status.message()
-    );
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn rpcs_of_later_work_answer_unimplemented_and_say_so() {
+async fn the_caching_service_serves_the_cache_and_refuses_bad_input() {
     let s = start().await;
-    let mut computation =
-        ComputationServiceClient::new(channel(&s.addr(Target::Computation)).await);
-    assert_unimplemented(
-        computation
-            .optimize_portfolio(OptimizePortfolioRequest::default())
-            .await
-            .unwrap_err(),
-        "OptimizePortfolio",
-    );
     let mut caching = CachingServiceClient::new(channel(&s.addr(Target::Caching)).await);
-    assert_unimplemented(
-        caching
-            .get_stats(GetStatsRequest::default())
-            .await
-            .unwrap_err(),
-        "GetStats",
-    );
-    let mut query = QueryServiceClient::new(channel(&s.addr(Target::Query)).await);
-    assert_unimplemented(
-        query
-            .stream_market_data(StreamMarketDataRequest::default())
-            .await
-            .unwrap_err(),
-        "StreamMarketData",
-    );
-    let mut config = ConfigServiceClient::new(channel(&s.addr(Target::Query)).await);
-    assert_unimplemented(
-        config
-            .update_config(UpdateConfigRequest::default())
-            .await
-            .unwrap_err(),
-        "UpdateConfig",
-    );
+    let set = |namespace: &str, key: &str, value: Vec<u8>| SetRequest {
+        namespace: namespace.into(),
+        key: key.into(),
+        value,
+        ttl: None,
+    };
+    let get = |namespace: &str, key: &str| GetRequest {
+        namespace: namespace.into(),
+        key: key.into(),
+    };
+    let applied = caching
+        .set(set("indicators", "BTC-USD/2/abc", b"series".to_vec()))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(applied.ttl.unwrap().seconds > 0);
+    let hit = caching
+        .get(get("indicators", "BTC-USD/2/abc"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(hit.found);
+    assert_eq!(hit.value, b"series");
+    assert_eq!(hit.tier, CacheTier::L1 as i32);
+
+    // Bad input: clear statuses.
+    let err = caching.get(get("indicators", "")).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+    let err = caching
+        .get(get("indicators", &"k".repeat(300)))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+    let err = caching
+        .get(get("no_such_namespace", "k"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::NotFound, "{err:?}");
+    let err = caching
+        .set(set("indicators", "big", vec![0; 2 * 1024 * 1024]))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::ResourceExhausted, "{err:?}");
+
+    // A namespace with a loader goes to the store on a miss: no price stored, not found.
+    let missing = caching
+        .get(get("latest_prices", "NOPE"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!missing.found);
+
+    // Invalidation by namespace drops the entry.
+    let dropped = caching
+        .invalidate(InvalidateRequest {
+            namespace: "indicators".into(),
+            target: Some(tickmesh_proto::v1::invalidate_request::Target::All(true)),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(dropped.invalidated >= 1);
+    let gone = caching
+        .get(get("indicators", "BTC-USD/2/abc"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!gone.found);
+
+    let stats = caching
+        .get_stats(GetStatsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    let indicators = stats
+        .namespaces
+        .iter()
+        .find(|n| n.namespace == "indicators")
+        .unwrap();
+    assert!(indicators.l1.unwrap().hits >= 1, "{stats:?}");
+    assert!(!stats.l2_available, "no Redis in the embedded setup");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

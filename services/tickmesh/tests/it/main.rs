@@ -5,10 +5,13 @@
 #![allow(clippy::unwrap_used)]
 
 mod cli;
+mod computation;
 mod faults;
 mod in_process;
 mod ingestion;
 mod mesh;
 mod polyglot;
+mod query;
+mod reload;
 mod support;
 mod tracing;

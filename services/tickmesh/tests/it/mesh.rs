@@ -307,3 +307,45 @@ mod tls {
         );
     }
 }
+
+#[test]
+fn replay_sends_its_api_key() {
+    let (process, _keys) = secured(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("bars.csv");
+    std::fs::write(
+        &csv,
+        "Date,Open,High,Low,Close,Volume\n2024-01-02,10,11,9,10.5,100\n2024-01-03,10.5,12,10,11,200\n",
+    )
+    .unwrap();
+    let replay = |key: Option<&str>| {
+        let mut command = crate::support::tickmesh();
+        command
+            .args([
+                "replay",
+                "--symbol",
+                "KEYED",
+                "--target",
+                &process.addrs["ingestion"],
+            ])
+            .arg(&csv);
+        if let Some(key) = key {
+            command.env("TICKMESH_API_KEY", key);
+        }
+        run(&mut command)
+    };
+    let refused = replay(None);
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("API key"),
+        "{}",
+        crate::support::describe(&refused)
+    );
+    let accepted = replay(Some(FEEDER_KEY));
+    assert!(
+        accepted.status.success(),
+        "{}",
+        crate::support::describe(&accepted)
+    );
+    assert!(String::from_utf8_lossy(&accepted.stdout).contains("2 stored"));
+}

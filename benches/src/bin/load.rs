@@ -1,0 +1,473 @@
+//! A gRPC load generator in the spirit of ghz, with its own baseline.
+//!
+//! It calls one unary RPC (`--call package.Service/Method`, request as proto3 JSON in `--data`,
+//! encoded through the descriptors compiled into tickmesh) with `--concurrency` callers over
+//! `--connections` HTTP/2 connections, for `--duration` or `--requests`, closed loop or at a
+//! fixed `--rate` (open loop: latency counts from the time a request was due, so a stalled
+//! server cannot hide its queue — coordinated omission corrected). After a warm-up it records
+//! an HDR histogram (p50/p90/p99/p99.9) and errors by status code, with a progress bar. Then it
+//! runs the same load against a bare echo server it starts itself (same request bytes) and
+//! reports every figure also as a ratio to that baseline. `--json FILE` writes the result.
+//!
+//! `--serve-echo ADDR` only serves the echo RPC (`/tickmesh.bench.Echo/Echo`), e.g. for a
+//! cross-check with h2load.
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use bytes::{Buf, BufMut};
+use hdrhistogram::Histogram;
+use indicatif::{ProgressBar, ProgressStyle};
+use prost::Message;
+use prost_reflect::{DescriptorPool, DynamicMessage};
+use tonic::Status;
+use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
+use tonic::transport::Channel;
+
+/// Path of the echo RPC of the baseline server.
+pub const ECHO_PATH: &str = "/tickmesh.bench.Echo/Echo";
+
+/// Messages as raw bytes: the load generator never decodes what it sends or receives.
+#[derive(Debug, Clone, Copy, Default)]
+struct Raw;
+
+impl Codec for Raw {
+    type Encode = Vec<u8>;
+    type Decode = Vec<u8>;
+    type Encoder = Raw;
+    type Decoder = Raw;
+
+    fn encoder(&mut self) -> Raw {
+        Raw
+    }
+
+    fn decoder(&mut self) -> Raw {
+        Raw
+    }
+}
+
+impl Encoder for Raw {
+    type Item = Vec<u8>;
+    type Error = Status;
+
+    fn encode(&mut self, item: Vec<u8>, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
+        dst.put_slice(&item);
+        Ok(())
+    }
+}
+
+impl Decoder for Raw {
+    type Item = Vec<u8>;
+    type Error = Status;
+
+    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Vec<u8>>, Status> {
+        Ok(Some(src.copy_to_bytes(src.remaining()).to_vec()))
+    }
+}
+
+/// The echo server: answers every `Echo` call with its request.
+#[derive(Debug, Clone, Copy, Default)]
+struct Echo;
+
+impl tonic::server::NamedService for Echo {
+    const NAME: &'static str = "tickmesh.bench.Echo";
+}
+
+struct EchoCall;
+
+impl tonic::server::UnaryService<Vec<u8>> for EchoCall {
+    type Response = Vec<u8>;
+    type Future = std::future::Ready<Result<tonic::Response<Vec<u8>>, Status>>;
+
+    fn call(&mut self, request: tonic::Request<Vec<u8>>) -> Self::Future {
+        std::future::ready(Ok(tonic::Response::new(request.into_inner())))
+    }
+}
+
+impl tower::Service<http::Request<tonic::body::Body>> for Echo {
+    type Response = http::Response<tonic::body::Body>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: http::Request<tonic::body::Body>) -> Self::Future {
+        Box::pin(async move {
+            if request.uri().path() != ECHO_PATH {
+                return Ok(Status::unimplemented("only Echo here").into_http());
+            }
+            let mut grpc = tonic::server::Grpc::new(Raw);
+            Ok(grpc.unary(EchoCall, request).await)
+        })
+    }
+}
+
+async fn serve_echo(addr: SocketAddr) -> anyhow::Result<SocketAddr> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let bound = listener.local_addr()?;
+    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(Echo)
+            .serve_with_incoming(incoming),
+    );
+    Ok(bound)
+}
+
+#[derive(Debug, Clone)]
+struct Args {
+    target: Option<String>,
+    call: String,
+    data: String,
+    metadata: Vec<(String, String)>,
+    concurrency: usize,
+    connections: usize,
+    duration: Duration,
+    requests: Option<u64>,
+    rate: Option<f64>,
+    warmup: Duration,
+    json: Option<std::path::PathBuf>,
+    serve_echo: Option<SocketAddr>,
+    no_baseline: bool,
+}
+
+fn parse() -> anyhow::Result<Args> {
+    let mut a = Args {
+        target: None,
+        call: String::new(),
+        data: "{}".into(),
+        metadata: Vec::new(),
+        concurrency: 32,
+        connections: 4,
+        duration: Duration::from_secs(5),
+        requests: None,
+        rate: None,
+        warmup: Duration::from_secs(1),
+        json: None,
+        serve_echo: None,
+        no_baseline: false,
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        let mut value = || args.next().with_context(|| format!("{arg} needs a value"));
+        match arg.as_str() {
+            "--target" => a.target = Some(value()?),
+            "--call" => a.call = value()?,
+            "--data" => a.data = value()?,
+            "--metadata" | "-H" => {
+                let v = value()?;
+                let (k, val) = v
+                    .split_once(':')
+                    .with_context(|| format!("{v}: want key:value"))?;
+                a.metadata
+                    .push((k.trim().to_ascii_lowercase(), val.trim().to_owned()));
+            }
+            "--concurrency" | "-c" => a.concurrency = value()?.parse()?,
+            "--connections" => a.connections = value()?.parse()?,
+            "--duration" | "-z" => a.duration = Duration::from_secs_f64(value()?.parse()?),
+            "--requests" | "-n" => a.requests = Some(value()?.parse()?),
+            "--rate" | "-r" => a.rate = Some(value()?.parse()?),
+            "--warmup" => a.warmup = Duration::from_secs_f64(value()?.parse()?),
+            "--json" => a.json = Some(value()?.into()),
+            "--serve-echo" => a.serve_echo = Some(value()?.parse()?),
+            "--no-baseline" => a.no_baseline = true,
+            other => bail!("unknown argument {other}"),
+        }
+    }
+    a.concurrency = a.concurrency.max(1);
+    a.connections = a.connections.clamp(1, a.concurrency);
+    Ok(a)
+}
+
+/// The request message of `call` (`pkg.Service/Method`) from proto3 JSON.
+fn encode_request(call: &str, json: &str) -> anyhow::Result<Vec<u8>> {
+    let pool = DescriptorPool::decode(tickmesh_proto::FILE_DESCRIPTOR_SET)?;
+    let (service, method) = call
+        .trim_start_matches('/')
+        .split_once('/')
+        .with_context(|| format!("--call {call}: want package.Service/Method"))?;
+    let service = pool
+        .get_service_by_name(service)
+        .with_context(|| format!("no service {service} in the tickmesh contracts"))?;
+    let method = service
+        .methods()
+        .find(|m| m.name() == method)
+        .with_context(|| format!("{} has no method {method}", service.full_name()))?;
+    if method.is_client_streaming() || method.is_server_streaming() {
+        bail!("{call} streams; the load generator calls unary RPCs");
+    }
+    let mut deserializer = serde_json::Deserializer::from_str(json);
+    let message = DynamicMessage::deserialize(method.input(), &mut deserializer)
+        .with_context(|| format!("--data is not a {}", method.input().full_name()))?;
+    Ok(message.encode_to_vec())
+}
+
+/// What one run measured.
+#[derive(Debug)]
+struct Run {
+    histogram: Histogram<u64>,
+    ok: u64,
+    errors: BTreeMap<String, u64>,
+    elapsed: Duration,
+}
+
+impl Run {
+    fn rate(&self) -> f64 {
+        (self.ok + self.errors.values().sum::<u64>()) as f64 / self.elapsed.as_secs_f64()
+    }
+
+    fn quantile_ms(&self, q: f64) -> f64 {
+        self.histogram.value_at_quantile(q) as f64 / 1000.0
+    }
+}
+
+async fn channels(addr: &str, n: usize) -> anyhow::Result<Vec<Channel>> {
+    let mut out = Vec::new();
+    for _ in 0..n {
+        out.push(
+            Channel::from_shared(format!("http://{addr}"))?
+                .tcp_nodelay(true)
+                .connect()
+                .await
+                .with_context(|| format!("cannot connect to {addr}"))?,
+        );
+    }
+    Ok(out)
+}
+
+/// One measured run of `path` at `addr`.
+async fn load(
+    addr: &str,
+    path: &str,
+    body: &[u8],
+    args: &Args,
+    duration: Duration,
+    progress: Option<&ProgressBar>,
+) -> anyhow::Result<Run> {
+    let channels = channels(addr, args.connections).await?;
+    let path = http::uri::PathAndQuery::from_str(path)?;
+    let metadata: Vec<(
+        tonic::metadata::MetadataKey<tonic::metadata::Ascii>,
+        tonic::metadata::MetadataValue<tonic::metadata::Ascii>,
+    )> = args
+        .metadata
+        .iter()
+        .map(|(k, v)| Ok((k.parse()?, v.parse()?)))
+        .collect::<anyhow::Result<_>>()?;
+    let started = Instant::now();
+    let deadline = started + duration;
+    let issued = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    for worker in 0..args.concurrency {
+        let mut grpc = tonic::client::Grpc::new(channels[worker % channels.len()].clone());
+        let (path, body, metadata) = (path.clone(), body.to_vec(), metadata.clone());
+        let (issued, stop) = (issued.clone(), stop.clone());
+        let (rate, limit) = (args.rate, args.requests);
+        let progress = progress.cloned();
+        tasks.push(tokio::spawn(async move {
+            let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+            let mut errors: BTreeMap<String, u64> = BTreeMap::new();
+            let mut ok = 0u64;
+            loop {
+                let slot = issued.fetch_add(1, Ordering::Relaxed);
+                if stop.load(Ordering::Relaxed) || limit.is_some_and(|n| slot >= n) {
+                    break;
+                }
+                // Open loop: the request is due at its slot's time and its latency counts
+                // from then, however late it could be sent.
+                let due = match rate {
+                    Some(rate) => {
+                        let due = started + Duration::from_secs_f64(slot as f64 / rate);
+                        tokio::time::sleep_until(due.into()).await;
+                        due
+                    }
+                    None => Instant::now(),
+                };
+                if Instant::now() >= deadline && limit.is_none() {
+                    stop.store(true, Ordering::Relaxed);
+                    break;
+                }
+                let mut request = tonic::Request::new(body.clone());
+                for (k, v) in &metadata {
+                    request.metadata_mut().insert(k.clone(), v.clone());
+                }
+                let result = async {
+                    grpc.ready()
+                        .await
+                        .map_err(|e| Status::unavailable(e.to_string()))?;
+                    grpc.unary(request, path.clone(), Raw).await
+                }
+                .await;
+                let micros = due.elapsed().as_micros().max(1) as u64;
+                histogram.saturating_record(micros);
+                match result {
+                    Ok(_) => ok += 1,
+                    Err(status) => *errors.entry(format!("{:?}", status.code())).or_default() += 1,
+                }
+                if let Some(p) = &progress {
+                    p.inc(1);
+                }
+            }
+            anyhow::Ok((histogram, ok, errors))
+        }));
+    }
+    let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+    let (mut ok, mut errors) = (0, BTreeMap::new());
+    for task in tasks {
+        let (h, o, e) = task.await??;
+        histogram.add(&h)?;
+        ok += o;
+        for (code, n) in e {
+            *errors.entry(code).or_insert(0) += n;
+        }
+    }
+    Ok(Run {
+        histogram,
+        ok,
+        errors,
+        elapsed: started.elapsed(),
+    })
+}
+
+fn bar(label: &str, args: &Args) -> ProgressBar {
+    let bar = match args.requests {
+        Some(n) => ProgressBar::new(n),
+        None => ProgressBar::new_spinner(),
+    };
+    bar.set_style(
+        ProgressStyle::with_template(&format!(
+            "{{spinner}} {label} [{{elapsed_precise}}] {{pos}} calls ({{per_sec}}) {{wide_bar}}"
+        ))
+        .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    bar.enable_steady_tick(Duration::from_millis(100));
+    bar
+}
+
+fn report(run: &Run) -> serde_json::Value {
+    serde_json::json!({
+        "calls_per_second": run.rate(),
+        "ok": run.ok,
+        "errors": run.errors,
+        "p50_ms": run.quantile_ms(0.5),
+        "p90_ms": run.quantile_ms(0.9),
+        "p99_ms": run.quantile_ms(0.99),
+        "p999_ms": run.quantile_ms(0.999),
+        "max_ms": run.histogram.max() as f64 / 1000.0,
+        "seconds": run.elapsed.as_secs_f64(),
+    })
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = parse()?;
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(async move {
+        if let Some(addr) = args.serve_echo {
+            let bound = serve_echo(addr).await?;
+            println!("echo server on {bound} ({ECHO_PATH}); Ctrl-C stops it");
+            tokio::signal::ctrl_c().await?;
+            return Ok(());
+        }
+        let Some(target) = args.target.clone() else {
+            bail!("--target HOST:PORT and --call package.Service/Method are needed (or --serve-echo ADDR)");
+        };
+        let body = encode_request(&args.call, &args.data)?;
+        let path = format!("/{}", args.call.trim_start_matches('/'));
+        let mode = match args.rate {
+            Some(rate) => format!("open loop at {rate} calls/s"),
+            None => "closed loop".into(),
+        };
+        let measured = args.requests.map_or(args.duration, |_| Duration::from_secs(3600));
+
+        load(&target, &path, &body, &args, args.warmup, None).await?;
+        let progress = bar(&args.call, &args);
+        let run = load(&target, &path, &body, &args, measured, Some(&progress)).await?;
+        progress.finish_and_clear();
+
+        let baseline = if args.no_baseline {
+            None
+        } else {
+            let echo = serve_echo("127.0.0.1:0".parse()?).await?.to_string();
+            load(&echo, ECHO_PATH, &body, &args, args.warmup, None).await?;
+            let progress = bar("echo baseline", &args);
+            let base = load(&echo, ECHO_PATH, &body, &args, measured, Some(&progress)).await?;
+            progress.finish_and_clear();
+            Some(base)
+        };
+
+        println!(
+            "{} at {target}, {mode}, {} callers over {} connections, {} B request",
+            args.call,
+            args.concurrency,
+            args.connections,
+            body.len()
+        );
+        println!(
+            "{:<14} {:>11} {:>9} {:>9} {:>9} {:>9} {:>9}  errors",
+            "", "calls/s", "p50 ms", "p90 ms", "p99 ms", "p99.9 ms", "max ms"
+        );
+        let line = |name: &str, r: &Run| {
+            println!(
+                "{name:<14} {:>11.0} {:>9.3} {:>9.3} {:>9.3} {:>9.3} {:>9.3}  {:?}",
+                r.rate(),
+                r.quantile_ms(0.5),
+                r.quantile_ms(0.9),
+                r.quantile_ms(0.99),
+                r.quantile_ms(0.999),
+                r.histogram.max() as f64 / 1000.0,
+                r.errors
+            );
+        };
+        line("target", &run);
+        let mut json = serde_json::json!({
+            "call": args.call,
+            "target": target,
+            "mode": mode,
+            "concurrency": args.concurrency,
+            "connections": args.connections,
+            "request_bytes": body.len(),
+            "target_result": report(&run),
+        });
+        if let Some(base) = &baseline {
+            line("echo baseline", base);
+            let ratio = |f: &dyn Fn(&Run) -> f64| f(&run) / f(base);
+            let ratios = serde_json::json!({
+                "throughput": ratio(&|r| r.rate()),
+                "p50": ratio(&|r| r.quantile_ms(0.5)),
+                "p90": ratio(&|r| r.quantile_ms(0.9)),
+                "p99": ratio(&|r| r.quantile_ms(0.99)),
+                "p999": ratio(&|r| r.quantile_ms(0.999)),
+            });
+            println!(
+                "target / echo: throughput {:.3}x, p50 {:.2}x, p90 {:.2}x, p99 {:.2}x, p99.9 {:.2}x",
+                ratios["throughput"].as_f64().unwrap_or(f64::NAN),
+                ratios["p50"].as_f64().unwrap_or(f64::NAN),
+                ratios["p90"].as_f64().unwrap_or(f64::NAN),
+                ratios["p99"].as_f64().unwrap_or(f64::NAN),
+                ratios["p999"].as_f64().unwrap_or(f64::NAN),
+            );
+            json["baseline_result"] = report(base);
+            json["ratio_to_baseline"] = ratios;
+        }
+        if let Some(path) = &args.json {
+            std::fs::write(path, serde_json::to_string_pretty(&json)?)?;
+            println!("JSON written to {}", path.display());
+        }
+        if run.ok == 0 {
+            bail!("no call succeeded: {:?}", run.errors);
+        }
+        anyhow::Ok(())
+    })
+}

@@ -1,0 +1,436 @@
+//! Signals: on demand (`GenerateSignals`, `BatchSignals`) and incrementally from the bus, where
+//! each closed candle updates the streaming indicators of its (symbol, interval) and the
+//! strategies are evaluated again. A symbol whose price moved less than
+//! `processing.skip_unchanged_threshold_percent` since its last signal is skipped and that
+//! signal stands; the most volatile symbols are processed first. Signals are written to the
+//! store and published on the bus.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use prometheus_client::metrics::counter::Counter;
+use prost::Message;
+use tickmesh_bus::Bus;
+use tickmesh_indicators::Bar;
+use tickmesh_indicators::signals::{Evaluation, Params, SignalEngine};
+use tickmesh_mesh::{Metrics, Shutdown};
+use tickmesh_proto::v1::{
+    BatchSignalsResponse, Candle, Interval, MarketEvent, MarketEventBatch, Signal, SymbolError,
+    market_event::Payload,
+};
+use tickmesh_store::SignalRow;
+use tokio::task::JoinHandle;
+use tonic::Status;
+use tracing::{debug, info, warn};
+
+use crate::history::{self, History};
+use crate::{ComputationApi, convert};
+
+/// Bars of history an engine is warmed with (the EMAs forget their seed long before this).
+const WARM_BARS: usize = 1_000;
+
+/// The last signal of every (symbol, interval), for the skip rule, and the outcome counters.
+#[derive(Debug)]
+pub struct SignalBook {
+    last: Mutex<HashMap<(String, i32), Signal>>,
+    computed: Counter,
+    skipped: Counter,
+}
+
+impl SignalBook {
+    /// An empty book counting into `metrics`.
+    pub fn new(metrics: &Metrics) -> Self {
+        Self {
+            last: Mutex::default(),
+            computed: metrics.signal_outcome("computed"),
+            skipped: metrics.signal_outcome("skipped"),
+        }
+    }
+
+    /// The standing signal if the price moved less than `threshold_percent` since it.
+    fn standing(
+        &self,
+        symbol: &str,
+        interval: i32,
+        close: f64,
+        threshold_percent: f64,
+    ) -> Option<Signal> {
+        let last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        let previous = last.get(&(symbol.to_owned(), interval))?;
+        let moved = ((close / previous.price) - 1.0).abs() * 100.0;
+        (moved < threshold_percent).then(|| previous.clone())
+    }
+
+    fn record(&self, signal: &Signal) {
+        self.last
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert((signal.symbol.clone(), signal.interval), signal.clone());
+    }
+}
+
+fn threshold(api: &ComputationApi) -> f64 {
+    api.config
+        .current()
+        .config
+        .processing
+        .map_or(0.5, |p| p.skip_unchanged_threshold_percent)
+}
+
+fn row(signal: &Signal) -> SignalRow {
+    SignalRow {
+        symbol: signal.symbol.clone(),
+        interval_code: signal.interval as i16,
+        time_us: signal.time_us,
+        strategy: signal.strategy as i16,
+        action: signal.action as i16,
+        confidence: signal.confidence,
+        price: signal.price,
+        body: signal.encode_to_vec(),
+    }
+}
+
+/// Stores new signals (a signal already stored for its bar stays as it is).
+async fn store(api: &ComputationApi, signals: &[Signal]) -> Result<(), Status> {
+    api.store
+        .insert_signals(signals.iter().map(row).collect())
+        .await
+        .map(|_| ())
+        .map_err(convert::store_error)
+}
+
+/// The current signal of one symbol, computed from its stored history.
+pub async fn on_demand(
+    api: &ComputationApi,
+    symbol: &str,
+    interval: Interval,
+    params: &Params,
+) -> Result<Signal, Status> {
+    let history = history::load(&api.store, symbol, interval as i32, 0, 0, WARM_BARS).await?;
+    if history.is_empty() {
+        return Err(Status::failed_precondition(format!(
+            "no {interval:?} candles stored for {symbol}"
+        )));
+    }
+    let params = *params;
+    let (evaluation, history) = api
+        .pool
+        .run(move |_| (Evaluation::latest(&params, &history.columns()), history))
+        .await?;
+    let evaluation = evaluation.map_err(|e| {
+        Status::failed_precondition(format!("{symbol}: {}", convert::symbol_reason(&e)))
+    })?;
+    let time = history.time_us.last().copied().unwrap_or_default();
+    let signal = convert::signal(symbol, interval, time, &evaluation);
+    api.book.computed.inc();
+    api.book.record(&signal);
+    store(api, std::slice::from_ref(&signal)).await?;
+    Ok(signal)
+}
+
+/// The current signals of many symbols: the skip rule first, then the rest evaluated in
+/// parallel on the pool, most volatile first.
+pub async fn batch(
+    api: &ComputationApi,
+    symbols: &[String],
+    interval: Interval,
+    params: &Params,
+) -> Result<BatchSignalsResponse, Status> {
+    let threshold = threshold(api);
+    let mut response = BatchSignalsResponse::default();
+    let mut work: Vec<(usize, String, History)> = Vec::new();
+    let mut answers: Vec<Option<Signal>> = vec![None; symbols.len()];
+    for (i, symbol) in symbols.iter().enumerate() {
+        let history = history::load(&api.store, symbol, interval as i32, 0, 0, WARM_BARS).await?;
+        let Some(&close) = history.close.last() else {
+            response.errors.push(SymbolError {
+                symbol: symbol.clone(),
+                reason: format!("no {interval:?} candles stored for {symbol}"),
+            });
+            continue;
+        };
+        if let Some(standing) = api.book.standing(symbol, interval as i32, close, threshold) {
+            api.book.skipped.inc();
+            response.skipped += 1;
+            answers[i] = Some(standing);
+            continue;
+        }
+        work.push((i, symbol.clone(), history));
+    }
+    // Most volatile first: under load, the symbols that move most get fresh signals soonest.
+    work.sort_by(|a, b| b.2.volatility(20).total_cmp(&a.2.volatility(20)));
+    let params = *params;
+    let evaluated = api
+        .pool
+        .run(move |cancelled| {
+            use rayon::prelude::*;
+            work.into_par_iter()
+                .map(|(i, symbol, history)| {
+                    if cancelled.is_set() {
+                        return (i, symbol, Err(Status::cancelled("the caller went away")));
+                    }
+                    let time = history.time_us.last().copied().unwrap_or_default();
+                    let signal = Evaluation::latest(&params, &history.columns())
+                        .map(|e| convert::signal(&symbol, interval, time, &e))
+                        .map_err(|e| Status::failed_precondition(convert::symbol_reason(&e)));
+                    (i, symbol, signal)
+                })
+                .collect::<Vec<_>>()
+        })
+        .await?;
+    let mut fresh = Vec::new();
+    for (i, symbol, result) in evaluated {
+        match result {
+            Ok(signal) => {
+                api.book.computed.inc();
+                api.book.record(&signal);
+                fresh.push(signal.clone());
+                answers[i] = Some(signal);
+            }
+            Err(status) => response.errors.push(SymbolError {
+                symbol,
+                reason: status.message().to_owned(),
+            }),
+        }
+    }
+    store(api, &fresh).await?;
+    response.signals = answers.into_iter().flatten().collect();
+    Ok(response)
+}
+
+/// The streaming state of one (symbol, interval) in the incremental worker.
+struct Tracked {
+    engine: SignalEngine,
+    /// Open time of the last bar fed, so that a redelivered candle is not fed twice.
+    last_time_us: i64,
+    /// Closes fed, for the volatility ordering.
+    recent: History,
+}
+
+fn now_us() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as i64)
+}
+
+/// The closed candles of the bus deliveries by (symbol, interval), each run in time order
+/// without duplicates.
+fn closed_candles(bodies: &[Vec<u8>]) -> HashMap<(String, i32), Vec<Candle>> {
+    let mut runs: HashMap<(String, i32), Vec<Candle>> = HashMap::new();
+    for body in bodies {
+        let Ok(batch) = MarketEventBatch::decode(body.as_slice()) else {
+            warn!("undecodable event on the bus; skipped");
+            continue;
+        };
+        for event in batch.events {
+            if let Some(Payload::Candle(candle)) = event.payload
+                && candle.closed
+            {
+                runs.entry((candle.symbol.clone(), candle.interval))
+                    .or_default()
+                    .push(candle);
+            }
+        }
+    }
+    for run in runs.values_mut() {
+        run.sort_by_key(|c| c.open_time_us);
+        run.dedup_by_key(|c| c.open_time_us);
+    }
+    runs
+}
+
+/// Consumes the bus in the `computation` group: each closed candle updates its symbol's engine
+/// (warmed from the store on first sight, or again after a gap, e.g. when another process of the
+/// group took the previous candle) and yields a signal unless the price barely moved. Events are
+/// acked after their signals are stored, so a crash re-delivers them (and the stored signals
+/// are idempotent).
+pub fn spawn_worker(api: ComputationApi, bus: Bus, shutdown: &Shutdown) -> JoinHandle<()> {
+    let shutdown = shutdown.clone();
+    tokio::spawn(async move {
+        let consumer = format!("computation-{}", std::process::id());
+        let mut subscription = match bus.subscribe("computation", &consumer).await {
+            Ok(s) => s,
+            Err(e) => {
+                warn!(error = %e, "signals from the bus are off: cannot subscribe");
+                return;
+            }
+        };
+        info!(consumer, "computing signals from closed candles on the bus");
+        let mut tracked: HashMap<(String, i32), Tracked> = HashMap::new();
+        let params = Params::default();
+        loop {
+            let deliveries = tokio::select! {
+                () = shutdown.wait() => return,
+                batch = subscription.next_batch(512, Duration::from_millis(500)) => batch,
+            };
+            let deliveries = match deliveries {
+                Ok(d) if d.is_empty() => continue,
+                Ok(d) => d,
+                Err(e) => {
+                    warn!(error = %e, "reading the bus failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    continue;
+                }
+            };
+            let bodies: Vec<Vec<u8>> = deliveries.iter().map(|d| d.body.clone()).collect();
+            let ids: Vec<String> = deliveries.into_iter().map(|d| d.id).collect();
+            match process(&api, &bus, &mut tracked, &params, closed_candles(&bodies)).await {
+                Ok(()) => {
+                    if let Err(e) = subscription.ack(&ids).await {
+                        warn!(error = %e, "acking events failed; they will be redelivered");
+                    }
+                }
+                // Not acked: the events come back and are processed again.
+                Err(status) => warn!(error = %status.message(), "signals not stored; will retry"),
+            }
+        }
+    })
+}
+
+/// A fresh engine fed the stored bars of `symbol` before `before_us`.
+async fn warmed(
+    api: &ComputationApi,
+    params: &Params,
+    symbol: &str,
+    interval: i32,
+    before_us: i64,
+) -> Result<Option<Tracked>, Status> {
+    let history = history::load(&api.store, symbol, interval, 0, before_us, WARM_BARS).await?;
+    let Ok(mut engine) = SignalEngine::new(params) else {
+        return Ok(None);
+    };
+    for i in 0..history.len() {
+        engine.update(Bar {
+            open: history.open[i],
+            high: history.high[i],
+            low: history.low[i],
+            close: history.close[i],
+            volume: history.volume[i],
+        });
+    }
+    debug!(symbol, bars = history.len(), "signal engine warmed");
+    let recent = History {
+        close: history.close[history.close.len().saturating_sub(64)..].to_vec(),
+        ..History::default()
+    };
+    Ok(Some(Tracked {
+        engine,
+        last_time_us: history.time_us.last().copied().unwrap_or(i64::MIN),
+        recent,
+    }))
+}
+
+async fn process(
+    api: &ComputationApi,
+    bus: &Bus,
+    tracked: &mut HashMap<(String, i32), Tracked>,
+    params: &Params,
+    runs: HashMap<(String, i32), Vec<Candle>>,
+) -> Result<(), Status> {
+    if runs.is_empty() {
+        return Ok(());
+    }
+    // Most volatile first (a symbol not seen yet counts as most volatile: it has no signal).
+    let mut runs: Vec<_> = runs.into_iter().collect();
+    let volatility = |key: &(String, i32)| {
+        tracked
+            .get(key)
+            .map_or(f64::INFINITY, |t| t.recent.volatility(20))
+    };
+    runs.sort_by(|a, b| volatility(&b.0).total_cmp(&volatility(&a.0)));
+    let threshold = threshold(api);
+    let mut fresh = Vec::new();
+    for ((symbol, interval_code), candles) in runs {
+        let Ok(interval) = Interval::try_from(interval_code) else {
+            continue;
+        };
+        let step = tickmesh_store::rollup::INTERVALS
+            .iter()
+            .find(|(code, _)| i32::from(*code) == interval_code)
+            .map_or(0, |(_, len)| *len);
+        let key = (symbol.clone(), interval_code);
+        // Only the start of a run (one committed write) can follow a gap: another process of the
+        // group may have taken the bars in between. Inside a run the bars are consecutive as
+        // stored (weekends and holidays are simply absent), so they are fed in order.
+        let Some(first) = candles.iter().find(|c| {
+            tracked
+                .get(&key)
+                .is_none_or(|t| c.open_time_us > t.last_time_us)
+        }) else {
+            continue; // the whole run was seen already: a redelivery
+        };
+        let contiguous = tracked
+            .get(&key)
+            .is_some_and(|t| first.open_time_us == t.last_time_us + step);
+        if !contiguous {
+            match warmed(api, params, &symbol, interval_code, first.open_time_us).await? {
+                Some(t) => {
+                    tracked.insert(key.clone(), t);
+                }
+                None => continue,
+            }
+        }
+        for candle in candles {
+            if tracked
+                .get(&key)
+                .is_some_and(|t| candle.open_time_us <= t.last_time_us)
+            {
+                continue;
+            }
+            let Some(t) = tracked.get_mut(&key) else {
+                break;
+            };
+            t.last_time_us = candle.open_time_us;
+            t.recent.close.push(candle.close);
+            if t.recent.close.len() > 64 {
+                t.recent.close.drain(..32);
+            }
+            let Some(evaluation) = t.engine.update(Bar {
+                open: candle.open,
+                high: candle.high,
+                low: candle.low,
+                close: candle.close,
+                volume: candle.volume,
+            }) else {
+                continue; // still warming up
+            };
+            if api
+                .book
+                .standing(&symbol, interval_code, evaluation.close, threshold)
+                .is_some()
+            {
+                api.book.skipped.inc();
+                continue;
+            }
+            let signal = convert::signal(&symbol, interval, candle.open_time_us, &evaluation);
+            api.book.computed.inc();
+            api.book.record(&signal);
+            fresh.push(signal);
+        }
+    }
+    if fresh.is_empty() {
+        return Ok(());
+    }
+    store(api, &fresh).await?;
+    let events = MarketEventBatch {
+        events: fresh
+            .into_iter()
+            .map(|signal| MarketEvent {
+                event_id: tickmesh_store::events::signal_id(
+                    &signal.symbol,
+                    signal.interval,
+                    signal.time_us,
+                    signal.strategy,
+                ),
+                published_time_us: now_us(),
+                payload: Some(Payload::Signal(signal)),
+            })
+            .collect(),
+    };
+    if let Err(e) = bus.publish(vec![events.encode_to_vec()]).await {
+        // Stored already; live subscribers miss this one, readers of the store do not.
+        warn!(error = %e, "publishing signals on the bus failed");
+    }
+    Ok(())
+}
