@@ -146,6 +146,68 @@ pub fn register_loaders(
     Ok(())
 }
 
+/// The cache's counters as Prometheus families (hits, misses, evictions per namespace and tier;
+/// loads, L1 memory, L2 availability), for [`tickmesh_mesh::Metrics::add_text_source`].
+pub fn prometheus_text(cache: &Cache) -> String {
+    use std::fmt::Write as _;
+    let stats = cache.stats();
+    let mut out = String::new();
+    let tiers = |f: &dyn Fn(&tickmesh_cache::TierStats) -> u64, out: &mut String, name: &str| {
+        for ns in &stats.namespaces {
+            for (tier, t) in [("l1", &ns.l1), ("l2", &ns.l2)] {
+                let _ = writeln!(
+                    out,
+                    "{name}_total{{namespace=\"{}\",tier=\"{tier}\"}} {}",
+                    ns.namespace,
+                    f(t)
+                );
+            }
+        }
+    };
+    for (name, help, f) in [
+        (
+            "tickmesh_cache_hits",
+            "Cache lookups a tier answered",
+            (|t: &tickmesh_cache::TierStats| t.hits) as fn(&tickmesh_cache::TierStats) -> u64,
+        ),
+        (
+            "tickmesh_cache_misses",
+            "Cache lookups a tier did not have",
+            |t| t.misses,
+        ),
+        (
+            "tickmesh_cache_evictions",
+            "Entries a tier dropped to make room",
+            |t| t.evictions,
+        ),
+    ] {
+        let _ = writeln!(out, "# HELP {name} {help}.\n# TYPE {name} counter");
+        tiers(&f, &mut out, name);
+    }
+    let _ = writeln!(
+        out,
+        "# HELP tickmesh_cache_loads Loads from the source.\n# TYPE tickmesh_cache_loads counter"
+    );
+    for ns in &stats.namespaces {
+        let _ = writeln!(
+            out,
+            "tickmesh_cache_loads_total{{namespace=\"{}\"}} {}",
+            ns.namespace, ns.loads
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP tickmesh_cache_l1_memory_bytes Bytes held in L1.\n# TYPE tickmesh_cache_l1_memory_bytes gauge\ntickmesh_cache_l1_memory_bytes {}",
+        stats.l1_memory_bytes
+    );
+    let _ = writeln!(
+        out,
+        "# HELP tickmesh_cache_l2_available Whether Redis (L2) answers.\n# TYPE tickmesh_cache_l2_available gauge\ntickmesh_cache_l2_available {}",
+        u8::from(stats.l2_available)
+    );
+    out
+}
+
 /// `tickmesh.v1.CachingService` over a [`Cache`].
 #[derive(Clone)]
 pub struct CachingApi {

@@ -208,6 +208,11 @@ impl Deps {
                 .unwrap_or_default();
         tickmesh_caching::register_loaders(&cache, store_arc.clone(), method)
             .map_err(|e| AppError::Peer(format!("cache: {e}")))?;
+        let metrics = tickmesh_mesh::Metrics::new();
+        let scraped = cache.clone();
+        metrics.add_text_source(Arc::new(move || {
+            tickmesh_caching::prometheus_text(&scraped)
+        }));
         let bus = match bus_url {
             Some(url) => Bus::redis(url, BUS_STREAM, capacity).await?,
             None => Bus::in_process(capacity),
@@ -216,7 +221,7 @@ impl Deps {
             store: store_arc,
             bus,
             replay_dir: None,
-            metrics: tickmesh_mesh::Metrics::new(),
+            metrics,
             compute_pool,
             config_file: None,
             caching_addr: None,

@@ -61,10 +61,15 @@ struct Inner {
     circuit_state: Family<PeerLabels, Gauge>,
     signals: Family<OutcomeLabels, Counter>,
     active_streams: Gauge,
+    /// Text of metrics kept elsewhere (the cache's counters), rendered at each scrape.
+    extra: std::sync::RwLock<Vec<TextSource>>,
     /// Handles of each method's metrics by request path, so that a call finds them without
     /// building label strings (the hot path allocates nothing once a method has been seen).
     methods: std::sync::RwLock<std::collections::HashMap<String, Arc<MethodMetrics>>>,
 }
+
+/// Renders metric families in the text exposition format (`# HELP`, `# TYPE`, samples).
+pub type TextSource = Arc<dyn Fn() -> String + Send + Sync>;
 
 /// The metrics of one method, shared with their families.
 struct MethodMetrics {
@@ -182,6 +187,7 @@ impl Metrics {
                 signals,
                 active_streams,
                 methods: Default::default(),
+                extra: Default::default(),
             }),
         }
     }
@@ -278,12 +284,32 @@ impl Metrics {
             .clone()
     }
 
+    /// Adds families rendered by `source` to every scrape (for counters kept outside this
+    /// registry, such as the cache's).
+    pub fn add_text_source(&self, source: TextSource) {
+        self.inner
+            .extra
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(source);
+    }
+
     /// The metrics in the Prometheus text exposition format.
     pub fn encode(&self) -> String {
         self.refresh_process();
         let mut text = String::new();
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut text, &self.inner.registry);
+        let extra = self.inner.extra.read().unwrap_or_else(|e| e.into_inner());
+        if !extra.is_empty() {
+            // The other families go before the closing `# EOF`.
+            let end = text.rfind("# EOF").unwrap_or(text.len());
+            let mut more = String::new();
+            for source in extra.iter() {
+                more.push_str(&source());
+            }
+            text.insert_str(end, &more);
+        }
         text
     }
 

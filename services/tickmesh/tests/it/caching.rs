@@ -1,0 +1,158 @@
+//! Two caching processes sharing one Redis (the test kit's): a thousand concurrent misses on one
+//! key load it once across both, and a write on one drops the other's L1 copy within
+//! milliseconds.
+
+use std::ffi::OsString;
+use std::time::{Duration, Instant};
+
+use tickmesh_proto::v1::caching_service_client::CachingServiceClient;
+use tickmesh_proto::v1::ingestion_service_client::IngestionServiceClient;
+use tickmesh_proto::v1::{
+    GetRequest, GetStatsRequest, IngestTickBatchRequest, SetRequest, Side, Tick,
+};
+
+use crate::support::{Process, channel, scratch_file};
+
+fn shared(target: &str, redis: &str, store: &std::path::Path) -> Process {
+    let env: Vec<(&str, OsString)> = vec![
+        ("TICKMESH_BUS_URL", redis.into()),
+        (
+            "TICKMESH_STORE_URL",
+            format!("sqlite:{}", store.display()).into(),
+        ),
+        (
+            "TICKMESH_CACHING_STRATEGY",
+            "CACHING_STRATEGY_MULTI_LAYER".into(),
+        ),
+        (
+            "TICKMESH_DEPENDENCY_MANAGEMENT",
+            "DEPENDENCY_MANAGEMENT_APPROACH_SELECTIVE_IMPORT".into(),
+        ),
+    ];
+    Process::start(
+        &["serve", "--target", target, "--listen", "127.0.0.1:0"],
+        |c| {
+            c.envs(env.iter().map(|(k, v)| (*k, v)));
+        },
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_caching_processes_load_a_miss_once_and_invalidate_each_other() {
+    let redis = tickmesh_testkit::Redis::start().expect("a throwaway Redis");
+    let store = scratch_file("cache.db");
+    std::fs::create_dir_all(store.parent().unwrap()).unwrap();
+    let ingestion = shared("ingestion", &redis.url(), &store);
+    let mut ingest = IngestionServiceClient::new(channel(ingestion.addr("ingestion")).await);
+    ingest
+        .ingest_tick_batch(IngestTickBatchRequest {
+            ticks: vec![Tick {
+                symbol: "BTC-USD".into(),
+                time_us: 1_709_251_200_000_000,
+                trade_id: "1".into(),
+                price: 61_234.5,
+                size: 0.1,
+                side: Side::Buy as i32,
+            }],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let a = shared("caching", &redis.url(), &store);
+    let b = shared("caching", &redis.url(), &store);
+    let clients = [
+        CachingServiceClient::new(channel(a.addr("caching")).await),
+        CachingServiceClient::new(channel(b.addr("caching")).await),
+    ];
+
+    // 1,000 concurrent misses on one key, half on each process.
+    let mut calls = Vec::new();
+    for i in 0..1000 {
+        let mut client = clients[i % 2].clone();
+        calls.push(tokio::spawn(async move {
+            client
+                .get(GetRequest {
+                    namespace: "latest_prices".into(),
+                    key: "BTC-USD".into(),
+                })
+                .await
+                .map(|r| r.into_inner())
+        }));
+    }
+    let mut values = std::collections::HashSet::new();
+    for call in calls {
+        let got = call.await.unwrap().unwrap();
+        assert!(got.found);
+        values.insert(got.value);
+    }
+    assert_eq!(values.len(), 1, "every caller got the same value");
+    let mut loads = 0;
+    for client in &clients {
+        let stats = client
+            .clone()
+            .get_stats(GetStatsRequest {
+                namespace: "latest_prices".into(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(stats.l2_available, "both processes use the Redis L2");
+        loads += stats.namespaces[0].loads;
+    }
+    assert_eq!(loads, 1, "the store was asked once across both processes");
+    // The cache's counters are on /metrics too.
+    let text = crate::support::scrape(&a.metrics);
+    assert!(text.contains("tickmesh_cache_l2_available 1"), "{text}");
+    let hits: f64 = ["l1", "l2"]
+        .iter()
+        .filter_map(|tier| {
+            let prefix =
+                format!("tickmesh_cache_hits_total{{namespace=\"latest_prices\",tier=\"{tier}\"}}");
+            text.lines()
+                .find(|l| l.starts_with(&prefix))?
+                .rsplit(' ')
+                .next()?
+                .parse::<f64>()
+                .ok()
+        })
+        .sum();
+    assert!(hits > 0.0, "{text}");
+
+    // A write on A drops B's L1 copy: B sees the new value within milliseconds.
+    let (mut on_a, mut on_b) = (clients[0].clone(), clients[1].clone());
+    let key = || GetRequest {
+        namespace: "indicators".into(),
+        key: "BTC-USD/2/demo".into(),
+    };
+    let mut delays = Vec::new();
+    for round in 0..20u8 {
+        on_a.set(SetRequest {
+            namespace: "indicators".into(),
+            key: "BTC-USD/2/demo".into(),
+            value: vec![round],
+            ttl: None,
+        })
+        .await
+        .unwrap();
+        let started = Instant::now();
+        loop {
+            let got = on_b.get(key()).await.unwrap().into_inner();
+            if got.found && got.value == vec![round] {
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(5),
+                "B kept a stale copy"
+            );
+            tokio::time::sleep(Duration::from_micros(200)).await;
+        }
+        delays.push(started.elapsed());
+        // B now holds the value in its L1 for the next round.
+    }
+    delays.sort();
+    eprintln!(
+        "cross-process invalidation delay over 20 writes: p50 {:?}, max {:?}",
+        delays[delays.len() / 2],
+        delays[delays.len() - 1]
+    );
+}
