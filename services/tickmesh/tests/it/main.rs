@@ -7,6 +7,7 @@
 mod caching;
 mod cli;
 mod computation;
+mod end_to_end;
 mod faults;
 mod in_process;
 mod ingestion;

@@ -340,6 +340,30 @@ async fn a_consumer_too_slow_gets_resource_exhausted_not_unbounded_memory() {
         .await
         .unwrap()
         .into_inner();
+    // A second subscriber that keeps reading, on its own connection.
+    let mut fast = QueryServiceClient::new(channel(m.process.addr("query")).await)
+        .stream_market_data(StreamMarketDataRequest {
+            symbols: vec!["FAST".into()],
+            kinds: vec![EventKind::Tick as i32],
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let reader = tokio::spawn(async move {
+        let mut ids = Vec::new();
+        while ids.len() < 20_000 {
+            match tokio::time::timeout(Duration::from_secs(20), fast.message()).await {
+                Ok(Ok(Some(item))) => {
+                    if let Some(Payload::Tick(t)) = item.event.and_then(|e| e.payload) {
+                        ids.push(t.trade_id.parse::<i64>().unwrap());
+                    }
+                }
+                other => panic!("the reading subscriber was cut off: {other:?}"),
+            }
+        }
+        ids
+    });
     // Far more events than the subscriber buffer while nobody reads the stream.
     for batch in 0..20 {
         let range = (batch * 1000)..((batch + 1) * 1000);
@@ -365,6 +389,23 @@ async fn a_consumer_too_slow_gets_resource_exhausted_not_unbounded_memory() {
     assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
     assert!(status.message().contains("missed"), "{}", status.message());
     assert!(received < 20_000, "{received}");
+    // The subscriber that kept reading got everything, in order.
+    let ids = reader.await.unwrap();
+    assert_eq!(ids, (0..20_000).collect::<Vec<i64>>());
+    // Memory stayed bounded: the server's peak RSS (VmHWM) is reported.
+    let status = std::fs::read_to_string(format!("/proc/{}/status", m.process.child.id())).unwrap();
+    let peak = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM"))
+        .unwrap_or("VmHWM: ?")
+        .to_owned();
+    eprintln!("server peak RSS with a slow and a fast subscriber over 20,000 ticks: {peak}");
+    let kib: u64 = peak
+        .split_whitespace()
+        .nth(1)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    assert!(kib > 0 && kib < 512 * 1024, "{peak}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
