@@ -350,6 +350,8 @@ async fn a_consumer_too_slow_gets_resource_exhausted_not_unbounded_memory() {
         .await
         .unwrap()
         .into_inner();
+    let got = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = got.clone();
     let reader = tokio::spawn(async move {
         let mut ids = Vec::new();
         while ids.len() < 20_000 {
@@ -357,6 +359,7 @@ async fn a_consumer_too_slow_gets_resource_exhausted_not_unbounded_memory() {
                 Ok(Ok(Some(item))) => {
                     if let Some(Payload::Tick(t)) = item.event.and_then(|e| e.payload) {
                         ids.push(t.trade_id.parse::<i64>().unwrap());
+                        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     }
                 }
                 other => panic!("the reading subscriber was cut off: {other:?}"),
@@ -364,7 +367,10 @@ async fn a_consumer_too_slow_gets_resource_exhausted_not_unbounded_memory() {
         }
         ids
     });
-    // Far more events than the subscriber buffer while nobody reads the stream.
+    // Far more events than the subscriber buffer while the slow one reads nothing. Each write
+    // waits until the reading subscriber has the previous one (a batch is 1,000 ticks plus the
+    // candles they close, all in the 4,096-event buffer), so that one stays a reader that keeps
+    // up even when the test machine is busy.
     for batch in 0..20 {
         let range = (batch * 1000)..((batch + 1) * 1000);
         m.ingest
@@ -374,6 +380,14 @@ async fn a_consumer_too_slow_gets_resource_exhausted_not_unbounded_memory() {
             })
             .await
             .unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while got.load(std::sync::atomic::Ordering::Relaxed) < (batch as usize + 1) * 1000 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the reading subscriber stalled"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
     }
     let mut received = 0;
     let status = loop {
