@@ -3,7 +3,7 @@
 #
 # Installs whatever is missing (system servers, the test venv, npm packages; quick no-ops when
 # already installed), then runs, stopping at the first failure:
-#   cargo fmt --check, cargo clippy -D warnings, buf lint, buf breaking (vs HEAD~1), cargo test.
+#   cargo fmt --check, cargo clippy -D warnings, buf lint, the k8s manifests check, buf breaking (vs HEAD~1), cargo test.
 #
 # Usage: scripts/test.sh [--install-only]
 #   --install-only   install/check the prerequisites, run no checks
@@ -248,4 +248,4 @@ cargo test --workspace --locked
 step_done
 
 echo
-echo "test.sh: all $STEPS_DONE steps passed (install, fmt, clippy, buf lint, buf breaking, cargo test) in $((SECONDS - STARTED_AT))s"
+echo "test.sh: all $STEPS_DONE steps passed (install, fmt, clippy, buf lint, k8s manifests, buf breaking, cargo test) in $((SECONDS - STARTED_AT))s"
