@@ -40,6 +40,7 @@ pub struct ComputationApi {
     store: Arc<Store>,
     pool: ComputePool,
     book: Arc<SignalBook>,
+    cache: Option<tickmesh_cache::Cache>,
 }
 
 impl ComputationApi {
@@ -55,7 +56,15 @@ impl ComputationApi {
             store,
             pool,
             book: Arc::new(SignalBook::new(metrics)),
+            cache: None,
         }
+    }
+
+    /// Writes new signals through to `cache` (namespace `signals`, key
+    /// `<symbol>/<interval number>`), next to the store.
+    pub fn with_cache(mut self, cache: tickmesh_cache::Cache) -> Self {
+        self.cache = Some(cache);
+        self
     }
 
     /// The pool the service computes on.

@@ -92,12 +92,51 @@ fn row(signal: &Signal) -> SignalRow {
 }
 
 /// Stores new signals (a signal already stored for its bar stays as it is).
+/// Namespace of the caching service that holds the latest signal of each (symbol, interval).
+const SIGNALS_NAMESPACE: &str = "signals";
+
+/// Stores new signals, then writes the newest of each (symbol, interval) through to the cache.
+/// A cache that cannot take it (Redis down, say) only costs a later load from the store.
 async fn store(api: &ComputationApi, signals: &[Signal]) -> Result<(), Status> {
     api.store
         .insert_signals(signals.iter().map(row).collect())
         .await
-        .map(|_| ())
-        .map_err(convert::store_error)
+        .map_err(convert::store_error)?;
+    if let Some(cache) = &api.cache {
+        let method = tickmesh_proto::v1::SerializationMethod::try_from(
+            api.config.current().config.serialization_method,
+        )
+        .unwrap_or_default();
+        let codec = tickmesh_cache::codec::codec_for::<Signal>(method);
+        let mut newest: HashMap<(String, i32), &Signal> = HashMap::new();
+        for signal in signals {
+            let key = (signal.symbol.clone(), signal.interval);
+            if newest.get(&key).is_none_or(|s| s.time_us <= signal.time_us) {
+                newest.insert(key, signal);
+            }
+        }
+        for ((symbol, interval), signal) in newest {
+            let Ok(value) = codec.encode(signal) else {
+                continue;
+            };
+            let options = tickmesh_cache::SetOptions {
+                symbol: Some(&symbol),
+                ..Default::default()
+            };
+            if let Err(e) = cache
+                .set(
+                    SIGNALS_NAMESPACE,
+                    &format!("{symbol}/{interval}"),
+                    value,
+                    options,
+                )
+                .await
+            {
+                warn!(error = %e, symbol, "signal not written through to the cache");
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The current signal of one symbol, computed from its stored history.

@@ -98,7 +98,8 @@ impl Target {
                     deps.store.clone(),
                     deps.compute_pool.clone(),
                     &deps.metrics,
-                );
+                )
+                .with_cache(deps.cache.clone());
                 let worker = tickmesh_computation::signals::spawn_worker(
                     api.clone(),
                     deps.bus.clone(),

@@ -277,6 +277,25 @@ async fn signals_come_from_the_bus_on_demand_and_skip_unchanged_prices() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
+    // The worker wrote GOOG's newest signal through to the cache: the caching service answers
+    // from L1 (a value loaded from the store would come from the source tier).
+    let mut caching = tickmesh_proto::v1::caching_service_client::CachingServiceClient::new(
+        channel(mesh.addr("caching")).await,
+    );
+    let cached = caching
+        .get(tickmesh_proto::v1::GetRequest {
+            namespace: "signals".into(),
+            key: format!("GOOG/{}", Interval::Interval1d as i32),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(cached.found);
+    assert_eq!(cached.tier, tickmesh_proto::v1::CacheTier::L1 as i32);
+    let cached =
+        <tickmesh_proto::v1::Signal as prost::Message>::decode(cached.value.as_slice()).unwrap();
+    assert_eq!(cached.symbol, "GOOG");
+
     let mut client = ComputationServiceClient::new(channel(mesh.addr("computation")).await);
     let signal = client
         .generate_signals(GenerateSignalsRequest {
