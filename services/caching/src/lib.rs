@@ -17,7 +17,7 @@ use tickmesh_proto::v1::{
     InvalidateRequest, InvalidateResponse, SerializationMethod, SetRequest, SetResponse, Signal,
     WarmRequest, WarmResponse,
 };
-use tickmesh_store::{CandleQuery, SignalQuery, Store};
+use tickmesh_store::{SignalQuery, Store};
 use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Code, Request, Response, Status};
@@ -57,46 +57,20 @@ fn duration(d: std::time::Duration) -> prost_types::Duration {
     }
 }
 
-/// The latest price record of `symbol` from the store: its newest tick, else the close of its
-/// newest candle.
+/// The latest price record of `symbol` from the store ([`Store::latest_price`]).
 pub async fn load_latest_price(
     store: &Store,
     symbol: &str,
 ) -> Result<Option<LatestPriceRecord>, tickmesh_store::StoreError> {
-    if let Some(tick) = store.latest_tick(symbol).await? {
-        return Ok(Some(LatestPriceRecord {
+    Ok(store
+        .latest_price(symbol)
+        .await?
+        .map(|(price, time_us, size)| LatestPriceRecord {
             symbol: symbol.to_owned(),
-            price: tick.price,
-            time_us: tick.ts_us,
-            size: tick.size,
-        }));
-    }
-    for (code, len) in tickmesh_store::rollup::INTERVALS {
-        let rows = store
-            .candles(&CandleQuery {
-                symbol: symbol.to_owned(),
-                interval_code: code,
-                start_us: None,
-                end_us: None,
-                after_us: None,
-                descending: true,
-                limit: 1,
-            })
-            .await?;
-        if let Some(row) = rows.first() {
-            return Ok(Some(LatestPriceRecord {
-                symbol: symbol.to_owned(),
-                price: row.close,
-                time_us: if row.closed {
-                    row.open_time_us + len
-                } else {
-                    row.open_time_us
-                },
-                size: 0.0,
-            }));
-        }
-    }
-    Ok(None)
+            price,
+            time_us,
+            size,
+        }))
 }
 
 /// Registers the store loaders of the `latest_prices` and `signals` namespaces.

@@ -9,16 +9,9 @@ use tickmesh_proto::v1::{
     IndicatorKind, IndicatorSpec, Interval, Signal, SignalAction, Strategy, StrategyParams,
     StrategyVote,
 };
-use tonic::{Code, Status};
-use tonic_types::{ErrorDetails, StatusExt};
+use tonic::Status;
 
-/// INVALID_ARGUMENT naming one field.
-pub fn bad_field(field: impl Into<String>, reason: impl Into<String>) -> Status {
-    let (field, reason) = (field.into(), reason.into());
-    let mut details = ErrorDetails::new();
-    details.add_bad_request_violation(&field, &reason);
-    Status::with_error_details(Code::InvalidArgument, format!("{field}: {reason}"), details)
-}
+pub use tickmesh_mesh::status::bad_field;
 
 /// A known, specified interval.
 pub fn interval(value: i32, field: &str) -> Result<Interval, Status> {

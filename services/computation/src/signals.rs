@@ -198,7 +198,13 @@ pub async fn batch(
         work.push((i, symbol.clone(), history));
     }
     // Most volatile first: under load, the symbols that move most get fresh signals soonest.
-    work.sort_by(|a, b| b.2.volatility(20).total_cmp(&a.2.volatility(20)));
+    // Volatility once per symbol, not once per comparison.
+    let mut work: Vec<(f64, (usize, String, History))> = work
+        .into_iter()
+        .map(|item| (item.2.volatility(20), item))
+        .collect();
+    work.sort_by(|a, b| b.0.total_cmp(&a.0));
+    let work: Vec<(usize, String, History)> = work.into_iter().map(|(_, item)| item).collect();
     let params = *params;
     let evaluated = api
         .pool
@@ -371,23 +377,24 @@ async fn process(
         return Ok(());
     }
     // Most volatile first (a symbol not seen yet counts as most volatile: it has no signal).
-    let mut runs: Vec<_> = runs.into_iter().collect();
-    let volatility = |key: &(String, i32)| {
-        tracked
-            .get(key)
-            .map_or(f64::INFINITY, |t| t.recent.volatility(20))
-    };
-    runs.sort_by(|a, b| volatility(&b.0).total_cmp(&volatility(&a.0)));
+    // Volatility once per run, not once per comparison.
+    let mut runs: Vec<(f64, _)> = runs
+        .into_iter()
+        .map(|run| {
+            let vol = tracked
+                .get(&run.0)
+                .map_or(f64::INFINITY, |t| t.recent.volatility(20));
+            (vol, run)
+        })
+        .collect();
+    runs.sort_by(|a, b| b.0.total_cmp(&a.0));
     let threshold = threshold(api);
     let mut fresh = Vec::new();
-    for ((symbol, interval_code), candles) in runs {
+    for (_, ((symbol, interval_code), candles)) in runs {
         let Ok(interval) = Interval::try_from(interval_code) else {
             continue;
         };
-        let step = tickmesh_store::rollup::INTERVALS
-            .iter()
-            .find(|(code, _)| i32::from(*code) == interval_code)
-            .map_or(0, |(_, len)| *len);
+        let step = tickmesh_store::rollup::interval_us(interval_code).unwrap_or(0);
         let key = (symbol.clone(), interval_code);
         // Only the start of a run (one committed write) can follow a gap: another process of the
         // group may have taken the bars in between. Inside a run the bars are consecutive as

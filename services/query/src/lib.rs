@@ -23,8 +23,7 @@ use tickmesh_proto::v1::{
 use tickmesh_store::{CandleQuery, SignalKey, SignalQuery, Store};
 use tokio_stream::Stream;
 use tonic::codec::CompressionEncoding;
-use tonic::{Code, Request, Response, Status};
-use tonic_types::{ErrorDetails, StatusExt};
+use tonic::{Request, Response, Status};
 
 use crate::live::Live;
 
@@ -35,13 +34,7 @@ pub const MAX_PAGE: u32 = 5_000;
 /// Most symbols per `GetLatestPrices` or stream.
 pub const MAX_SYMBOLS: usize = 1_000;
 
-/// INVALID_ARGUMENT naming one field.
-pub fn bad_field(field: impl Into<String>, reason: impl Into<String>) -> Status {
-    let (field, reason) = (field.into(), reason.into());
-    let mut details = ErrorDetails::new();
-    details.add_bad_request_violation(&field, &reason);
-    Status::with_error_details(Code::InvalidArgument, format!("{field}: {reason}"), details)
-}
+pub use tickmesh_mesh::status::bad_field;
 
 fn store_error(e: tickmesh_store::StoreError) -> Status {
     Status::unavailable(format!("store: {e}"))
@@ -419,43 +412,17 @@ impl QueryService for QueryApi {
     }
 }
 
-/// The last traded price of `symbol`: its newest tick, else the close of its newest candle.
+/// The last traded price of `symbol` from the store ([`Store::latest_price`]).
 pub async fn latest_price(store: &Store, symbol: &str) -> Result<Option<LatestPrice>, Status> {
-    if let Some(tick) = store.latest_tick(symbol).await.map_err(store_error)? {
-        return Ok(Some(LatestPrice {
+    Ok(store
+        .latest_price(symbol)
+        .await
+        .map_err(store_error)?
+        .map(|(price, time_us, _)| LatestPrice {
             symbol: symbol.to_owned(),
-            price: tick.price,
-            time_us: tick.ts_us,
-        }));
-    }
-    // No ticks (a candle feed): the close of the newest bar of the finest interval that has one.
-    for (code, len) in tickmesh_store::rollup::INTERVALS {
-        let rows = store
-            .candles(&CandleQuery {
-                symbol: symbol.to_owned(),
-                interval_code: code,
-                start_us: None,
-                end_us: None,
-                after_us: None,
-                descending: true,
-                limit: 1,
-            })
-            .await
-            .map_err(store_error)?;
-        if let Some(row) = rows.first() {
-            let time_us = if row.closed {
-                row.open_time_us + len
-            } else {
-                row.open_time_us
-            };
-            return Ok(Some(LatestPrice {
-                symbol: symbol.to_owned(),
-                price: row.close,
-                time_us,
-            }));
-        }
-    }
-    Ok(None)
+            price,
+            time_us,
+        }))
 }
 
 /// The query service, ready for [`tickmesh_mesh::serve`]; `computation` is the client stack to

@@ -729,6 +729,37 @@ impl Store {
         })
     }
 
+    /// The last traded price of a symbol as `(price, time_us, size)`: its newest tick, else the
+    /// close of the newest bar of the finest interval that has one (a candle feed; size 0, and
+    /// the time of a closed bar is its end).
+    pub async fn latest_price(&self, symbol: &str) -> Result<Option<(f64, i64, f64)>, StoreError> {
+        if let Some(tick) = self.latest_tick(symbol).await? {
+            return Ok(Some((tick.price, tick.ts_us, tick.size)));
+        }
+        for (code, len) in rollup::INTERVALS {
+            let rows = self
+                .candles(&CandleQuery {
+                    symbol: symbol.to_owned(),
+                    interval_code: code,
+                    start_us: None,
+                    end_us: None,
+                    after_us: None,
+                    descending: true,
+                    limit: 1,
+                })
+                .await?;
+            if let Some(row) = rows.into_iter().next() {
+                let time_us = if row.closed {
+                    row.open_time_us + len
+                } else {
+                    row.open_time_us
+                };
+                return Ok(Some((row.close, time_us, 0.0)));
+            }
+        }
+        Ok(None)
+    }
+
     /// Number of ticks of a symbol.
     pub async fn count_ticks(&self, symbol: &str) -> Result<i64, StoreError> {
         use crate::schema::ticks::dsl as t;

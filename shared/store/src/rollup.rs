@@ -19,6 +19,14 @@ pub const INTERVALS: [(i16, i64); 7] = [
     (7, 86_400_000_000),
 ];
 
+/// Length in microseconds of a bar of `interval_code` (`tickmesh.v1.Interval` as its number).
+pub fn interval_us(interval_code: i32) -> Option<i64> {
+    INTERVALS
+        .iter()
+        .find(|(code, _)| i32::from(*code) == interval_code)
+        .map(|(_, len)| *len)
+}
+
 /// SQL for the length in microseconds of a bar of `interval_code` (must match [`INTERVALS`];
 /// a unit test checks that it does).
 #[macro_export]
