@@ -19,7 +19,7 @@ use tickmesh_proto::v1::{
     IngestTickBatchResponse, IngestTicksRequest, IngestTicksResponse, RejectedRow,
     ReplaySourceRequest, ReplaySourceResponse,
 };
-use tickmesh_store::Store;
+use tickmesh_store::{Store, TickRow};
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::info;
@@ -99,26 +99,37 @@ impl IngestionApi {
         &self,
         ticks: Vec<tickmesh_proto::v1::Tick>,
     ) -> Result<(usize, u64, Vec<Violation>), Status> {
+        let (rows, violations) = self.check_ticks(ticks)?;
+        let valid = rows.len();
+        Ok((valid, self.store_ticks(rows).await?, violations))
+    }
+
+    /// The valid rows of a batch of ticks and the violations of the others.
+    fn check_ticks(
+        &self,
+        ticks: Vec<tickmesh_proto::v1::Tick>,
+    ) -> Result<(Vec<TickRow>, Vec<Violation>), Status> {
         let max = self.max_batch_rows();
         if ticks.len() > max {
             return Err(status::too_many("ticks", ticks.len(), max));
         }
-        let (rows, violations) = validate::ticks(ticks);
-        let valid = rows.len();
-        let stored = if rows.is_empty() {
-            0
-        } else {
-            let write = self
-                .store
-                .insert_ticks(rows)
-                .await
-                .map_err(status::from_store)?;
-            if write.stored > 0 {
-                self.relay.wake();
-            }
-            write.stored
-        };
-        Ok((valid, stored, violations))
+        Ok(validate::ticks(ticks))
+    }
+
+    /// Commits valid ticks; returns how many were new.
+    async fn store_ticks(&self, rows: Vec<TickRow>) -> Result<u64, Status> {
+        if rows.is_empty() {
+            return Ok(0);
+        }
+        let write = self
+            .store
+            .insert_ticks(rows)
+            .await
+            .map_err(status::from_store)?;
+        if write.stored > 0 {
+            self.relay.wake();
+        }
+        Ok(write.stored)
     }
 }
 
@@ -160,13 +171,19 @@ impl IngestionService for IngestionApi {
         let mut first_violations = Vec::new();
         let mut source = String::new();
         let mut batch_index = 0u32;
-        // Each batch is committed as it arrives, so memory is bounded by one batch. If the
-        // stream breaks, the batches before stay committed and a retry of them is a no-op.
-        while let Some(batch) = stream.message().await? {
+        // Each batch is committed as it arrives, and the next one is received and decoded
+        // while it is written, so memory is bounded by two batches. If the stream breaks, the
+        // batches before stay committed and a retry of them is a no-op.
+        let mut next = stream.message().await?;
+        while let Some(batch) = next.take() {
             if source.is_empty() {
                 source = batch.source.clone();
             }
-            let (valid, stored, violations) = self.tick_batch(batch.ticks).await?;
+            let (rows, violations) = self.check_ticks(batch.ticks)?;
+            let valid = rows.len();
+            let (stored, following) = tokio::join!(self.store_ticks(rows), stream.message());
+            let stored = stored?;
+            next = following?;
             if tally.valid == 0 && first_violations.len() < 100 {
                 first_violations.extend(violations.iter().take(100).cloned());
             }

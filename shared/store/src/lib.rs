@@ -196,6 +196,22 @@ impl SignalKey {
     }
 }
 
+/// The first (oldest) tick time of each symbol in `rows` if every symbol's ticks are in
+/// strictly increasing time (so no key repeats within the batch), else `None`.
+fn fresh_symbols(rows: &[TickRow]) -> Option<std::collections::HashMap<&str, i64>> {
+    let mut last: std::collections::HashMap<&str, (i64, i64)> = std::collections::HashMap::new();
+    for row in rows {
+        match last.get_mut(row.symbol.as_str()) {
+            Some((_, newest)) if row.ts_us <= *newest => return None,
+            Some((_, newest)) => *newest = row.ts_us,
+            None => {
+                last.insert(row.symbol.as_str(), (row.ts_us, row.ts_us));
+            }
+        }
+    }
+    Some(last.into_iter().map(|(s, (first, _))| (s, first)).collect())
+}
+
 /// Inserts `$rows` in chunks of `$per_statement` rows per multi-row INSERT, all in one
 /// transaction, skipping rows whose key is already stored; evaluates to the rows stored.
 macro_rules! insert_ignoring_duplicates {
@@ -241,14 +257,37 @@ macro_rules! insert_ignoring_duplicates {
 /// The body of a tick write, compiled once per backend: `$get` and `$exec` run a statement on
 /// `$c` (awaiting on PostgreSQL, blocking on SQLite's thread).
 macro_rules! tick_write {
-    ($c:ident, $rows:ident, $per:ident, $now:ident, $get:ident, $exec:ident, $insert_new:ident, $close_sql:expr) => {{
+    ($c:ident, $rows:ident, $per:ident, $now:ident, $get:ident, $exec:ident, $newest:ident, $insert_all:ident, $insert_new:ident, $close:ident) => {{
         use crate::rollup::merge_sql as m;
         use crate::schema::candles::dsl as cd;
         use diesel::dsl::sql;
         use diesel::sql_types::{BigInt, Double, Text};
 
         let started = std::time::Instant::now();
-        let new_ticks: Vec<TickRow> = $insert_new!($rows, $c, $per);
+        // The live case: every symbol's ticks in the batch are in strictly increasing time and
+        // newer than its newest stored tick. The key includes the time, so none of them can be
+        // stored already: a plain INSERT (no conflict check, nothing returned) stores them all.
+        // Anything else (a retry, a late tick, two trades in one microsecond) takes the
+        // idempotent path. Writers of a symbol are serialised (advisory lock on PostgreSQL, the
+        // one writer connection on SQLite), so the newest stored tick cannot move meanwhile.
+        let fresh = match fresh_symbols(&$rows) {
+            None => false,
+            Some(first) => {
+                let newest: Vec<(String, Option<i64>)> = $newest!(first, $c);
+                newest.iter().all(
+                    |(symbol, stored)| match (stored, first.get(symbol.as_str())) {
+                        (Some(stored), Some(first)) => first > stored,
+                        _ => true,
+                    },
+                )
+            }
+        };
+        let new_ticks: std::borrow::Cow<'_, [TickRow]> = if fresh {
+            $insert_all!($rows, $c, $per);
+            std::borrow::Cow::Borrowed(&$rows[..])
+        } else {
+            std::borrow::Cow::Owned($insert_new!($rows, $c, $per))
+        };
         let inserted_us = started.elapsed().as_micros() as u64;
         let mut candle_events: Vec<CandleRow> = Vec::new();
         for chunk in rollup::aggregate(&new_ticks).chunks(MERGE_ROWS_PER_STATEMENT) {
@@ -278,11 +317,8 @@ macro_rules! tick_write {
         // a bar is closed depends on the stored ticks only, not on how they were batched.
         let symbols: std::collections::BTreeSet<&str> =
             new_ticks.iter().map(|t| t.symbol.as_str()).collect();
-        for symbol in symbols {
-            let query = diesel::sql_query($close_sql).bind::<Text, _>(symbol);
-            let closed: Vec<CandleRow> = $get!(query, $c);
-            candle_events.extend(closed);
-        }
+        let closed: Vec<CandleRow> = $close!(symbols, $c);
+        candle_events.extend(closed);
         let closed_us = started.elapsed().as_micros() as u64;
         let write = TickWrite {
             stored: new_ticks.len() as u64,
@@ -301,6 +337,7 @@ macro_rules! tick_write {
             merged_us,
             closed_us,
             total_us = started.elapsed().as_micros() as u64,
+            fresh,
             "tick write phases (cumulative)"
         );
         write
@@ -333,6 +370,68 @@ macro_rules! pg_insert_new_ticks {
     }};
 }
 
+/// Newest stored tick time of each symbol of `$first` (one statement; each subquery is an
+/// index lookup).
+macro_rules! pg_newest_ticks {
+    ($first:ident, $c:ident) => {{
+        let symbols: Vec<&str> = $first.keys().copied().collect();
+        let rows: Vec<postgres::Newest> = diesel::sql_query(postgres::NEWEST_TICKS_SQL)
+            .bind::<diesel::sql_types::Array<diesel::sql_types::Text>, _>(symbols)
+            .load($c)
+            .await?;
+        rows.into_iter().map(|r| (r.symbol, r.ts_us)).collect()
+    }};
+}
+
+/// Newest stored tick time of each symbol of `$first` (an index lookup each).
+macro_rules! lite_newest_ticks {
+    ($first:ident, $c:ident) => {{
+        let mut newest = Vec::with_capacity($first.len());
+        for symbol in $first.keys() {
+            let stored: Option<i64> = diesel::RunQueryDsl::get_result(
+                ticks::table
+                    .filter(ticks::symbol.eq(*symbol))
+                    .select(diesel::dsl::max(ticks::ts_us)),
+                $c,
+            )?;
+            newest.push((symbol.to_string(), stored));
+        }
+        newest
+    }};
+}
+
+/// Inserts ticks known to be new with one plain statement per chunk of arrays.
+macro_rules! pg_insert_all_ticks {
+    ($rows:ident, $c:ident, $per:ident) => {{
+        use diesel::sql_types::{Array, BigInt, Double, SmallInt, Text};
+        for chunk in $rows.chunks($per) {
+            diesel::sql_query(postgres::INSERT_NEW_TICKS_SQL)
+                .bind::<Array<Text>, _>(chunk.iter().map(|t| t.symbol.as_str()).collect::<Vec<_>>())
+                .bind::<Array<BigInt>, _>(chunk.iter().map(|t| t.ts_us).collect::<Vec<_>>())
+                .bind::<Array<Text>, _>(
+                    chunk
+                        .iter()
+                        .map(|t| t.trade_id.as_str())
+                        .collect::<Vec<_>>(),
+                )
+                .bind::<Array<Double>, _>(chunk.iter().map(|t| t.price).collect::<Vec<_>>())
+                .bind::<Array<Double>, _>(chunk.iter().map(|t| t.size).collect::<Vec<_>>())
+                .bind::<Array<SmallInt>, _>(chunk.iter().map(|t| t.side).collect::<Vec<_>>())
+                .execute($c)
+                .await?;
+        }
+    }};
+}
+
+/// Inserts ticks known to be new as plain multi-row INSERTs.
+macro_rules! lite_insert_all_ticks {
+    ($rows:ident, $c:ident, $per:ident) => {{
+        for chunk in $rows.chunks($per) {
+            diesel::RunQueryDsl::execute(diesel::insert_into(ticks::table).values(chunk), $c)?;
+        }
+    }};
+}
+
 /// Inserts ticks as multi-row INSERTs and returns the rows that were new.
 macro_rules! lite_insert_new_ticks {
     ($rows:ident, $c:ident, $per:ident) => {{
@@ -349,16 +448,14 @@ macro_rules! lite_insert_new_ticks {
     }};
 }
 
-/// The body of a candle write (see `tick_write!`).
+/// The body of a candle write (see `tick_write!`). `$upsert` stores a chunk and evaluates to
+/// the rows new or changed: a candle already stored with the same values is a duplicate and
+/// changes nothing; one with other values is a correction from the source and replaces it.
 macro_rules! candle_write {
-    ($c:ident, $rows:ident, $now:ident, $get:ident, $exec:ident) => {{
+    ($c:ident, $rows:ident, $now:ident, $upsert:ident, $exec:ident) => {{
         let mut new_candles: Vec<CandleRow> = Vec::new();
         for chunk in $rows.chunks(CANDLE_ROWS_PER_STATEMENT) {
-            let query = diesel::insert_into(candles::table)
-                .values(chunk)
-                .on_conflict_do_nothing()
-                .returning(CandleRow::as_returning());
-            let stored: Vec<CandleRow> = $get!(query, $c);
+            let stored: Vec<CandleRow> = $upsert!(chunk, $c);
             new_candles.extend(stored);
         }
         let closed: Vec<CandleRow> = new_candles.iter().filter(|c| c.closed).cloned().collect();
@@ -370,6 +467,124 @@ macro_rules! candle_write {
             $exec!(query, $c);
         }
         new_candles.len() as u64
+    }};
+}
+
+/// Whether a stored candle differs from the one in the statement (`excluded`).
+macro_rules! candle_changed {
+    () => {{
+        use crate::schema::candles::dsl as cd;
+        use diesel::upsert::excluded;
+        cd::open
+            .ne(excluded(cd::open))
+            .or(cd::high.ne(excluded(cd::high)))
+            .or(cd::low.ne(excluded(cd::low)))
+            .or(cd::close.ne(excluded(cd::close)))
+            .or(cd::volume.ne(excluded(cd::volume)))
+            .or(cd::trade_count.ne(excluded(cd::trade_count)))
+            .or(cd::closed.ne(excluded(cd::closed)))
+    }};
+}
+
+/// One upsert whose update applies only where the values changed.
+macro_rules! pg_upsert_candles {
+    ($chunk:ident, $c:ident) => {{
+        use crate::schema::candles::dsl as cd;
+        use diesel::upsert::excluded;
+        let upsert = diesel::insert_into(candles::table)
+            .values($chunk)
+            .on_conflict((cd::symbol, cd::interval_code, cd::open_time_us))
+            .do_update()
+            .set((
+                cd::open.eq(excluded(cd::open)),
+                cd::high.eq(excluded(cd::high)),
+                cd::low.eq(excluded(cd::low)),
+                cd::close.eq(excluded(cd::close)),
+                cd::volume.eq(excluded(cd::volume)),
+                cd::trade_count.eq(excluded(cd::trade_count)),
+                cd::closed.eq(excluded(cd::closed)),
+            ));
+        diesel::query_dsl::methods::FilterDsl::filter(upsert, candle_changed!())
+            .returning(CandleRow::as_returning())
+            .get_results($c)
+            .await?
+    }};
+}
+
+/// diesel has no batch upsert with a WHERE on SQLite: the new rows in one statement, then an
+/// UPDATE of each row that was already stored, applied only if its values changed (in-process,
+/// so a statement per row costs no round trip).
+macro_rules! lite_upsert_candles {
+    ($chunk:ident, $c:ident) => {{
+        use crate::schema::candles::dsl as cd;
+        let mut stored: Vec<CandleRow> = diesel::RunQueryDsl::get_results(
+            diesel::insert_into(candles::table)
+                .values($chunk)
+                .on_conflict_do_nothing()
+                .returning(CandleRow::as_returning()),
+            $c,
+        )?;
+        let new: std::collections::HashSet<(&str, i16, i64)> = stored
+            .iter()
+            .map(|r| (r.symbol.as_str(), r.interval_code, r.open_time_us))
+            .collect();
+        let mut changed = Vec::new();
+        for row in $chunk {
+            if new.contains(&(row.symbol.as_str(), row.interval_code, row.open_time_us)) {
+                continue;
+            }
+            let update = diesel::update(
+                cd::candles
+                    .filter(cd::symbol.eq(&row.symbol))
+                    .filter(cd::interval_code.eq(row.interval_code))
+                    .filter(cd::open_time_us.eq(row.open_time_us))
+                    .filter(
+                        cd::open
+                            .ne(row.open)
+                            .or(cd::high.ne(row.high))
+                            .or(cd::low.ne(row.low))
+                            .or(cd::close.ne(row.close))
+                            .or(cd::volume.ne(row.volume))
+                            .or(cd::trade_count.ne(row.trade_count))
+                            .or(cd::closed.ne(row.closed)),
+                    ),
+            )
+            .set((
+                cd::open.eq(row.open),
+                cd::high.eq(row.high),
+                cd::low.eq(row.low),
+                cd::close.eq(row.close),
+                cd::volume.eq(row.volume),
+                cd::trade_count.eq(row.trade_count),
+                cd::closed.eq(row.closed),
+            ))
+            .returning(CandleRow::as_returning());
+            changed.extend(diesel::RunQueryDsl::get_results(update, $c)?);
+        }
+        stored.extend(changed);
+        stored
+    }};
+}
+
+/// Closes the bars of `$symbols` that ended by their newest stored tick (one statement).
+macro_rules! pg_close_bars {
+    ($symbols:ident, $c:ident) => {{
+        diesel::sql_query(postgres::CLOSE_BARS_SQL)
+            .bind::<diesel::sql_types::Array<Text>, _>($symbols.into_iter().collect::<Vec<_>>())
+            .get_results($c)
+            .await?
+    }};
+}
+
+/// Closes the bars of `$symbols` that ended by their newest stored tick (a statement each).
+macro_rules! lite_close_bars {
+    ($symbols:ident, $c:ident) => {{
+        let mut closed = Vec::new();
+        for symbol in $symbols {
+            let query = diesel::sql_query(sqlite::CLOSE_BARS_SQL).bind::<Text, _>(symbol);
+            closed.extend(diesel::RunQueryDsl::get_results::<CandleRow>(query, $c)?);
+        }
+        closed
     }};
 }
 
@@ -489,8 +704,10 @@ impl Store {
                                 now,
                                 pg_get,
                                 pg_exec,
+                                pg_newest_ticks,
+                                pg_insert_all_ticks,
                                 pg_insert_new_ticks,
-                                postgres::CLOSE_BARS_SQL
+                                pg_close_bars
                             ))
                         },
                     )
@@ -506,8 +723,10 @@ impl Store {
                         now,
                         lite_get,
                         lite_exec,
+                        lite_newest_ticks,
+                        lite_insert_all_ticks,
                         lite_insert_new_ticks,
-                        sqlite::CLOSE_BARS_SQL
+                        lite_close_bars
                     ))
                 })
                 .await
@@ -553,8 +772,9 @@ impl Store {
     }
 
     /// Stores candles from a candle feed in one transaction and queues the events of the new
-    /// closed ones; a candle already stored under the same key is left as it is. Returns the
-    /// number of rows newly stored.
+    /// or changed closed ones. A candle already stored under the same key with the same values
+    /// is left as it is; with other values it is a correction and replaces the stored one.
+    /// Returns the number of rows newly stored or corrected.
     pub async fn insert_candles(&self, rows: Vec<CandleRow>) -> Result<u64, StoreError> {
         if rows.is_empty() {
             return Ok(0);
@@ -573,13 +793,13 @@ impl Store {
                 Ok(
                     diesel_async::AsyncConnection::transaction::<_, diesel::result::Error, _>(
                         conn,
-                        async |c| Ok(candle_write!(c, rows, now, pg_get, pg_exec)),
+                        async |c| Ok(candle_write!(c, rows, now, pg_upsert_candles, pg_exec)),
                     )
                     .await?,
                 )
             }
             Backend::Sqlite(lite) => {
-                lite.write(move |c| Ok(candle_write!(c, rows, now, lite_get, lite_exec)))
+                lite.write(move |c| Ok(candle_write!(c, rows, now, lite_upsert_candles, lite_exec)))
                     .await
             }
         }

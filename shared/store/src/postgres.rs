@@ -26,12 +26,33 @@ pub(crate) const INSERT_TICKS_SQL: &str = "INSERT INTO ticks (symbol, ts_us, tra
      ON CONFLICT DO NOTHING \
      RETURNING symbol, ts_us, trade_id, price, size, side";
 
-/// Closes the open bars of symbol $1 that ended at or before its newest stored tick.
+/// Ticks known to be new (see `tick_write!`): no conflict check, nothing returned.
+pub(crate) const INSERT_NEW_TICKS_SQL: &str = "INSERT INTO ticks (symbol, ts_us, trade_id, price, size, side) \
+     SELECT * FROM UNNEST($1::text[], $2::int8[], $3::text[], $4::float8[], $5::float8[], $6::int2[])";
+
+/// The newest stored tick time of each symbol in $1 (NULL for a symbol without ticks).
+pub(crate) const NEWEST_TICKS_SQL: &str = "SELECT s AS symbol, \
+     (SELECT max(ts_us) FROM ticks WHERE symbol = s) AS ts_us FROM unnest($1::text[]) AS s";
+
+#[derive(diesel::QueryableByName)]
+pub(crate) struct Newest {
+    #[diesel(sql_type = Text)]
+    pub(crate) symbol: String,
+    #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::BigInt>)]
+    pub(crate) ts_us: Option<i64>,
+}
+
+/// Closes the open bars of the symbols in $1 that ended at or before their symbol's newest
+/// stored tick.
 pub(crate) const CLOSE_BARS_SQL: &str = concat!(
-    "UPDATE candles SET closed = TRUE WHERE symbol = $1 AND NOT closed AND open_time_us + ",
+    "UPDATE candles SET closed = TRUE \
+     FROM (SELECT s, (SELECT max(ts_us) FROM ticks WHERE symbol = s) AS newest \
+           FROM unnest($1::text[]) AS s) AS n \
+     WHERE candles.symbol = n.s AND NOT candles.closed AND candles.open_time_us + ",
     crate::bar_length_sql!(),
-    " <= (SELECT max(ts_us) FROM ticks WHERE symbol = $1) \
-     RETURNING symbol, interval_code, open_time_us, open, high, low, close, volume, trade_count, closed"
+    " <= n.newest \
+     RETURNING candles.symbol, candles.interval_code, candles.open_time_us, candles.open, \
+     candles.high, candles.low, candles.close, candles.volume, candles.trade_count, candles.closed"
 );
 
 /// Takes the transaction-scoped write lock of every symbol in $1, in one fixed order, so two

@@ -2,7 +2,8 @@
 //! candles by an upsert that is correct for late and out-of-order ticks (a tick older than the
 //! bar's first tick becomes its open, one newer than its last tick its close).
 
-use std::collections::BTreeMap;
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 
 use diesel::prelude::*;
 
@@ -101,31 +102,59 @@ impl CandleMerge {
 /// The candle deltas of `ticks` for every interval, in key order (so concurrent writers lock
 /// rows in the same order).
 pub fn aggregate(ticks: &[crate::TickRow]) -> Vec<CandleMerge> {
-    let mut bars: BTreeMap<(&str, i16, i64), CandleMerge> = BTreeMap::new();
+    let mut index: HashMap<(&str, i16, i64), usize> = HashMap::new();
+    let mut bars: Vec<CandleMerge> = Vec::new();
+    // The bar each interval touched last: consecutive ticks of a feed mostly fall in it, so
+    // the map is looked up once per bar rather than once per tick.
+    let mut last: [Option<(&str, i64, usize)>; INTERVALS.len()] = [None; INTERVALS.len()];
     for tick in ticks {
-        for (code, len) in INTERVALS {
+        let symbol = tick.symbol.as_str();
+        for (slot, &(code, len)) in INTERVALS.iter().enumerate() {
             let start = bar_start(tick.ts_us, len);
-            bars.entry((tick.symbol.as_str(), code, start))
-                .and_modify(|bar| bar.absorb(tick.ts_us, &tick.trade_id, tick.price, tick.size))
-                .or_insert_with(|| CandleMerge {
-                    symbol: tick.symbol.clone(),
-                    interval_code: code,
-                    open_time_us: start,
-                    open: tick.price,
-                    high: tick.price,
-                    low: tick.price,
-                    close: tick.price,
-                    volume: tick.size,
-                    trade_count: 1,
-                    closed: false,
-                    first_ts_us: tick.ts_us,
-                    first_trade_id: tick.trade_id.clone(),
-                    last_ts_us: tick.ts_us,
-                    last_trade_id: tick.trade_id.clone(),
-                });
+            if let Some((s, st, at)) = last[slot]
+                && st == start
+                && s == symbol
+            {
+                bars[at].absorb(tick.ts_us, &tick.trade_id, tick.price, tick.size);
+                continue;
+            }
+            let at = match index.entry((symbol, code, start)) {
+                Entry::Occupied(entry) => {
+                    let at = *entry.get();
+                    bars[at].absorb(tick.ts_us, &tick.trade_id, tick.price, tick.size);
+                    at
+                }
+                Entry::Vacant(entry) => {
+                    bars.push(CandleMerge {
+                        symbol: tick.symbol.clone(),
+                        interval_code: code,
+                        open_time_us: start,
+                        open: tick.price,
+                        high: tick.price,
+                        low: tick.price,
+                        close: tick.price,
+                        volume: tick.size,
+                        trade_count: 1,
+                        closed: false,
+                        first_ts_us: tick.ts_us,
+                        first_trade_id: tick.trade_id.clone(),
+                        last_ts_us: tick.ts_us,
+                        last_trade_id: tick.trade_id.clone(),
+                    });
+                    *entry.insert(bars.len() - 1)
+                }
+            };
+            last[slot] = Some((symbol, start, at));
         }
     }
-    bars.into_values().collect()
+    bars.sort_unstable_by(|a, b| {
+        (a.symbol.as_str(), a.interval_code, a.open_time_us).cmp(&(
+            b.symbol.as_str(),
+            b.interval_code,
+            b.open_time_us,
+        ))
+    });
+    bars
 }
 
 /// SQL of the merge of a delta (`excluded`) into a stored candle (`candles`), the same on

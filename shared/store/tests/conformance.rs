@@ -236,3 +236,71 @@ fn served_by_index(kind: BackendKind, plan: &str) -> bool {
     };
     uses_index && !plan.contains("Seq Scan")
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_candle_is_a_correction_and_an_unchanged_one_a_duplicate() {
+    let b = backends().await;
+    for store in &b.stores {
+        let kind = store.kind();
+        let batch: Vec<CandleRow> = (0..5).map(|d| candle("GOOG", d)).collect();
+        assert_eq!(store.insert_candles(batch.clone()).await.unwrap(), 5);
+        assert_eq!(store.insert_candles(batch.clone()).await.unwrap(), 0);
+        // The source corrects day 2's close; the rest of the batch is a retry.
+        let mut corrected = batch.clone();
+        corrected[2].close += 0.5;
+        corrected[2].high += 0.5;
+        assert_eq!(
+            store.insert_candles(corrected.clone()).await.unwrap(),
+            1,
+            "{kind:?}"
+        );
+        let back = store
+            .candles(&CandleQuery {
+                symbol: "GOOG".into(),
+                interval_code: 7,
+                start_us: None,
+                end_us: None,
+                after_us: None,
+                descending: false,
+                limit: 100,
+            })
+            .await
+            .unwrap();
+        assert_eq!(back, corrected, "{kind:?}");
+        // The correction is a new event, the retry is not.
+        assert_ne!(
+            tickmesh_store::events::candle_id(&batch[2]),
+            tickmesh_store::events::candle_id(&corrected[2])
+        );
+        assert_eq!(
+            tickmesh_store::events::candle_id(&batch[1]),
+            tickmesh_store::events::candle_id(&corrected[1])
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ticks_sharing_a_microsecond_and_mixed_old_and_new_symbols_are_all_stored_once() {
+    let b = backends().await;
+    for store in &b.stores {
+        let kind = store.kind();
+        // Two trades in one microsecond: not strictly increasing, so the idempotent path.
+        let mut same_time = vec![tick("AAA", 0), tick("AAA", 0), tick("AAA", 1)];
+        same_time[1].trade_id = "other".into();
+        assert_eq!(
+            store.insert_ticks(same_time).await.unwrap().stored,
+            3,
+            "{kind:?}"
+        );
+        // Newer ticks of a stored symbol with a new symbol: all new.
+        let fresh = vec![tick("AAA", 2), tick("BBB", 0), tick("AAA", 3)];
+        assert_eq!(store.insert_ticks(fresh.clone()).await.unwrap().stored, 3);
+        // One symbol new, one with a tick at its newest stored time: the stored one is
+        // skipped, the others are stored.
+        let mixed = vec![tick("CCC", 0), tick("AAA", 3), tick("BBB", 1)];
+        assert_eq!(store.insert_ticks(mixed).await.unwrap().stored, 2);
+        assert_eq!(store.count_ticks("AAA").await.unwrap(), 5);
+        assert_eq!(store.count_ticks("BBB").await.unwrap(), 2);
+        assert_eq!(store.count_ticks("CCC").await.unwrap(), 1);
+    }
+}
