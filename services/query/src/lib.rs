@@ -1,11 +1,13 @@
 //! The query service: candles in keyset pages, latest prices, signals, indicators (computed by
 //! the computation service through its gRPC API) and live market-data streams.
 
+pub mod latest;
 pub mod live;
 pub mod paging;
 
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
 use prost::Message;
 use tickmesh_cache::codec::{Codec, LatestPriceRecord, codec_for};
@@ -25,6 +27,7 @@ use tokio_stream::Stream;
 use tonic::codec::CompressionEncoding;
 use tonic::{Request, Response, Status};
 
+use crate::latest::LatestPrices;
 use crate::live::Live;
 
 /// Rows per page when the request says 0.
@@ -74,11 +77,70 @@ pub struct QueryApi {
     computation: Option<ComputationServiceClient<MeshChannel>>,
     caching: Option<CachingServiceClient<MeshChannel>>,
     prices: Arc<dyn Codec<LatestPriceRecord>>,
+    latest: Arc<LatestPrices>,
+    config: tokio::sync::watch::Receiver<tickmesh_mesh::ConfigSnapshot>,
+}
+
+/// How long a latest price read through the caching service is served from this process: the
+/// `latest_prices` namespace's TTL (else the default policy's), 1 s if neither sets one.
+fn seed_ttl(config: &tickmesh_proto::v1::PerformanceOptimizationConfig) -> Duration {
+    let policy = config.cache.as_ref().and_then(|c| {
+        c.namespaces
+            .get(LATEST_PRICES)
+            .or(c.default_policy.as_ref())
+    });
+    policy
+        .and_then(|p| p.ttl)
+        .and_then(|ttl| Duration::try_from(ttl).ok())
+        .filter(|ttl| !ttl.is_zero())
+        .unwrap_or(Duration::from_secs(1))
 }
 
 /// Namespaces of the caching service the query service reads.
 const LATEST_PRICES: &str = "latest_prices";
 const INDICATORS: &str = "indicators";
+
+impl QueryApi {
+    /// The latest price of `symbol` through the caching service (L1 -> L2 -> store), or the
+    /// store when there is no caching service; kept in this process's tier.
+    async fn latest_price_through_cache(
+        &self,
+        request: &Request<GetLatestPricesRequest>,
+        symbol: &str,
+    ) -> Result<Option<LatestPrice>, Status> {
+        let price = match self.caching.clone() {
+            Some(mut caching) => {
+                let got = caching
+                    .get(on_behalf_of(
+                        request,
+                        GetRequest {
+                            namespace: LATEST_PRICES.into(),
+                            key: symbol.to_owned(),
+                        },
+                    ))
+                    .await?
+                    .into_inner();
+                if got.found {
+                    let record = self.prices.decode(&got.value).map_err(|e| {
+                        Status::internal(format!("cached price of {symbol} undecodable: {e}"))
+                    })?;
+                    Some(LatestPrice {
+                        symbol: record.symbol,
+                        price: record.price,
+                        time_us: record.time_us,
+                    })
+                } else {
+                    None
+                }
+            }
+            None => latest_price(&self.store, symbol).await?,
+        };
+        if let Some(price) = &price {
+            self.latest.seed(price);
+        }
+        Ok(price)
+    }
+}
 
 impl std::fmt::Debug for QueryApi {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -174,42 +236,21 @@ impl QueryService for QueryApi {
         &self,
         request: Request<GetLatestPricesRequest>,
     ) -> Result<Response<GetLatestPricesResponse>, Status> {
-        let r = request.get_ref().clone();
-        if r.symbols.is_empty() || r.symbols.len() > MAX_SYMBOLS {
+        let symbols = &request.get_ref().symbols;
+        if symbols.is_empty() || symbols.len() > MAX_SYMBOLS {
             return Err(bad_field("symbols", format!("1 to {MAX_SYMBOLS} symbols")));
         }
-        for (i, s) in r.symbols.iter().enumerate() {
-            symbol(s, &format!("symbols[{i}]"))?;
+        if let Some(i) = symbols.iter().position(|s| symbol(s, "").is_err()) {
+            symbol(&symbols[i], &format!("symbols[{i}]"))?;
         }
         let mut response = GetLatestPricesResponse::default();
-        for s in &r.symbols {
-            // Through the cache (L1 -> L2 -> store) when a caching service is there.
-            let price = match self.caching.clone() {
-                Some(mut caching) => {
-                    let got = caching
-                        .get(on_behalf_of(
-                            &request,
-                            GetRequest {
-                                namespace: LATEST_PRICES.into(),
-                                key: s.clone(),
-                            },
-                        ))
-                        .await?
-                        .into_inner();
-                    if got.found {
-                        let record = self.prices.decode(&got.value).map_err(|e| {
-                            Status::internal(format!("cached price of {s} undecodable: {e}"))
-                        })?;
-                        Some(LatestPrice {
-                            symbol: record.symbol,
-                            price: record.price,
-                            time_us: record.time_us,
-                        })
-                    } else {
-                        None
-                    }
-                }
-                None => latest_price(&self.store, s).await?,
+        let ttl = seed_ttl(&self.config.borrow().config);
+        for s in symbols {
+            // This process's own tier first (kept current by the bus); the rest is boxed so
+            // that the hit, the common case, stays a small future.
+            let price = match self.latest.get(s, ttl) {
+                Some(price) => Some(price),
+                None => Box::pin(self.latest_price_through_cache(&request, s)).await?,
             };
             match price {
                 Some(price) => response.prices.push(price),
@@ -444,7 +485,6 @@ pub fn service(
     let live = Live::spawn(bus, metrics, shutdown);
     let server = QueryServiceServer::new(QueryApi {
         store,
-        live,
         shutdown: shutdown.clone(),
         computation: computation.map(|channel| {
             ComputationServiceClient::new(channel)
@@ -457,6 +497,9 @@ pub fn service(
                 .max_encoding_message_size(limit)
         }),
         prices: codec_for::<LatestPriceRecord>(method),
+        latest: live.latest(),
+        config: config.subscribe(),
+        live,
     })
     .max_decoding_message_size(limit)
     .max_encoding_message_size(limit)

@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use prost::Message;
 use tickmesh_bus::Bus;
+
+use crate::latest::LatestPrices;
 use tickmesh_mesh::Shutdown;
 use tickmesh_proto::v1::{
     EventKind, MarketEvent, MarketEventBatch, StreamMarketDataRequest, StreamMarketDataResponse,
@@ -30,6 +32,7 @@ pub const MAX_HISTORY: usize = 100_000;
 pub struct Live {
     tx: broadcast::Sender<Arc<MarketEvent>>,
     active: prometheus_client::metrics::gauge::Gauge,
+    latest: Arc<LatestPrices>,
 }
 
 /// Counts a stream as open while it lives.
@@ -45,9 +48,11 @@ impl Live {
     /// Subscribes to `bus` in a group of this process's own and fans its events out.
     pub fn spawn(bus: Bus, metrics: &tickmesh_mesh::Metrics, shutdown: &Shutdown) -> Live {
         let (tx, _) = broadcast::channel(SUBSCRIBER_BUFFER);
+        let latest = Arc::new(LatestPrices::default());
         let live = Live {
             tx: tx.clone(),
             active: metrics.active_streams(),
+            latest: latest.clone(),
         };
         let shutdown = shutdown.clone();
         tokio::spawn(async move {
@@ -60,14 +65,22 @@ impl Live {
                 }
             };
             info!(group, "live market data from the bus");
+            latest.set_live(true);
             loop {
                 let batch = tokio::select! {
-                    () = shutdown.wait() => return,
+                    () = shutdown.wait() => {
+                        latest.set_live(false);
+                        return;
+                    }
                     batch = subscription.next_batch(1024, Duration::from_millis(500)) => batch,
                 };
                 let deliveries = match batch {
-                    Ok(d) => d,
+                    Ok(d) => {
+                        latest.set_live(true);
+                        d
+                    }
                     Err(e) => {
+                        latest.set_live(false);
                         warn!(error = %e, "reading the bus failed; retrying");
                         tokio::time::sleep(Duration::from_millis(500)).await;
                         continue;
@@ -80,6 +93,9 @@ impl Live {
                 for delivery in deliveries {
                     if let Ok(batch) = MarketEventBatch::decode(delivery.body.as_slice()) {
                         for event in batch.events {
+                            if let Some(Payload::Tick(tick)) = &event.payload {
+                                latest.observe(tick);
+                            }
                             // No subscriber is fine: the event is simply not needed here.
                             let _ = tx.send(Arc::new(event));
                         }
@@ -90,6 +106,13 @@ impl Live {
             }
         });
         live
+    }
+}
+
+impl Live {
+    /// The latest prices this process keeps current from the bus.
+    pub fn latest(&self) -> Arc<LatestPrices> {
+        self.latest.clone()
     }
 }
 
