@@ -4,7 +4,10 @@
 //! little-endian f64, times each Rust batch function (`*_into` into a preallocated buffer) and
 //! then TA-Lib on the same file through the workspace's `.venv` python
 //! (`shared/indicators/benches/talib_timing.py`, `time.perf_counter_ns`). Both report the median
-//! over `--reps` runs after two warm-up runs, in nanoseconds per input point.
+//! over `--reps` runs after two warm-up runs, in nanoseconds per input point. numpy puts its
+//! arrays of 4 MB and more on transparent huge pages, our `Vec`s get them only when the tool
+//! runs with `GLIBC_TUNABLES=glibc.malloc.hugetlb=1` (which the memory-bound loops, e.g. ATR,
+//! notice at a million points).
 //!
 //! Usage: cargo run --release -p tickmesh-benches --bin indicators -- [--points N] [--reps N]
 //! [--json]

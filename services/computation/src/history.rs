@@ -1,10 +1,13 @@
 //! Candle history from the store, as the columns the indicator library works on.
 
-use tickmesh_store::{CandleQuery, Store};
+use tickmesh_store::{CandleQuery, CandleRow, Store};
 use tonic::Status;
 
 /// Most candles one symbol's history may hold in one computation.
 pub const MAX_BARS: usize = 100_000;
+
+/// Candles read from the store per query.
+const PAGE: usize = 10_000;
 
 /// The candles of one symbol and interval, oldest first, as columns (48 bytes per bar).
 #[derive(Debug, Clone, Default)]
@@ -42,6 +45,53 @@ impl History {
             low: &self.low,
             close: &self.close,
             volume: &self.volume,
+        }
+    }
+
+    /// Bytes the columns hold on the heap (their capacity, 48 per bar when exact).
+    pub fn heap_bytes(&self) -> usize {
+        self.time_us.capacity() * size_of::<i64>()
+            + [&self.open, &self.high, &self.low, &self.close, &self.volume]
+                .iter()
+                .map(|column| column.capacity() * size_of::<f64>())
+                .sum::<usize>()
+    }
+
+    /// Appends a page of rows (newest first, as read), growing each column by exactly the page:
+    /// `push` alone would double the capacity and hold up to twice the bars, e.g. 131,072 bars
+    /// of room for [`MAX_BARS`].
+    fn push_page(&mut self, rows: Vec<CandleRow>) {
+        self.time_us.reserve_exact(rows.len());
+        for column in [
+            &mut self.open,
+            &mut self.high,
+            &mut self.low,
+            &mut self.close,
+            &mut self.volume,
+        ] {
+            column.reserve_exact(rows.len());
+        }
+        for row in rows {
+            self.time_us.push(row.open_time_us);
+            self.open.push(row.open);
+            self.high.push(row.high);
+            self.low.push(row.low);
+            self.close.push(row.close);
+            self.volume.push(row.volume);
+        }
+    }
+
+    /// Puts the bars read newest first in time order.
+    fn reverse(&mut self) {
+        self.time_us.reverse();
+        for column in [
+            &mut self.open,
+            &mut self.high,
+            &mut self.low,
+            &mut self.close,
+            &mut self.volume,
+        ] {
+            column.reverse();
         }
     }
 
@@ -83,7 +133,7 @@ pub async fn load(
     let mut after = None;
     // Newest first in pages, so that `limit` keeps the most recent bars; reversed at the end.
     while history.len() < limit {
-        let page = (limit - history.len()).min(10_000);
+        let page = (limit - history.len()).min(PAGE);
         let rows = store
             .candles(&CandleQuery {
                 symbol: symbol.to_owned(),
@@ -97,28 +147,68 @@ pub async fn load(
             .await
             .map_err(|e| Status::unavailable(format!("reading candles of {symbol}: {e}")))?;
         let done = rows.len() < page;
-        for row in rows {
-            after = Some(row.open_time_us);
-            history.time_us.push(row.open_time_us);
-            history.open.push(row.open);
-            history.high.push(row.high);
-            history.low.push(row.low);
-            history.close.push(row.close);
-            history.volume.push(row.volume);
+        if let Some(last) = rows.last() {
+            after = Some(last.open_time_us);
         }
+        history.push_page(rows);
         if done {
             break;
         }
     }
-    for column in [
-        &mut history.open,
-        &mut history.high,
-        &mut history.low,
-        &mut history.close,
-        &mut history.volume,
-    ] {
-        column.reverse();
-    }
-    history.time_us.reverse();
+    history.reverse();
     Ok(history)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A page of `n` synthetic candles, newest first, ending before `before_us`.
+    fn page(n: usize, before_us: i64) -> Vec<CandleRow> {
+        (1..=n as i64)
+            .map(|i| CandleRow {
+                symbol: "SYM".to_owned(),
+                interval_code: 1,
+                open_time_us: before_us - i * 60_000_000,
+                open: 100.0,
+                high: 101.0,
+                low: 99.0,
+                close: 100.5,
+                volume: 1e3,
+                trade_count: 10,
+                closed: true,
+            })
+            .collect()
+    }
+
+    /// A full history as `load` builds it: pages of [`PAGE`] rows until [`MAX_BARS`].
+    fn full_history() -> History {
+        let mut history = History::default();
+        let mut before = 0;
+        while history.len() < MAX_BARS {
+            let rows = page((MAX_BARS - history.len()).min(PAGE), before);
+            before = rows.last().map_or(before, |r| r.open_time_us);
+            history.push_page(rows);
+        }
+        history.reverse();
+        history
+    }
+
+    #[test]
+    fn a_million_candles_are_held_in_under_50_mb() {
+        // Ten symbols of MAX_BARS candles each, held at once as a ComputeIndicators call does.
+        let histories: Vec<History> = (0..10).map(|_| full_history()).collect();
+        let bars: usize = histories.iter().map(History::len).sum();
+        let bytes: usize = histories.iter().map(History::heap_bytes).sum();
+        assert_eq!(bars, 1_000_000);
+        assert!(bytes < 50_000_000, "{bars} candles hold {bytes} bytes");
+        assert_eq!(bytes, bars * 48, "the columns have no spare capacity");
+    }
+
+    #[test]
+    fn pages_read_newest_first_end_up_oldest_first() {
+        let history = full_history();
+        assert!(history.time_us.windows(2).all(|w| w[0] < w[1]));
+        assert_eq!(history.len(), MAX_BARS);
+    }
 }

@@ -21,9 +21,11 @@
 //! data against TA-Lib itself.
 //!
 //! `f64::mul_add` is exact on every target; without the `fma` target feature (e.g. a default
-//! x86-64 build) it is a call into the C library instead of one instruction, which makes the
-//! EMA family, MACD and ATR slower than TA-Lib's FMA build. Build with
-//! `-C target-cpu=x86-64-v3` (or `native`) to get the instruction.
+//! x86-64 build) it is a call into compiler-builtins instead of one instruction. The batch
+//! loops that use it (EMA, DEMA, TEMA, MACD, ATR, NATR) therefore pick, at run time, a copy
+//! compiled for FMA when the CPU has it, as TA-Lib does; the binary stays portable and the bits
+//! are the same either way. The streaming states use `mul_add` as compiled (build with
+//! `-C target-cpu=x86-64-v3` or `native` to get the instruction there too).
 
 mod batch;
 mod error;

@@ -1,5 +1,6 @@
 //! Moving averages: SMA, EMA, WMA, DEMA, TEMA.
 
+use super::fma::{self, Kernel};
 use super::{ema_step, prepare};
 use crate::Error;
 use crate::ring::Ring;
@@ -73,13 +74,39 @@ pub fn ema_into(input: &[f64], period: usize, out: &mut [f64]) -> Result<(), Err
         return Ok(());
     }
     let k = ema_k(period);
-    let mut ema = sum(&input[..period]) / period as f64;
+    let ema = sum(&input[..period]) / period as f64;
     out[lookback] = ema;
-    for (o, &x) in out[period..].iter_mut().zip(&input[period..]) {
-        ema = ema_step(ema, x, k);
-        *o = ema;
-    }
+    fma::run(EmaLoop {
+        input: &input[period..],
+        out: &mut out[period..],
+        k,
+        ema,
+    });
     Ok(())
+}
+
+/// The EMA after its seed.
+struct EmaLoop<'a> {
+    input: &'a [f64],
+    out: &'a mut [f64],
+    k: f64,
+    ema: f64,
+}
+
+impl Kernel for EmaLoop<'_> {
+    #[inline(always)]
+    fn run(self) {
+        let EmaLoop {
+            input,
+            out,
+            k,
+            mut ema,
+        } = self;
+        for (o, &x) in out.iter_mut().zip(input) {
+            ema = ema_step(ema, x, k);
+            *o = ema;
+        }
+    }
 }
 
 /// TA-Lib's smoothing factor `2 / (period + 1)`.
@@ -296,14 +323,43 @@ pub fn dema_into(input: &[f64], period: usize, out: &mut [f64]) -> Result<(), Er
         e1 = ema_step(e1, x, k);
         acc += e1;
     }
-    let mut e2 = acc / p;
+    let e2 = acc / p;
     out[lookback] = (e1 + e1) - e2;
-    for (o, &x) in out[lookback + 1..].iter_mut().zip(&input[lookback + 1..]) {
-        e1 = ema_step(e1, x, k);
-        e2 = ema_step(e2, e1, k);
-        *o = (e1 + e1) - e2;
-    }
+    fma::run(DemaLoop {
+        input: &input[lookback + 1..],
+        out: &mut out[lookback + 1..],
+        k,
+        e1,
+        e2,
+    });
     Ok(())
+}
+
+/// The DEMA after its seed.
+struct DemaLoop<'a> {
+    input: &'a [f64],
+    out: &'a mut [f64],
+    k: f64,
+    e1: f64,
+    e2: f64,
+}
+
+impl Kernel for DemaLoop<'_> {
+    #[inline(always)]
+    fn run(self) {
+        let DemaLoop {
+            input,
+            out,
+            k,
+            mut e1,
+            mut e2,
+        } = self;
+        for (o, &x) in out.iter_mut().zip(input) {
+            e1 = ema_step(e1, x, k);
+            e2 = ema_step(e2, e1, k);
+            *o = (e1 + e1) - e2;
+        }
+    }
 }
 
 /// Streaming [`dema_into`].
@@ -363,15 +419,41 @@ pub fn tema_into(input: &[f64], period: usize, out: &mut [f64]) -> Result<(), Er
         e2 = ema_step(e2, e1, k);
         acc += e2;
     }
-    let mut e3 = acc / p;
+    let e3 = acc / p;
     out[lookback] = tema_combine(e1, e2, e3);
-    for (o, &x) in out[lookback + 1..].iter_mut().zip(&input[lookback + 1..]) {
-        e1 = ema_step(e1, x, k);
-        e2 = ema_step(e2, e1, k);
-        e3 = ema_step(e3, e2, k);
-        *o = tema_combine(e1, e2, e3);
-    }
+    fma::run(TemaLoop {
+        input: &input[lookback + 1..],
+        out: &mut out[lookback + 1..],
+        k,
+        e: [e1, e2, e3],
+    });
     Ok(())
+}
+
+/// The TEMA after its seed.
+struct TemaLoop<'a> {
+    input: &'a [f64],
+    out: &'a mut [f64],
+    k: f64,
+    e: [f64; 3],
+}
+
+impl Kernel for TemaLoop<'_> {
+    #[inline(always)]
+    fn run(self) {
+        let TemaLoop {
+            input,
+            out,
+            k,
+            e: [mut e1, mut e2, mut e3],
+        } = self;
+        for (o, &x) in out.iter_mut().zip(input) {
+            e1 = ema_step(e1, x, k);
+            e2 = ema_step(e2, e1, k);
+            e3 = ema_step(e3, e2, k);
+            *o = tema_combine(e1, e2, e3);
+        }
+    }
 }
 
 #[inline(always)]

@@ -7,8 +7,10 @@
 //!
 //! The arithmetic follows TA-Lib 0.8's compiled code operation by operation, including its
 //! explicit fused multiply-adds (`f64::mul_add`, which is exact everywhere and a single
-//! instruction when built with the `fma` target feature) and its numerical guards.
+//! instruction when built with the `fma` target feature; the batch loops built on it pick an
+//! FMA build at run time, see `fma.rs`) and its numerical guards.
 
+mod fma;
 pub mod ma;
 pub mod osc;
 pub mod vol;

@@ -1,5 +1,6 @@
 //! Momentum and oscillators: RSI, MACD, ROC, MOM, STOCH, WILLR, CCI, MFI, ADX.
 
+use super::fma::{self, Kernel};
 use super::ma::{SmaState, ema_k, sma_into};
 use super::{check_data, check_len, ema_step, negligible, prepare, true_range, typical_price};
 use crate::Error;
@@ -166,26 +167,52 @@ pub fn macd_into(
     macd[lookback] = m;
     signal_out[lookback] = s;
     hist[lookback] = h;
-    let outs = macd[lookback + 1..]
-        .iter_mut()
-        .zip(&mut signal_out[lookback + 1..])
-        .zip(&mut hist[lookback + 1..]);
-    if signal == 1 {
-        for (((m, s), h), &x) in outs.zip(rest) {
-            let line = core.line(x);
-            *m = line;
-            *s = line;
-            *h = same_line_hist(line);
-        }
-    } else {
-        for (((m, s), h), &x) in outs.zip(rest) {
-            let [line, sig, diff] = core.step(x);
-            *m = line;
-            *s = sig;
-            *h = diff;
+    fma::run(MacdLoop {
+        core,
+        input: rest,
+        macd: &mut macd[lookback + 1..],
+        signal: &mut signal_out[lookback + 1..],
+        hist: &mut hist[lookback + 1..],
+    });
+    Ok(())
+}
+
+/// MACD after its seed.
+struct MacdLoop<'a> {
+    core: MacdCore,
+    input: &'a [f64],
+    macd: &'a mut [f64],
+    signal: &'a mut [f64],
+    hist: &'a mut [f64],
+}
+
+impl Kernel for MacdLoop<'_> {
+    #[inline(always)]
+    fn run(self) {
+        let MacdLoop {
+            mut core,
+            input,
+            macd,
+            signal,
+            hist,
+        } = self;
+        let outs = macd.iter_mut().zip(signal).zip(hist);
+        if core.signal_period == 1 {
+            for (((m, s), h), &x) in outs.zip(input) {
+                let line = core.line(x);
+                *m = line;
+                *s = line;
+                *h = same_line_hist(line);
+            }
+        } else {
+            for (((m, s), h), &x) in outs.zip(input) {
+                let [line, sig, diff] = core.step(x);
+                *m = line;
+                *s = sig;
+                *h = diff;
+            }
         }
     }
-    Ok(())
 }
 
 /// TA-Lib's histogram when the signal line is the MACD line itself (a signal period of 1):

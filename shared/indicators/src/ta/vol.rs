@@ -1,5 +1,6 @@
 //! Volatility: BBANDS, STDDEV, ATR, NATR and realised volatility.
 
+use super::fma::{self, Kernel};
 use super::volume::CompensatedSum;
 use super::{check_len, prepare, true_range};
 use crate::Error;
@@ -338,29 +339,110 @@ fn atr_like(
     } else {
         first
     };
-    let rest = out[period + 1..]
-        .iter_mut()
-        .zip(&high[period + 1..])
-        .zip(&low[period + 1..])
-        .zip(close[period + 1..].iter().zip(&close[period..]));
+    let rest = AtrLoop {
+        high: &high[period..],
+        low: &low[period..],
+        close: &close[period - 1..],
+        out: &mut out[period..],
+        keep: core.keep,
+        take: core.take,
+        atr: core.atr,
+    };
     if period == 1 {
-        for (((o, &h), &l), (_, &prev)) in rest {
-            *o = true_range(h, l, prev);
-        }
+        rest.true_range();
     } else if normalise {
-        let (keep, take, mut atr) = (core.keep, core.take, core.atr);
-        for (((o, &h), &l), (&c, &prev)) in rest {
-            atr = keep.mul_add(atr, true_range(h, l, prev) * take);
-            *o = natr(atr, c);
-        }
+        fma::run(NatrLoop(rest));
     } else {
-        let (keep, take, mut atr) = (core.keep, core.take, core.atr);
-        for (((o, &h), &l), (_, &prev)) in rest {
-            atr = keep.mul_add(atr, true_range(h, l, prev) * take);
-            *o = atr;
-        }
+        fma::run(rest);
     }
     Ok(())
+}
+
+/// (N)ATR after its seed: `out[i]` from `high[i]`, `low[i]`, `close[i]` and `close[i + 1]`,
+/// with `out[0]` already written.
+struct AtrLoop<'a> {
+    high: &'a [f64],
+    low: &'a [f64],
+    /// From the close before the bar of `out[0]`.
+    close: &'a [f64],
+    out: &'a mut [f64],
+    keep: f64,
+    take: f64,
+    atr: f64,
+}
+
+impl AtrLoop<'_> {
+    /// A period of 1: the true range.
+    fn true_range(self) {
+        let rest = self.out[1..]
+            .iter_mut()
+            .zip(&self.high[1..])
+            .zip(&self.low[1..])
+            .zip(&self.close[1..]);
+        for (((o, &h), &l), &prev) in rest {
+            *o = true_range(h, l, prev);
+        }
+    }
+}
+
+impl Kernel for AtrLoop<'_> {
+    #[inline(always)]
+    fn run(self) {
+        self.smooth::<false>();
+    }
+}
+
+/// NATR after its seed.
+struct NatrLoop<'a>(AtrLoop<'a>);
+
+impl Kernel for NatrLoop<'_> {
+    #[inline(always)]
+    fn run(self) {
+        self.0.smooth::<true>();
+    }
+}
+
+/// Bars per block of true ranges.
+const BLOCK: usize = 32;
+
+impl AtrLoop<'_> {
+    /// Wilder's smoothing of the true range, divided by the close when `NORMALISE`.
+    #[inline(always)]
+    fn smooth<const NORMALISE: bool>(self) {
+        let AtrLoop {
+            high,
+            low,
+            close,
+            out,
+            keep,
+            take,
+            mut atr,
+        } = self;
+        // True ranges a block at a time, in vectors, ahead of the chain of fused multiply-adds
+        // that the smoothing is: the loads of the next block go out while the chain runs, and
+        // the NATR's divisions, slower per bar than that chain, run in vectors off it too.
+        // Each close is read from its own column, never back from `out`.
+        let blocks = out[1..]
+            .chunks_mut(BLOCK)
+            .zip(high[1..].chunks(BLOCK))
+            .zip(low[1..].chunks(BLOCK))
+            .zip(close[1..].chunks(BLOCK).zip(close[2..].chunks(BLOCK)));
+        let mut scaled = [0.0; BLOCK];
+        for (((out, high), low), (prev, close)) in blocks {
+            for (((t, &h), &l), &p) in scaled.iter_mut().zip(high).zip(low).zip(prev) {
+                *t = true_range(h, l, p) * take;
+            }
+            for (o, &t) in out.iter_mut().zip(&scaled) {
+                atr = keep.mul_add(atr, t);
+                *o = atr;
+            }
+            if NORMALISE {
+                for (o, &c) in out.iter_mut().zip(close) {
+                    *o = natr(*o, c);
+                }
+            }
+        }
+    }
 }
 
 #[inline(always)]
