@@ -69,7 +69,7 @@ is_root() {
 
 # ---------------------------------------------------------------------------------------------
 # System packages: PostgreSQL and Redis servers (the integration tests start throwaway ones),
-# python3 venv support, Node.js + npm.
+# python3 venv support, rsvg-convert (librsvg2-bin), Node.js + npm.
 # ---------------------------------------------------------------------------------------------
 
 # True when an initdb and a postgres binary are available, in PATH or in Debian's versioned dir.
@@ -99,11 +99,13 @@ install_system_packages() {
         command -v python3 >/dev/null 2>&1 || missing+=(python3)
         missing+=(python3-venv)
     fi
+    # rsvg-convert renders the charts (the demo's, the benchmark report's) in the tests.
+    command -v rsvg-convert >/dev/null 2>&1 || missing+=(librsvg2-bin)
     command -v node >/dev/null 2>&1 || missing+=(nodejs)
     command -v npm >/dev/null 2>&1 || missing+=(npm)
 
     if [ "${#missing[@]}" -eq 0 ]; then
-        echo "system packages: all present (postgres, redis-server, python3 venv, node, npm)"
+        echo "system packages: all present (postgres, redis-server, python3 venv, rsvg-convert, node, npm)"
         return
     fi
     local cmd="apt-get install -y --no-install-recommends ${missing[*]}"

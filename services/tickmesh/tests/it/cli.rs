@@ -1,5 +1,6 @@
 //! `tickmesh` as a user runs it: up, serve, config, signals.
 
+use std::process::Command;
 use std::time::Duration;
 
 use tickmesh_proto::v1::GetConfigRequest;
@@ -296,4 +297,21 @@ fn demo_runs_the_whole_mesh_on_a_synthetic_market_and_draws_a_chart() {
     let svg = std::fs::read_to_string(&chart).unwrap();
     assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
     assert!(svg.matches("<rect").count() > 100, "candles are drawn");
+    // A valid image: librsvg renders it to a PNG of the SVG's size.
+    let png = dir.path().join("chart.png");
+    let rendered = Command::new("rsvg-convert")
+        .arg("-o")
+        .arg(&png)
+        .arg(&chart)
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("rsvg-convert not runnable ({e}): apt-get install librsvg2-bin")
+        });
+    assert!(rendered.status.success(), "{}", describe(&rendered));
+    let png = std::fs::read(&png).unwrap();
+    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n", "a PNG");
+    // IHDR: width and height, big-endian, at bytes 16..24.
+    let width = u32::from_be_bytes(png[16..20].try_into().unwrap());
+    let height = u32::from_be_bytes(png[20..24].try_into().unwrap());
+    assert!(width >= 400 && height >= 300, "{width}x{height}");
 }

@@ -4,6 +4,7 @@
 // Helpers outside #[test] functions unwrap too: a panic is a failed test, as .clippy.toml says.
 #![allow(clippy::unwrap_used)]
 
+mod cache_reload;
 mod caching;
 mod cli;
 mod computation;
@@ -15,5 +16,6 @@ mod mesh;
 mod polyglot;
 mod query;
 mod reload;
+mod shutdown;
 mod support;
 mod tracing;
