@@ -50,6 +50,13 @@ impl CircuitBreaker {
         }
     }
 
+    /// Takes new thresholds (a configuration change); the state and its counts stay.
+    pub fn reconfigure(&mut self, config: &CircuitBreakerConfig) {
+        self.failure_threshold = config.failure_threshold.max(1);
+        self.success_threshold = config.success_threshold.max(1);
+        self.open_duration = tickmesh_config::std_duration(config.open_duration.as_ref());
+    }
+
     /// The current state.
     pub fn state(&self) -> BreakerState {
         self.state

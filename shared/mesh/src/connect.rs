@@ -138,6 +138,8 @@ pub struct ClientSettings {
     pub server_name: Option<String>,
     /// Where the breaker's state is exported (`tickmesh_circuit_state{peer}`).
     pub metrics: Option<crate::Metrics>,
+    /// Configuration changes (`ConfigHandle::subscribe`): the breaker's thresholds follow them.
+    pub updates: Option<tokio::sync::watch::Receiver<crate::ConfigSnapshot>>,
     config: Arc<PerformanceOptimizationConfig>,
 }
 
@@ -148,6 +150,7 @@ impl ClientSettings {
             peer: peer.into(),
             server_name: None,
             metrics: None,
+            updates: None,
             config,
         }
     }
@@ -216,20 +219,47 @@ pub fn connect(
     let retry = config.retry.unwrap_or_default();
     let breaker = config.circuit_breaker.unwrap_or_default();
     let server = config.server.unwrap_or_default();
+    let breaker = BreakerLayer::new(&settings.peer, &breaker, settings.metrics.as_ref());
+    if let Some(updates) = settings.updates.clone() {
+        tokio::spawn(follow_breaker_config(
+            updates,
+            breaker.breaker.clone(),
+            shutdown.clone(),
+        ));
+    }
     let stack = ServiceBuilder::new()
         .layer(ClientTraceLayer)
         .layer(RetryLayer::new(&retry))
-        .layer(BreakerLayer::new(
-            &settings.peer,
-            &breaker,
-            settings.metrics.as_ref(),
-        ))
+        .layer(breaker)
         .layer(DeadlineLayer::new(std_duration(
             server.default_timeout.as_ref(),
         )))
         .service(balanced)
         .map_err(CallError);
     Ok(BoxCloneSyncService::new(stack))
+}
+
+/// Applies every configuration change to `breaker`'s thresholds until `shutdown`.
+async fn follow_breaker_config(
+    mut updates: tokio::sync::watch::Receiver<crate::ConfigSnapshot>,
+    breaker: Arc<Mutex<CircuitBreaker>>,
+    shutdown: Shutdown,
+) {
+    loop {
+        tokio::select! {
+            () = shutdown.wait() => return,
+            changed = updates.changed() => if changed.is_err() { return },
+        }
+        let config = updates
+            .borrow_and_update()
+            .config
+            .circuit_breaker
+            .unwrap_or_default();
+        breaker
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .reconfigure(&config);
+    }
 }
 
 async fn resolve_loop(

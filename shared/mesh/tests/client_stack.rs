@@ -240,6 +240,56 @@ async fn the_breaker_opens_fails_fast_and_closes_after_recovery() {
 }
 
 #[tokio::test]
+async fn the_breaker_thresholds_follow_a_configuration_change() {
+    let (replica, addr) = replica().await;
+    replica.failures.store(u32::MAX, Ordering::SeqCst);
+    let mut loaded = tickmesh_config::load(None, std::iter::empty()).unwrap();
+    loaded.config.retry.get_or_insert_default().max_attempts = 1;
+    loaded
+        .config
+        .circuit_breaker
+        .get_or_insert_default()
+        .failure_threshold = 100;
+    let handle = tickmesh_mesh::ConfigHandle::new(loaded);
+    let mut settings =
+        ClientSettings::new("tickmesh.v1.ConfigService", handle.current().config.clone());
+    settings.updates = Some(handle.subscribe());
+    let channel = connect(&settings, StaticAddrs::new(vec![addr]), &Shutdown::new()).unwrap();
+    let mut client = ConfigServiceClient::new(channel);
+    // Threshold 100: five failures leave the circuit closed.
+    for _ in 0..5 {
+        let err = client.get_config(GetConfigRequest {}).await.unwrap_err();
+        assert_eq!(err.message(), "replica is failing on purpose");
+    }
+    // Threshold 2 from now on (as `UpdateConfig` or a reloaded file would set it).
+    let mut next = (*handle.current().config).clone();
+    next.circuit_breaker.get_or_insert_default().failure_threshold = 2;
+    handle.replace(next, "test").unwrap();
+    let mut opened = None;
+    for attempt in 0..50 {
+        let err = client.get_config(GetConfigRequest {}).await.unwrap_err();
+        if err.message().contains("is open") {
+            opened = Some(attempt);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(
+        opened.is_some(),
+        "the circuit never opened under the new threshold"
+    );
+    let sent = replica.calls.load(Ordering::SeqCst);
+    for _ in 0..5 {
+        client.get_config(GetConfigRequest {}).await.unwrap_err();
+    }
+    assert_eq!(
+        replica.calls.load(Ordering::SeqCst),
+        sent,
+        "an open circuit sends nothing"
+    );
+}
+
+#[tokio::test]
 async fn re_resolution_sends_traffic_to_a_new_replica_and_p2c_spreads_it() {
     let (first, first_addr) = replica().await;
     let (second, second_addr) = replica().await;
