@@ -70,6 +70,10 @@ impl Live {
                 let batch = tokio::select! {
                     () = shutdown.wait() => {
                         latest.set_live(false);
+                        // The group is this process's alone: nobody reads it again.
+                        if let Err(e) = subscription.leave().await {
+                            warn!(group, error = %e, "live group not removed from the bus");
+                        }
                         return;
                     }
                     batch = subscription.next_batch(1024, Duration::from_millis(500)) => batch,

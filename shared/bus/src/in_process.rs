@@ -148,6 +148,18 @@ impl InProcessBus {
     }
 }
 
+impl InProcessBus {
+    /// Removes `group`: its position and pending entries no longer hold entries in the log.
+    pub(crate) fn destroy_group(&self, group: &str) {
+        let mut state = self.lock();
+        if state.groups.remove(group).is_some() {
+            state.trim();
+        }
+        drop(state);
+        self.shared.released.notify_waiters();
+    }
+}
+
 impl fmt::Debug for InProcessBus {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let state = self.lock();
@@ -167,6 +179,11 @@ pub(crate) struct InProcessSubscription {
 }
 
 impl InProcessSubscription {
+    /// Removes this subscription's group from the log.
+    pub(crate) fn leave(self) {
+        self.bus.destroy_group(&self.group);
+    }
+
     pub(crate) fn group(&self) -> &str {
         &self.group
     }

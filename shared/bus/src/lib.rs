@@ -153,6 +153,18 @@ impl Subscription {
         }
     }
 
+    /// Ends this subscription and removes its whole group (`XGROUP DESTROY`), for a group of
+    /// one process's own that nobody will read again; its pending entries are dropped.
+    pub async fn leave(self) -> Result<(), BusError> {
+        match self.inner {
+            Inner::InProcess(sub) => {
+                sub.leave();
+                Ok(())
+            }
+            Inner::Redis(mut sub) => sub.destroy_group().await,
+        }
+    }
+
     /// Acks deliveries of this group by id (`XACK`), whichever consumer holds them; unknown ids
     /// are ignored, ids that are not stream ids are an error.
     pub async fn ack(&mut self, ids: &[String]) -> Result<(), BusError> {

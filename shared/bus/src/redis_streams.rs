@@ -202,6 +202,16 @@ impl RedisSubscription {
         }
     }
 
+    /// `XGROUP DESTROY key group`: the group and its pending entries are gone.
+    pub(crate) async fn destroy_group(&mut self) -> Result<(), BusError> {
+        let mut cmd = redis::cmd("XGROUP");
+        cmd.arg("DESTROY").arg(&self.key).arg(&self.group);
+        self.query::<u64>(&cmd, COMMAND_TIMEOUT)
+            .await
+            .map(|_| ())
+            .map_err(Into::into)
+    }
+
     /// `XGROUP CREATE key group <start> MKSTREAM`, where the group exists already is fine.
     async fn create_group(&mut self, start: &str) -> Result<(), BusError> {
         let mut cmd = redis::cmd("XGROUP");

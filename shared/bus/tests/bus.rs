@@ -107,7 +107,39 @@ on_both!(
     acked_events_are_not_delivered_again,
     a_new_group_starts_at_the_end,
     ids_that_are_not_stream_ids_are_refused,
+    a_group_that_leaves_is_removed_with_its_backlog,
 );
+
+async fn a_group_that_leaves_is_removed_with_its_backlog(bus: &Bus) {
+    let gone = bus.subscribe("gone", "g-1").await.unwrap();
+    let mut stays = bus.subscribe("stays", "s-1").await.unwrap();
+    bus.publish(events("old", 0..3)).await.unwrap();
+    gone.leave().await.unwrap();
+    // Had the group survived, a consumer joining it would get its three unread events; a new
+    // group of the same name starts at the end instead.
+    let mut again = bus.subscribe("gone", "g-2").await.unwrap();
+    bus.publish(events("new", 0..2)).await.unwrap();
+    let got = read(&mut again, 2).await;
+    assert_eq!(
+        got.iter().map(|d| d.body.clone()).collect::<Vec<_>>(),
+        events("new", 0..2)
+    );
+    assert_nothing(&mut again).await;
+    // Other groups are untouched.
+    assert_eq!(read(&mut stays, 5).await.len(), 5);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_process_a_group_that_leaves_no_longer_holds_the_log() {
+    let bus = Bus::in_process(4);
+    let sub = bus.subscribe("g", "c").await.unwrap();
+    bus.publish(events("e", 0..4)).await.unwrap();
+    sub.leave().await.unwrap();
+    tokio::time::timeout(PATIENCE, bus.publish(events("e", 4..8)))
+        .await
+        .expect("the log has room once the only group left")
+        .unwrap();
+}
 
 async fn two_groups_each_receive_every_event_in_publish_order(bus: &Bus) {
     let mut a = bus.subscribe("a", "a-1").await.unwrap();
