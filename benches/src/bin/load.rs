@@ -10,7 +10,10 @@
 //! reports every figure also as a ratio to that baseline. `--json FILE` writes the result.
 //!
 //! `--serve-echo ADDR` only serves the echo RPC (`/tickmesh.bench.Echo/Echo`), e.g. for a
-//! cross-check with h2load.
+//! cross-check with h2load; `--serve-sink ADDR` serves a stand-in OTLP trace receiver that
+//! discards what it gets (to measure a traced mesh without a collector); `--echo-only` measures only the echo baseline (request bytes from
+//! `--call`/`--data`). The JSON has each run's percentile distribution (p50 to p99.99, for a
+//! latency chart) besides the summary figures.
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -113,6 +116,56 @@ impl tower::Service<http::Request<tonic::body::Body>> for Echo {
     }
 }
 
+/// A stand-in OTLP trace receiver: takes every `TraceService/Export` call and answers with an
+/// empty (successful) response, so that a traced process exports for real without a collector.
+#[derive(Debug, Clone, Copy, Default)]
+struct Sink;
+
+impl tonic::server::NamedService for Sink {
+    const NAME: &'static str = "opentelemetry.proto.collector.trace.v1.TraceService";
+}
+
+struct SinkCall;
+
+impl tonic::server::UnaryService<Vec<u8>> for SinkCall {
+    type Response = Vec<u8>;
+    type Future = std::future::Ready<Result<tonic::Response<Vec<u8>>, Status>>;
+
+    fn call(&mut self, _: tonic::Request<Vec<u8>>) -> Self::Future {
+        std::future::ready(Ok(tonic::Response::new(Vec::new())))
+    }
+}
+
+impl tower::Service<http::Request<tonic::body::Body>> for Sink {
+    type Response = http::Response<tonic::body::Body>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: http::Request<tonic::body::Body>) -> Self::Future {
+        Box::pin(async move {
+            let mut grpc = tonic::server::Grpc::new(Raw)
+                .accept_compressed(tonic::codec::CompressionEncoding::Gzip);
+            Ok(grpc.unary(SinkCall, request).await)
+        })
+    }
+}
+
+async fn serve_sink(addr: SocketAddr) -> anyhow::Result<SocketAddr> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let bound = listener.local_addr()?;
+    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(Sink)
+            .serve_with_incoming(incoming),
+    );
+    Ok(bound)
+}
+
 async fn serve_echo(addr: SocketAddr) -> anyhow::Result<SocketAddr> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let bound = listener.local_addr()?;
@@ -139,7 +192,9 @@ struct Args {
     warmup: Duration,
     json: Option<std::path::PathBuf>,
     serve_echo: Option<SocketAddr>,
+    serve_sink: Option<SocketAddr>,
     no_baseline: bool,
+    echo_only: bool,
 }
 
 fn parse() -> anyhow::Result<Args> {
@@ -156,7 +211,9 @@ fn parse() -> anyhow::Result<Args> {
         warmup: Duration::from_secs(1),
         json: None,
         serve_echo: None,
+        serve_sink: None,
         no_baseline: false,
+        echo_only: false,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -181,7 +238,9 @@ fn parse() -> anyhow::Result<Args> {
             "--warmup" => a.warmup = Duration::from_secs_f64(value()?.parse()?),
             "--json" => a.json = Some(value()?.into()),
             "--serve-echo" => a.serve_echo = Some(value()?.parse()?),
+            "--serve-sink" => a.serve_sink = Some(value()?.parse()?),
             "--no-baseline" => a.no_baseline = true,
+            "--echo-only" => a.echo_only = true,
             other => bail!("unknown argument {other}"),
         }
     }
@@ -220,6 +279,9 @@ struct Run {
     ok: u64,
     errors: BTreeMap<String, u64>,
     elapsed: Duration,
+    /// Size of the last successful response's message (a check that the call returns what
+    /// it should, e.g. a page of 500 candles).
+    response_bytes: usize,
 }
 
 impl Run {
@@ -280,6 +342,7 @@ async fn load(
             let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
             let mut errors: BTreeMap<String, u64> = BTreeMap::new();
             let mut ok = 0u64;
+            let mut response_bytes = 0usize;
             loop {
                 let slot = issued.fetch_add(1, Ordering::Relaxed);
                 if stop.load(Ordering::Relaxed) || limit.is_some_and(|n| slot >= n) {
@@ -313,20 +376,24 @@ async fn load(
                 let micros = due.elapsed().as_micros().max(1) as u64;
                 histogram.saturating_record(micros);
                 match result {
-                    Ok(_) => ok += 1,
+                    Ok(response) => {
+                        ok += 1;
+                        response_bytes = response.get_ref().len();
+                    }
                     Err(status) => *errors.entry(format!("{:?}", status.code())).or_default() += 1,
                 }
                 if let Some(p) = &progress {
                     p.inc(1);
                 }
             }
-            anyhow::Ok((histogram, ok, errors))
+            anyhow::Ok((histogram, ok, errors, response_bytes))
         }));
     }
     let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
-    let (mut ok, mut errors) = (0, BTreeMap::new());
+    let (mut ok, mut errors, mut response_bytes) = (0, BTreeMap::new(), 0);
     for task in tasks {
-        let (h, o, e) = task.await??;
+        let (h, o, e, bytes) = task.await??;
+        response_bytes = response_bytes.max(bytes);
         histogram.add(&h)?;
         ok += o;
         for (code, n) in e {
@@ -338,6 +405,7 @@ async fn load(
         ok,
         errors,
         elapsed: started.elapsed(),
+        response_bytes,
     })
 }
 
@@ -356,8 +424,21 @@ fn bar(label: &str, args: &Args) -> ProgressBar {
     bar
 }
 
+/// Latency at quantiles from p50 to p99.99, evenly spaced on a log scale of 1 / (1 - q) (the
+/// usual HDR percentile plot), in milliseconds.
+fn distribution(run: &Run) -> Vec<serde_json::Value> {
+    // q = 1 - 0.5 * 10^(-k/20): p50 at k = 0, p99.99 at k = 74, twenty points per decade.
+    (0..=74)
+        .map(|k| {
+            let q = 1.0 - 0.5 * 10f64.powf(-f64::from(k) / 20.0);
+            serde_json::json!({"percentile": q * 100.0, "ms": run.quantile_ms(q)})
+        })
+        .collect()
+}
+
 fn report(run: &Run) -> serde_json::Value {
     serde_json::json!({
+        "distribution": distribution(run),
         "calls_per_second": run.rate(),
         "ok": run.ok,
         "errors": run.errors,
@@ -367,7 +448,50 @@ fn report(run: &Run) -> serde_json::Value {
         "p999_ms": run.quantile_ms(0.999),
         "max_ms": run.histogram.max() as f64 / 1000.0,
         "seconds": run.elapsed.as_secs_f64(),
+        "response_bytes": run.response_bytes,
     })
+}
+
+/// `--echo-only`: the echo baseline alone, with the request bytes of `--call`/`--data`.
+async fn echo_only(args: &Args) -> anyhow::Result<()> {
+    let body = encode_request(&args.call, &args.data)?;
+    let measured = args
+        .requests
+        .map_or(args.duration, |_| Duration::from_secs(3600));
+    let echo = serve_echo("127.0.0.1:0".parse()?).await?.to_string();
+    load(&echo, ECHO_PATH, &body, args, args.warmup, None).await?;
+    let progress = bar("echo", args);
+    let run = load(&echo, ECHO_PATH, &body, args, measured, Some(&progress)).await?;
+    progress.finish_and_clear();
+    println!(
+        "{ECHO_PATH} (bare tonic echo in this process), {} callers over {} connections, {} B: \
+         {:.0} calls/s, p50 {:.3} ms, p99 {:.3} ms, p99.9 {:.3} ms, errors {:?}",
+        args.concurrency,
+        args.connections,
+        body.len(),
+        run.rate(),
+        run.quantile_ms(0.5),
+        run.quantile_ms(0.99),
+        run.quantile_ms(0.999),
+        run.errors
+    );
+    if let Some(path) = &args.json {
+        let json = serde_json::json!({
+            "call": ECHO_PATH,
+            "target": echo,
+            "mode": "closed loop",
+            "concurrency": args.concurrency,
+            "connections": args.connections,
+            "request_bytes": body.len(),
+            "target_result": report(&run),
+        });
+        std::fs::write(path, serde_json::to_string_pretty(&json)?)?;
+        println!("JSON written to {}", path.display());
+    }
+    if run.ok == 0 {
+        bail!("no echo call succeeded: {:?}", run.errors);
+    }
+    Ok(())
 }
 
 fn main() -> anyhow::Result<()> {
@@ -379,6 +503,15 @@ fn main() -> anyhow::Result<()> {
             println!("echo server on {bound} ({ECHO_PATH}); Ctrl-C stops it");
             tokio::signal::ctrl_c().await?;
             return Ok(());
+        }
+        if let Some(addr) = args.serve_sink {
+            let bound = serve_sink(addr).await?;
+            println!("OTLP trace sink on {bound} (discards every export); Ctrl-C stops it");
+            tokio::signal::ctrl_c().await?;
+            return Ok(());
+        }
+        if args.echo_only {
+            return echo_only(&args).await;
         }
         let Some(target) = args.target.clone() else {
             bail!("--target HOST:PORT and --call package.Service/Method are needed (or --serve-echo ADDR)");
@@ -435,6 +568,8 @@ fn main() -> anyhow::Result<()> {
             "call": args.call,
             "target": target,
             "mode": mode,
+            "rate": args.rate,
+            "duration_s": measured.as_secs_f64(),
             "concurrency": args.concurrency,
             "connections": args.connections,
             "request_bytes": body.len(),

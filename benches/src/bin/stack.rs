@@ -7,7 +7,7 @@
 //! bare server's.
 //!
 //! Usage: cargo run --release -p tickmesh-benches --bin stack -- [--seconds S] [--rounds N]
-//!        [--concurrency C] [--connections K]
+//!        [--concurrency C] [--connections K] [--json FILE]
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -27,6 +27,7 @@ struct Args {
     rounds: usize,
     concurrency: usize,
     connections: usize,
+    json: Option<std::path::PathBuf>,
 }
 
 fn parse() -> anyhow::Result<Args> {
@@ -35,6 +36,7 @@ fn parse() -> anyhow::Result<Args> {
         rounds: 3,
         concurrency: 32,
         connections: 4,
+        json: None,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -44,6 +46,7 @@ fn parse() -> anyhow::Result<Args> {
             "--rounds" => parsed.rounds = value()?.parse()?,
             "--concurrency" => parsed.concurrency = value()?.parse()?,
             "--connections" => parsed.connections = value()?.parse()?,
+            "--json" => parsed.json = Some(value()?.into()),
             other => bail!("unknown argument {other}"),
         }
     }
@@ -175,6 +178,7 @@ fn main() -> anyhow::Result<()> {
         // Warm-up of both.
         let warm = Args {
             seconds: 0.5,
+            json: None,
             ..args
         };
         round(bare_addr, &warm).await?;
@@ -226,6 +230,31 @@ fn main() -> anyhow::Result<()> {
             quantile(&stacked_lat, 0.5) / quantile(&bare_lat, 0.5),
             quantile(&stacked_lat, 0.99) / quantile(&bare_lat, 0.99)
         );
+        if let Some(path) = &args.json {
+            let side = |rate: f64, rates: &[f64], lat: &[Duration]| {
+                serde_json::json!({
+                    "calls_per_second": rate,
+                    "rounds_calls_per_second": rates,
+                    "p50_us": quantile(lat, 0.5),
+                    "p99_us": quantile(lat, 0.99),
+                })
+            };
+            let out = serde_json::json!({
+                "call": "tickmesh.v1.ConfigService/GetConfig",
+                "concurrency": args.concurrency,
+                "connections": args.connections,
+                "rounds": args.rounds,
+                "seconds": args.seconds,
+                "bare": side(b, &bare_rates, &bare_lat),
+                "full_stack": side(s, &stacked_rates, &stacked_lat),
+                "ratio": {
+                    "throughput": s / b,
+                    "p50": quantile(&stacked_lat, 0.5) / quantile(&bare_lat, 0.5),
+                    "p99": quantile(&stacked_lat, 0.99) / quantile(&bare_lat, 0.99),
+                },
+            });
+            std::fs::write(path, serde_json::to_string_pretty(&out)?)?;
+        }
         shutdown.trigger();
         anyhow::Ok(())
     })

@@ -4,6 +4,7 @@
 //! process at all.
 //!
 //! Usage: cargo run --release -p tickmesh-benches --bin startup -- [--runs N] [--bin PATH]
+//! [--json FILE]
 
 use std::net::TcpListener;
 use std::path::PathBuf;
@@ -17,6 +18,7 @@ use tonic_health::pb::health_client::HealthClient;
 
 fn main() -> anyhow::Result<()> {
     let mut runs = 20usize;
+    let mut json: Option<PathBuf> = None;
     let mut bin = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/release/tickmesh");
     if let Ok(dir) = std::env::var("CARGO_TARGET_DIR") {
         bin = PathBuf::from(dir).join("release/tickmesh");
@@ -26,9 +28,11 @@ fn main() -> anyhow::Result<()> {
         match arg.as_str() {
             "--runs" => runs = args.next().context("--runs N")?.parse()?,
             "--bin" => bin = args.next().context("--bin PATH")?.into(),
+            "--json" => json = Some(args.next().context("--json FILE")?.into()),
             other => bail!("unknown argument {other}"),
         }
     }
+    anyhow::ensure!(runs >= 1, "--runs must be at least 1");
     if !bin.exists() {
         bail!(
             "{} not found: build it first with `cargo build --release`",
@@ -97,6 +101,24 @@ fn main() -> anyhow::Result<()> {
         ms(stopping[0]),
         ms(p90(&stopping))
     );
+    if let Some(path) = json {
+        let figures = |sorted: &[Duration]| {
+            serde_json::json!({
+                "median_ms": ms(sorted[sorted.len() / 2]),
+                "min_ms": ms(sorted[0]),
+                "p90_ms": ms(p90(sorted)),
+            })
+        };
+        let out = serde_json::json!({
+            "runs": runs,
+            "baseline_version": figures(&baseline),
+            "serving": figures(&serving),
+            "sigterm_to_exit": figures(&stopping),
+            "ratio_serving_to_baseline": ms(s) / ms(b),
+            "ratio_exit_to_baseline": ms(t) / ms(b),
+        });
+        std::fs::write(&path, serde_json::to_string_pretty(&out)?)?;
+    }
     Ok(())
 }
 
