@@ -629,6 +629,84 @@ macro_rules! with_conn {
     };
 }
 
+/// Batches at least this big, of two symbols or more, are written as two transactions.
+const SPLIT_MIN_ROWS: usize = 4_000;
+
+/// `rows` in two halves of about the same size, no symbol in both (each symbol's ticks keep
+/// their order); `Err(rows)` when the batch is small or of one symbol.
+fn split_by_symbol(rows: Vec<TickRow>) -> Result<(Vec<TickRow>, Vec<TickRow>), Vec<TickRow>> {
+    if rows.len() < SPLIT_MIN_ROWS {
+        return Err(rows);
+    }
+    let mut counts: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+    for row in &rows {
+        *counts.entry(row.symbol.as_str()).or_default() += 1;
+    }
+    if counts.len() < 2 {
+        return Err(rows);
+    }
+    // Largest first, each to the lighter half.
+    let mut by_size: Vec<(&str, usize)> = counts.into_iter().collect();
+    by_size.sort_unstable_by(|x, y| y.1.cmp(&x.1).then(x.0.cmp(y.0)));
+    let (mut first, mut sizes) = (std::collections::HashSet::new(), [0usize; 2]);
+    for (symbol, n) in by_size {
+        if sizes[0] <= sizes[1] {
+            first.insert(symbol.to_owned());
+            sizes[0] += n;
+        } else {
+            sizes[1] += n;
+        }
+    }
+    let (mut a, mut b) = (Vec::with_capacity(sizes[0]), Vec::with_capacity(sizes[1]));
+    for row in rows {
+        if first.contains(&row.symbol) {
+            a.push(row);
+        } else {
+            b.push(row);
+        }
+    }
+    Ok((a, b))
+}
+
+/// One write transaction of ticks on PostgreSQL: the symbols' write locks, then `tick_write!`.
+async fn pg_tick_transaction(
+    pg: &postgres::Pg,
+    rows: &[TickRow],
+    per: usize,
+    now: i64,
+) -> Result<TickWrite, StoreError> {
+    let mut conn = pg.write.get().await?;
+    let conn: &mut diesel_async::AsyncPgConnection = &mut conn;
+    Ok(
+        diesel_async::AsyncConnection::transaction::<_, diesel::result::Error, _>(
+            conn,
+            async |c| {
+                let symbols: std::collections::BTreeSet<&str> =
+                    rows.iter().map(|r| r.symbol.as_str()).collect();
+                diesel::sql_query(postgres::LOCK_SYMBOLS_SQL)
+                    .bind::<diesel::sql_types::Array<diesel::sql_types::Text>, _>(
+                        symbols.into_iter().collect::<Vec<_>>(),
+                    )
+                    .execute(c)
+                    .await?;
+                Ok(tick_write!(
+                    c,
+                    rows,
+                    per,
+                    now,
+                    pg_get,
+                    pg_exec,
+                    pg_newest_ticks,
+                    pg_insert_all_ticks,
+                    pg_insert_new_ticks,
+                    pg_close_bars
+                ))
+            },
+        )
+        .await?,
+    )
+}
+
 impl Store {
     /// Connects, applies pending migrations and, on PostgreSQL, creates the partitions of the
     /// current and the next two months.
@@ -682,37 +760,23 @@ impl Store {
                     })
                     .collect();
                 pg.ensure_partitions("candles", months).await?;
-                let mut conn = pg.write.get().await?;
-                let conn: &mut diesel_async::AsyncPgConnection = &mut conn;
-                let rows = &rows;
-                Ok(
-                    diesel_async::AsyncConnection::transaction::<_, diesel::result::Error, _>(
-                        conn,
-                        async |c| {
-                            let symbols: Vec<&str> =
-                                rows.iter().map(|r| r.symbol.as_str()).collect();
-                            diesel::sql_query(postgres::LOCK_SYMBOLS_SQL)
-                                .bind::<diesel::sql_types::Array<diesel::sql_types::Text>, _>(
-                                    symbols,
-                                )
-                                .execute(c)
-                                .await?;
-                            Ok(tick_write!(
-                                c,
-                                rows,
-                                per,
-                                now,
-                                pg_get,
-                                pg_exec,
-                                pg_newest_ticks,
-                                pg_insert_all_ticks,
-                                pg_insert_new_ticks,
-                                pg_close_bars
-                            ))
-                        },
-                    )
-                    .await?,
-                )
+                // A big batch of several symbols is written as two transactions on two
+                // connections, split by symbol, so that PostgreSQL works on both halves at
+                // once. The call succeeds only when both committed; if one fails, the other
+                // half may be stored, and the caller's retry of the batch stores the rest.
+                match split_by_symbol(rows) {
+                    Ok((a, b)) => {
+                        let (a, b) = tokio::try_join!(
+                            pg_tick_transaction(pg, &a, per, now),
+                            pg_tick_transaction(pg, &b, per, now)
+                        )?;
+                        Ok(TickWrite {
+                            stored: a.stored + b.stored,
+                            candle_events: a.candle_events + b.candle_events,
+                        })
+                    }
+                    Err(rows) => pg_tick_transaction(pg, &rows, per, now).await,
+                }
             }
             Backend::Sqlite(lite) => {
                 lite.write(move |c| {

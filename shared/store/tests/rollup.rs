@@ -155,3 +155,34 @@ async fn rollup_on_postgres_equals_recomputing_from_stored_ticks() {
         assert_rollup_matches(&store, symbol).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn big_batches_split_over_two_connections_on_postgres_roll_up_the_same() {
+    let pg = tickmesh_testkit::Postgres::start().expect("a throwaway PostgreSQL");
+    let store = Store::open(&StoreOptions::new(pg.url())).await.unwrap();
+    // Three symbols, uneven, in time order (the plain-insert path), in batches big enough to be
+    // split; then the same ticks shuffled in one big batch (the idempotent path, split too).
+    let symbols = ["AAA", "BBB", "BBB", "CCC", "CCC", "CCC"];
+    let ticks: Vec<TickRow> = (0..15_000i64)
+        .map(|i| TickRow {
+            symbol: symbols[(i % 6) as usize].into(),
+            ts_us: BASE + i * 1_000_000,
+            trade_id: format!("{i}"),
+            price: (1 + (i * 37) % 997) as f64 / 4.0,
+            size: (i % 9) as f64 / 4.0,
+            side: 1,
+        })
+        .collect();
+    write_in_batches(&store, &ticks, &[6_000, 11_000]).await;
+    let mut shuffled: Vec<TickRow> = (0..ticks.len())
+        .map(|i| ticks[(i * 7919) % ticks.len()].clone())
+        .collect();
+    shuffled.truncate(9_000);
+    assert_eq!(store.insert_ticks(shuffled).await.unwrap().stored, 0);
+    assert_eq!(store.count_ticks("AAA").await.unwrap(), 2_500);
+    assert_eq!(store.count_ticks("BBB").await.unwrap(), 5_000);
+    assert_eq!(store.count_ticks("CCC").await.unwrap(), 7_500);
+    for symbol in ["AAA", "BBB", "CCC"] {
+        assert_rollup_matches(&store, symbol).await;
+    }
+}
