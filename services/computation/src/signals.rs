@@ -139,6 +139,21 @@ async fn store(api: &ComputationApi, signals: &[Signal]) -> Result<(), Status> {
     Ok(())
 }
 
+/// Counts signal evaluations for the caching service's `GetStats.skip_rate`. Through the
+/// cache, so with Redis the counts of every computation process meet there.
+async fn record_skips(api: &ComputationApi, skipped: u64, computed: u64) {
+    if skipped == 0 && computed == 0 {
+        return;
+    }
+    if let Some(cache) = &api.cache
+        && let Err(e) = cache
+            .record_skips(SIGNALS_NAMESPACE, skipped, computed)
+            .await
+    {
+        debug!(error = %e, "signal skip counts not recorded");
+    }
+}
+
 /// The current signal of one symbol, computed from its stored history.
 pub async fn on_demand(
     api: &ComputationApi,
@@ -164,6 +179,7 @@ pub async fn on_demand(
     let signal = convert::signal(symbol, interval, time, &evaluation);
     api.book.computed.inc();
     api.book.record(&signal);
+    record_skips(api, 0, 1).await;
     store(api, std::slice::from_ref(&signal)).await?;
     Ok(signal)
 }
@@ -239,6 +255,7 @@ pub async fn batch(
             }),
         }
     }
+    record_skips(api, u64::from(response.skipped), fresh.len() as u64).await;
     store(api, &fresh).await?;
     response.signals = answers.into_iter().flatten().collect();
     Ok(response)
@@ -390,6 +407,7 @@ async fn process(
     runs.sort_by(|a, b| b.0.total_cmp(&a.0));
     let threshold = threshold(api);
     let mut fresh = Vec::new();
+    let mut skipped = 0u64;
     for (_, ((symbol, interval_code), candles)) in runs {
         let Ok(interval) = Interval::try_from(interval_code) else {
             continue;
@@ -447,6 +465,7 @@ async fn process(
                 .is_some()
             {
                 api.book.skipped.inc();
+                skipped += 1;
                 continue;
             }
             let signal = convert::signal(&symbol, interval, candle.open_time_us, &evaluation);
@@ -455,6 +474,7 @@ async fn process(
             fresh.push(signal);
         }
     }
+    record_skips(api, skipped, fresh.len() as u64).await;
     if fresh.is_empty() {
         return Ok(());
     }

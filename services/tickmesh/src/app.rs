@@ -204,6 +204,8 @@ impl Deps {
         let cache = tickmesh_cache::Cache::new(&snapshot.config, cache_url)
             .await
             .map_err(|e| AppError::Peer(format!("cache: {e}")))?;
+        // Policies and the Redis timeout follow file reloads and UpdateConfig.
+        cache.follow_config(config.subscribe());
         let method =
             tickmesh_proto::v1::SerializationMethod::try_from(snapshot.config.serialization_method)
                 .unwrap_or_default();
@@ -310,6 +312,7 @@ impl Peers {
         let mut settings =
             ClientSettings::new(target.service_name(), config.current().config.clone());
         settings.metrics = Some(deps.metrics.clone());
+        settings.updates = Some(config.subscribe());
         let local = listeners
             .iter()
             .find(|(t, _)| *t == target)

@@ -188,9 +188,11 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let logs = &telemetry;
     let result = runtime.block_on(async move {
         let config = ConfigHandle::new(loaded);
         info!(source = %config.current().source, "configuration loaded");
+        logs.follow_config(&config);
         if let Command::Replay(args) = command {
             let file = args.file.display().to_string();
             let started = Instant::now();

@@ -11,6 +11,7 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use jiff::Timestamp;
 use redis::{Client, RedisError, Value};
+use tickmesh_mesh::ConfigSnapshot;
 use tickmesh_proto::v1::{CacheTier, PerformanceOptimizationConfig};
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
@@ -25,7 +26,7 @@ use crate::l2::{L2, L2Error, RedisPool};
 use crate::loader::SharedLoader;
 use crate::pubsub::{self, Target};
 use crate::settings::{Eviction, Policy, Settings, Tiers};
-use crate::stats::{CacheStats, NsCounters};
+use crate::stats::{CacheStats, NsCounters, SkipCounters, SkipStats};
 
 /// How often the L2 health probe pings Redis.
 const PROBE_INTERVAL: Duration = Duration::from_millis(250);
@@ -71,8 +72,16 @@ pub struct Hit {
     pub value: Bytes,
     /// Which tier answered.
     pub tier: Tier,
-    /// Time to live left.
-    pub ttl_remaining: Duration,
+    /// When its time to live ends.
+    pub expires_at: Instant,
+}
+
+impl Hit {
+    /// Time to live left now (computed when asked, so a read that does not want it does not
+    /// read the clock for it).
+    pub fn ttl_remaining(&self) -> Duration {
+        self.expires_at.saturating_duration_since(Instant::now())
+    }
 }
 
 /// Options of a write.
@@ -114,6 +123,14 @@ impl Invalidated {
     }
 }
 
+/// What a configuration change did to the cache.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Reconfigured {
+    /// Changed settings that keep their running value until a restart (field paths, e.g.
+    /// `cache.l1_max_entries`).
+    pub needs_restart: Vec<String>,
+}
+
 /// What a warm-up did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct WarmReport {
@@ -145,9 +162,13 @@ impl fmt::Debug for Cache {
 
 /// One namespace: its policy, loader and counters.
 pub(crate) struct Namespace {
-    id: u32,
+    /// A full word: ids are copied into lookup keys on the hit path, and a 4-byte id copied as
+    /// part of an 8-byte word stalls store forwarding.
+    id: u64,
     name: String,
-    policy: Policy,
+    /// Changes with the configuration; the L1 hit path never reads it (an entry carries what
+    /// it needs from the policy it was written under).
+    policy: RwLock<Policy>,
     segment: usize,
     loader: RwLock<Option<SharedLoader>>,
     counters: Arc<NsCounters>,
@@ -169,14 +190,24 @@ impl Namespace {
         KeyRef { ns: self.id, key }
     }
 
+    /// The policy now (a configuration change replaces it).
+    fn policy(&self) -> Policy {
+        *self.policy.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn set_policy(&self, policy: Policy) {
+        *self.policy.write().unwrap_or_else(|e| e.into_inner()) = policy;
+    }
+
     fn slot<'a>(&'a self, key: &'a str) -> Slot<'a> {
+        let policy = self.policy();
         Slot {
             segment: self.segment,
             ns: self.id,
             key,
             counters: &self.counters,
-            tti: self.policy.tti,
-            refresh_fraction: self.policy.refresh_ahead_fraction,
+            tti: policy.tti,
+            refresh_fraction: policy.refresh_ahead_fraction,
         }
     }
 
@@ -228,13 +259,25 @@ impl Namespaces {
     }
 }
 
-struct Inner {
-    origin: String,
-    tiers: Tiers,
+/// The settings that follow configuration changes (besides the namespaces' policies and the
+/// Redis timeout, which live with the namespaces and L2).
+struct Live {
     max_value_bytes: u64,
     lock_ttl: Duration,
     default_policy: Policy,
     adaptive: AdaptiveTtl,
+}
+
+struct Inner {
+    origin: String,
+    tiers: Tiers,
+    /// Whether the cache was given a Redis url.
+    has_redis: bool,
+    live: RwLock<Live>,
+    /// The settings it started with (what needs a restart cannot differ from these) and the
+    /// last ones applied (so a setting that needs a restart is reported once per change).
+    started: Settings,
+    applied: Mutex<Settings>,
     volatility: VolatilityTracker,
     l1: Option<L1>,
     l2: Option<L2>,
@@ -313,7 +356,7 @@ impl Cache {
             L1::new(settings.l1_max_entries, settings.l1_max_bytes, &shares)
         });
         let l2 = match (tiers.l2, redis_url) {
-            (true, Some(url)) => Some(L2::new(url, &settings.breaker)?),
+            (true, Some(url)) => Some(L2::new(url, &settings.breaker, settings.redis_timeout)?),
             _ => None,
         };
         let window = settings.adaptive.window_bars();
@@ -321,10 +364,15 @@ impl Cache {
         let inner = Arc::new(Inner {
             origin: new_origin(),
             tiers,
-            max_value_bytes: settings.max_value_bytes,
-            lock_ttl: settings.lock_ttl,
-            default_policy: settings.default_policy,
-            adaptive: settings.adaptive,
+            has_redis: redis_url.is_some(),
+            live: RwLock::new(Live {
+                max_value_bytes: settings.max_value_bytes,
+                lock_ttl: settings.lock_ttl,
+                default_policy: settings.default_policy,
+                adaptive: settings.adaptive.clone(),
+            }),
+            started: settings.clone(),
+            applied: Mutex::new(settings.clone()),
             volatility: VolatilityTracker::new(window),
             l1,
             l2,
@@ -371,9 +419,8 @@ impl Cache {
     /// the default policy.
     pub fn register_loader(&self, namespace: &str, loader: SharedLoader) -> Result<(), CacheError> {
         key::validate_namespace(namespace)?;
-        let ns = self
-            .inner
-            .add_namespace(namespace, self.inner.default_policy, None)?;
+        let default_policy = self.inner.live().default_policy;
+        let ns = self.inner.add_namespace(namespace, default_policy, None)?;
         *ns.loader.write().unwrap_or_else(|e| e.into_inner()) = Some(loader);
         Ok(())
     }
@@ -531,6 +578,136 @@ impl Cache {
         Ok(self.inner.ttl_for(ns, key, &options))
     }
 
+    /// Applies a changed configuration to the operations that start from now on: namespace
+    /// policies (TTL, TTI, write-through, refresh-ahead, adaptive TTL; entries already cached
+    /// keep the TTL they were written with), the adaptive TTL rules, the Redis timeout, the
+    /// value size limit and the lock TTL. New namespaces of the configuration are added; a
+    /// namespace that left it falls back to the default policy.
+    ///
+    /// Settings that shape what was built at start (the caching strategy, L1's size, the
+    /// circuit breaker, the volatility window, a namespace's eviction policy) keep their
+    /// running value; they are logged as needing a restart and listed in the answer. An
+    /// invalid configuration changes nothing.
+    pub fn apply_config(
+        &self,
+        config: &PerformanceOptimizationConfig,
+    ) -> Result<Reconfigured, CacheError> {
+        self.inner.apply(config)
+    }
+
+    /// Applies every configuration a `tickmesh_mesh::ConfigHandle` publishes from now on
+    /// (file reload, `UpdateConfig`), until [`Cache::shutdown`] or the handle goes away.
+    pub fn follow_config(&self, mut updates: watch::Receiver<ConfigSnapshot>) {
+        let cache = Arc::downgrade(&self.inner);
+        let mut shutdown = self.inner.shutdown.subscribe();
+        let task = tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    changed = updates.changed() => if changed.is_err() { return },
+                    _ = shutdown.changed() => return,
+                }
+                let snapshot = updates.borrow_and_update().clone();
+                let Some(inner) = cache.upgrade() else { return };
+                match inner.apply(&snapshot.config) {
+                    Ok(_) => debug!(
+                        version = snapshot.version,
+                        "cache follows the configuration"
+                    ),
+                    Err(err) => warn!(
+                        version = snapshot.version,
+                        error = %err,
+                        "configuration change not applied to the cache"
+                    ),
+                }
+            }
+        });
+        self.inner.tasks().push(task);
+    }
+
+    /// Records signal evaluations of the computation service under `namespace`: `skipped`
+    /// kept the standing signal because the price moved less than the skip threshold,
+    /// `computed` produced a new one. Counted in the process and, when L2 is in use, added to
+    /// the cluster-wide counts in Redis (`HINCRBY`), which [`Cache::skip_stats`] reads; counts
+    /// Redis did not take (it was down) are added with the next call that reaches it.
+    pub async fn record_skips(
+        &self,
+        namespace: &str,
+        skipped: u64,
+        computed: u64,
+    ) -> Result<(), CacheError> {
+        let ns = self.inner.namespace(namespace)?;
+        ns.counters.skips.add(skipped, computed);
+        let Some(l2) = &self.inner.l2 else {
+            return Ok(());
+        };
+        ns.counters.skips_unflushed.add(skipped, computed);
+        let pending = ns.counters.skips_unflushed.take();
+        if pending.skipped == 0 && pending.computed == 0 {
+            return Ok(());
+        }
+        if let Err(err) = l2
+            .add_skips(&key::skips_key(&ns.name), pending.skipped, pending.computed)
+            .await
+        {
+            debug!(error = %err, "skip counts kept for the next call");
+            ns.counters
+                .skips_unflushed
+                .add(pending.skipped, pending.computed);
+        }
+        Ok(())
+    }
+
+    /// Signal evaluations recorded with [`Cache::record_skips`], of one namespace or (`None`)
+    /// of all: cluster-wide (Redis, plus what this process could not add yet) when L2 is in
+    /// use and answers, else this process's own.
+    pub async fn skip_stats(&self, namespace: Option<&str>) -> Result<SkipStats, CacheError> {
+        let namespaces: Vec<&Arc<Namespace>> = match namespace {
+            Some(name) => vec![self.inner.namespace(name)?],
+            None => self.inner.namespaces.all().collect(),
+        };
+        let local = |counters: fn(&NsCounters) -> &SkipCounters| {
+            namespaces.iter().fold(SkipStats::default(), |sum, ns| {
+                sum.plus(counters(&ns.counters).snapshot())
+            })
+        };
+        if let Some(l2) = &self.inner.l2 {
+            let keys: Vec<String> = namespaces
+                .iter()
+                .map(|ns| key::skips_key(&ns.name))
+                .collect();
+            match l2.read_skips(&keys).await {
+                Ok(counts) => {
+                    let shared = counts.into_iter().fold(
+                        SkipStats {
+                            cluster_wide: true,
+                            ..SkipStats::default()
+                        },
+                        |sum, (skipped, computed)| {
+                            sum.plus(SkipStats {
+                                skipped,
+                                computed,
+                                cluster_wide: true,
+                            })
+                        },
+                    );
+                    return Ok(shared.plus(local(|c| &c.skips_unflushed)));
+                }
+                Err(err) => debug!(error = %err, "cluster-wide skip counts unavailable"),
+            }
+        }
+        Ok(local(|c| &c.skips))
+    }
+
+    /// The policy a namespace follows now.
+    pub fn policy(&self, namespace: &str) -> Result<Policy, CacheError> {
+        Ok(self.inner.namespace(namespace)?.policy())
+    }
+
+    /// The timeout of each Redis wait (connection, reply) now; `None` without L2.
+    pub fn redis_timeout(&self) -> Option<Duration> {
+        self.inner.l2.as_ref().map(|l2| l2.timeout().get())
+    }
+
     /// Counters per namespace and tier. L1 maintenance is lazy, so evictions and memory may
     /// trail by a moment; [`Cache::run_pending_tasks`] settles them.
     pub fn stats(&self) -> CacheStats {
@@ -590,6 +767,102 @@ impl Cache {
 }
 
 impl Inner {
+    fn apply(&self, config: &PerformanceOptimizationConfig) -> Result<Reconfigured, CacheError> {
+        let next = Settings::from_config(config, self.has_redis)?;
+        let mut applied = self.applied.lock().unwrap_or_else(|e| e.into_inner());
+        let needs_restart = self.needs_restart(&next);
+        let before = self.needs_restart(&applied);
+        for setting in needs_restart.iter().filter(|s| !before.contains(s)) {
+            warn!(
+                setting = setting.as_str(),
+                "cache setting changed; it needs a restart to apply, the running value stays"
+            );
+        }
+        {
+            let mut live = self.live.write().unwrap_or_else(|e| e.into_inner());
+            *live = Live {
+                max_value_bytes: next.max_value_bytes,
+                lock_ttl: next.lock_ttl,
+                default_policy: self.runnable(next.default_policy),
+                adaptive: next.adaptive.clone(),
+            };
+        }
+        if let Some(l2) = &self.l2 {
+            l2.timeout().set(next.redis_timeout);
+        }
+        for (name, policy) in &next.namespaces {
+            self.add_namespace(name, self.runnable(*policy), None)?;
+        }
+        for ns in self.namespaces.all() {
+            let mut policy = self.runnable(next.policy_of(&ns.name));
+            // The segment an existing namespace lives in is fixed.
+            policy.eviction = ns.policy().eviction;
+            ns.set_policy(policy);
+        }
+        info!(
+            namespaces = next.namespaces.len(),
+            redis_timeout_ms = next.redis_timeout.as_millis() as u64,
+            needs_restart = needs_restart.len(),
+            "cache configuration applied"
+        );
+        *applied = next;
+        Ok(Reconfigured { needs_restart })
+    }
+
+    /// `policy` with an eviction L1 can give it (a new eviction policy needs a segment, made
+    /// only at start).
+    fn runnable(&self, mut policy: Policy) -> Policy {
+        if let Some(l1) = &self.l1
+            && !l1.has_segment(policy.eviction)
+        {
+            policy.eviction = self.started.default_policy.eviction;
+        }
+        policy
+    }
+
+    /// The settings of `next` that differ from what runs and cannot change without a restart.
+    fn needs_restart(&self, next: &Settings) -> Vec<String> {
+        let started = &self.started;
+        let mut out = Vec::new();
+        let mut differs = |changed: bool, name: &str| {
+            if changed {
+                out.push(name.to_owned());
+            }
+        };
+        differs(next.tiers != started.tiers, "caching_strategy");
+        differs(
+            next.l1_max_entries != started.l1_max_entries,
+            "cache.l1_max_entries",
+        );
+        differs(
+            next.l1_max_bytes != started.l1_max_bytes,
+            "cache.l1_max_bytes",
+        );
+        differs(next.breaker != started.breaker, "circuit_breaker");
+        differs(
+            next.adaptive.window_bars() != started.adaptive.window_bars(),
+            "adaptive_ttl.volatility_window_bars",
+        );
+        // A namespace's eviction policy is the L1 segment it lives in.
+        for ns in self.namespaces.all() {
+            let wanted = next.policy_of(&ns.name);
+            if wanted.eviction != ns.policy().eviction {
+                out.push(format!("cache.namespaces.{}.eviction", ns.name));
+            }
+        }
+        for (name, policy) in &next.namespaces {
+            if self.find_namespace(name).is_none()
+                && self.runnable(*policy).eviction != policy.eviction
+            {
+                out.push(format!("cache.namespaces.{name}.eviction"));
+            }
+        }
+        if self.runnable(next.default_policy).eviction != next.default_policy.eviction {
+            out.push("cache.default_policy.eviction".to_owned());
+        }
+        out
+    }
+
     fn tasks(&self) -> std::sync::MutexGuard<'_, Vec<JoinHandle<()>>> {
         self.tasks.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -612,9 +885,9 @@ impl Inner {
             .get(id)
             .ok_or(CacheError::TooManyNamespaces(MAX_NAMESPACES))?;
         let ns = Arc::new(Namespace {
-            id: u32::try_from(id).unwrap_or(u32::MAX),
+            id: id as u64,
             name: name.to_owned(),
-            policy,
+            policy: RwLock::new(policy),
             segment: self
                 .l1
                 .as_ref()
@@ -644,13 +917,19 @@ impl Inner {
             .ok_or_else(|| CacheError::UnknownNamespace(name.to_owned()))
     }
 
+    fn live(&self) -> std::sync::RwLockReadGuard<'_, Live> {
+        self.live.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn lock_ttl(&self) -> Duration {
+        self.live().lock_ttl
+    }
+
     fn check_size(&self, len: usize) -> Result<(), CacheError> {
         let len = len as u64;
-        if len > self.max_value_bytes {
-            return Err(CacheError::ValueTooLarge {
-                len,
-                max: self.max_value_bytes,
-            });
+        let max = self.live().max_value_bytes;
+        if len > max {
+            return Err(CacheError::ValueTooLarge { len, max });
         }
         Ok(())
     }
@@ -667,14 +946,17 @@ impl Inner {
         if let Some(ttl) = options.ttl.filter(|t| !t.is_zero()) {
             return ttl;
         }
-        if !ns.policy.adaptive_ttl {
-            return ns.policy.ttl;
+        let policy = ns.policy();
+        if !policy.adaptive_ttl {
+            return policy.ttl;
         }
         let symbol = options.symbol.unwrap_or_else(|| symbol_of(key));
         let volatility = options
             .volatility
             .or_else(|| self.volatility.volatility(symbol));
-        self.adaptive.ttl(symbol, volatility, Timestamp::now())
+        self.live()
+            .adaptive
+            .ttl(symbol, volatility, Timestamp::now())
     }
 
     /// L1, then L2 (filling L1).
@@ -694,25 +976,26 @@ impl Inner {
     ) -> Option<Hit> {
         let l1 = self.l1.as_ref()?;
         let start = look.timed.then(Instant::now);
+        // moka returns only live entries (their expiry is never past `expires_at`).
         let found = l1.get(ns.segment, ns.key_ref(key)).await;
-        let now = Instant::now();
-        let took = start.map(|start| now - start);
+        let took = start.map(|start| start.elapsed());
         match found {
-            Some(entry) if entry.expires_at > now => {
+            Some(entry) => {
                 // L1 hits are not counted: they are the reads that did not miss.
                 if let Some(took) = took {
                     ns.counters.l1.time(took);
                 }
-                if entry.refresh_at.is_some_and(|at| now >= at) {
+                if entry.refresh_due() {
                     self.start_refresh(ns, key);
                 }
+                let expires_at = entry.expires_at();
                 Some(Hit {
                     value: entry.value,
                     tier: Tier::L1,
-                    ttl_remaining: entry.expires_at - now,
+                    expires_at,
                 })
             }
-            _ => {
+            None => {
                 if look.count_misses {
                     ns.counters.l1.miss(took);
                 }
@@ -747,20 +1030,14 @@ impl Inner {
         match result {
             Ok(Some(found)) => {
                 ns.counters.l2.hit(Some(took));
-                self.fill_l1(
-                    ns,
-                    key,
-                    found.value.clone(),
-                    Instant::now() + found.remaining,
-                    found.ttl,
-                    epoch,
-                )
-                .await;
+                let expires_at = Instant::now() + found.remaining;
+                self.fill_l1(ns, key, found.value.clone(), expires_at, found.ttl, epoch)
+                    .await;
                 self.maybe_refresh(ns, key, found.remaining, found.ttl);
                 Some(Hit {
                     value: found.value,
                     tier: Tier::L2,
-                    ttl_remaining: found.remaining,
+                    expires_at,
                 })
             }
             Ok(None) => {
@@ -816,10 +1093,11 @@ impl Inner {
         if let Some(l2) = &self.l2 {
             let lock = key::lock_key(&ns.name, key);
             let token = self.token();
-            let deadline = Instant::now() + self.lock_ttl;
+            let lock_ttl = self.lock_ttl();
+            let deadline = Instant::now() + lock_ttl;
             let mut pause = LOCK_POLL_MIN;
             loop {
-                match l2.try_lock(&lock, &token, self.lock_ttl).await {
+                match l2.try_lock(&lock, &token, lock_ttl).await {
                     Ok(true) => {
                         // Another process may have loaded and unlocked between our look and
                         // our lock.
@@ -881,6 +1159,7 @@ impl Inner {
             return Ok(None);
         };
         let ttl = self.ttl_for(ns, key, &SetOptions::default());
+        let expires_at = Instant::now() + ttl;
         if self.check_size(value.len()).is_err() {
             warn!(
                 namespace = ns.name,
@@ -894,7 +1173,7 @@ impl Inner {
         Ok(Some(Hit {
             value,
             tier: Tier::Source,
-            ttl_remaining: ttl,
+            expires_at,
         }))
     }
 
@@ -939,7 +1218,7 @@ impl Inner {
                 WriteMode::Fill { epoch } => {
                     self.fill_l1(ns, key, value, expires_at, ttl, epoch).await
                 }
-                WriteMode::Set if !ns.policy.write_through && self.l2.is_some() => {
+                WriteMode::Set if !ns.policy().write_through && self.l2.is_some() => {
                     l1.remove(ns.segment, ns.key_ref(key)).await;
                     false
                 }
@@ -1021,7 +1300,7 @@ impl Inner {
         remaining: Duration,
         ttl: Duration,
     ) {
-        let fraction = ns.policy.refresh_ahead_fraction;
+        let fraction = ns.policy().refresh_ahead_fraction;
         if fraction > 0.0 && remaining.as_secs_f64() < ttl.as_secs_f64() * fraction {
             self.start_refresh(ns, key);
         }
@@ -1049,18 +1328,16 @@ impl Inner {
         // A refresh that finished a moment ago already did the work.
         if let Some(l1) = &self.l1
             && let Some(entry) = l1.get(ns.segment, ns.key_ref(key)).await
+            && entry.refresh_at().is_none_or(|at| Instant::now() < at)
         {
-            let left = entry.expires_at.saturating_duration_since(Instant::now());
-            if left.as_secs_f64() >= entry.ttl.as_secs_f64() * ns.policy.refresh_ahead_fraction {
-                return;
-            }
+            return;
         }
         // Across processes one refresh is enough: whoever holds the lock does it.
         let mut held = None;
         if let Some(l2) = &self.l2 {
             let lock = key::lock_key(&ns.name, key);
             let token = self.token();
-            match l2.try_lock(&lock, &token, self.lock_ttl).await {
+            match l2.try_lock(&lock, &token, self.lock_ttl()).await {
                 Ok(true) => held = Some((lock, token)),
                 Ok(false) => return,
                 Err(_) => {}

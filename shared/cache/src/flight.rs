@@ -16,13 +16,13 @@ type Slot = Arc<OnceCell<Outcome>>;
 /// Loads in flight by (namespace id, key).
 #[derive(Default)]
 pub(crate) struct Flights {
-    map: Mutex<HashMap<(u32, Box<str>), Slot>>,
+    map: Mutex<HashMap<(u64, Box<str>), Slot>>,
 }
 
 impl Flights {
     /// Runs `leader` unless a load of the key is already running, in which case this waits for
     /// that one and shares its outcome. If the running leader is cancelled, a waiter takes over.
-    pub async fn run<F, Fut>(&self, ns: u32, key: &str, leader: F) -> Outcome
+    pub async fn run<F, Fut>(&self, ns: u64, key: &str, leader: F) -> Outcome
     where
         F: FnOnce() -> Fut,
         Fut: Future<Output = Outcome>,
@@ -37,7 +37,7 @@ impl Flights {
         outcome
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(u32, Box<str>), Slot>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(u64, Box<str>), Slot>> {
         self.map.lock().unwrap_or_else(|e| e.into_inner())
     }
 }

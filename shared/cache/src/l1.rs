@@ -5,8 +5,9 @@
 //! weight budget bounds both the bytes and the number of entries.
 
 use std::hash::{Hash, Hasher};
-use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -24,13 +25,13 @@ const ENTRY_OVERHEAD: usize = 160;
 /// The key of an L1 entry: namespace id and key; the counters ride along for the listener.
 #[derive(Debug)]
 pub(crate) struct L1Key {
-    ns: u32,
+    ns: u64,
     key: Box<str>,
     counters: Arc<NsCounters>,
 }
 
 impl L1Key {
-    pub fn ns(&self) -> u32 {
+    pub fn ns(&self) -> u64 {
         self.ns
     }
 
@@ -41,9 +42,15 @@ impl L1Key {
 
 impl Hash for L1Key {
     fn hash<H: Hasher>(&self, state: &mut H) {
-        self.ns.hash(state);
-        self.key.hash(state);
+        hash_key(self.ns, &self.key, state);
     }
+}
+
+/// Namespace id, then the key's bytes: the one variable-length part comes last, so the input is
+/// unambiguous without `str`'s terminator byte (one hasher call less per lookup).
+fn hash_key<H: Hasher>(ns: u64, key: &str, state: &mut H) {
+    state.write_u64(ns);
+    state.write(key.as_bytes());
 }
 
 impl PartialEq for L1Key {
@@ -58,7 +65,7 @@ impl Eq for L1Key {}
 #[derive(Clone, Copy)]
 pub(crate) struct Slot<'a> {
     pub segment: usize,
-    pub ns: u32,
+    pub ns: u64,
     pub key: &'a str,
     pub counters: &'a Arc<NsCounters>,
     pub tti: Option<Duration>,
@@ -68,14 +75,13 @@ pub(crate) struct Slot<'a> {
 /// A borrowed key for lookups without allocating; hashes like [`L1Key`].
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct KeyRef<'a> {
-    pub ns: u32,
+    pub ns: u64,
     pub key: &'a str,
 }
 
 impl Hash for KeyRef<'_> {
     fn hash<H: Hasher>(&self, state: &mut H) {
-        self.ns.hash(state);
-        self.key.hash(state);
+        hash_key(self.ns, self.key, state);
     }
 }
 
@@ -85,25 +91,89 @@ impl Equivalent<L1Key> for KeyRef<'_> {
     }
 }
 
+/// The instant L1's times are counted from (nanoseconds in a `u64` reach 584 years), so an
+/// entry holds three `u64`s instead of three 16-byte `Instant`/`Duration` options: moka clones
+/// the entry on every hit, and the hit path copies it a few times more.
+static ORIGIN: LazyLock<Instant> = LazyLock::new(Instant::now);
+
+fn to_nanos(at: Instant) -> u64 {
+    u64::try_from(at.saturating_duration_since(*ORIGIN).as_nanos()).unwrap_or(u64::MAX)
+}
+
+fn from_nanos(nanos: u64) -> Instant {
+    *ORIGIN + Duration::from_nanos(nanos)
+}
+
 /// An L1 value and when it expires.
-#[derive(Debug, Clone)]
+///
+/// moka never hands out an entry past its expiry (which is at most `expires_at`), and it reads
+/// the clock on every lookup anyway: the refresh-ahead check rides on that reading (in
+/// [`Expiry::expire_after_read`]), so an L1 hit reads no clock of its own.
+#[derive(Debug)]
 pub(crate) struct L1Entry {
     pub value: Bytes,
-    /// The end of the TTL (the same instant as in L2 when it came from there).
-    pub expires_at: Instant,
-    /// The whole TTL it was written with.
-    pub ttl: Duration,
-    /// When a read should start a refresh-ahead reload (`None`: never).
-    pub refresh_at: Option<Instant>,
-    tti: Option<Duration>,
+    /// The end of the TTL (the same instant as in L2 when it came from there), in nanoseconds
+    /// since [`ORIGIN`].
+    expires_at: u64,
+    /// When a read should start a refresh-ahead reload (`u64::MAX`: never).
+    refresh_at: u64,
+    /// Time to idle in nanoseconds (0: none).
+    tti: u64,
     bytes: u32,
     weight: u32,
+    /// Set by the first read at or after `refresh_at`; moka calls `expire_after_read` before
+    /// it clones the value for the reader, so that reader sees it. (Were the order ever the
+    /// other way round, the next read would: one read late, never wrong.)
+    refresh_due: AtomicBool,
+}
+
+impl Clone for L1Entry {
+    fn clone(&self) -> Self {
+        Self {
+            value: self.value.clone(),
+            expires_at: self.expires_at,
+            refresh_at: self.refresh_at,
+            tti: self.tti,
+            bytes: self.bytes,
+            weight: self.weight,
+            refresh_due: AtomicBool::new(self.refresh_due.load(Relaxed)),
+        }
+    }
 }
 
 impl L1Entry {
+    /// The end of its TTL.
+    pub fn expires_at(&self) -> Instant {
+        from_nanos(self.expires_at)
+    }
+
+    /// When a read starts a refresh-ahead reload, if ever.
+    pub fn refresh_at(&self) -> Option<Instant> {
+        (self.refresh_at != u64::MAX).then(|| from_nanos(self.refresh_at))
+    }
+
+    /// Whether a read found less than the refresh-ahead fraction of the TTL left.
+    pub fn refresh_due(&self) -> bool {
+        self.refresh_due.load(Relaxed)
+    }
+
+    /// Notes a read at `at` (moka's clock reading of the lookup).
+    fn read_at(&self, at: Instant) {
+        if self.refresh_at != u64::MAX
+            && !self.refresh_due.load(Relaxed)
+            && to_nanos(at) >= self.refresh_at
+        {
+            self.refresh_due.store(true, Relaxed);
+        }
+    }
+
+    fn tti(&self) -> Option<Duration> {
+        (self.tti != 0).then(|| Duration::from_nanos(self.tti))
+    }
+
     fn expiry(&self, at: Instant) -> Duration {
-        let ttl = self.expires_at.saturating_duration_since(at);
-        match self.tti {
+        let ttl = self.expires_at().saturating_duration_since(at);
+        match self.tti() {
             Some(tti) => ttl.min(tti),
             None => ttl,
         }
@@ -135,10 +205,11 @@ impl Expiry<L1Key, L1Entry> for PerEntryExpiry {
         left: Option<Duration>,
         _: Instant,
     ) -> Option<Duration> {
+        value.read_at(at);
         // Returning what is left unchanged keeps moka from rescheduling the timer.
         match value.tti {
-            Some(_) => Some(value.expiry(at)),
-            None => left,
+            0 => left,
+            _ => Some(value.expiry(at)),
         }
     }
 }
@@ -160,6 +231,7 @@ impl L1 {
     /// One segment per eviction policy in `shares` (policy, number of namespaces using it),
     /// each with its share of the byte budget.
     pub fn new(max_entries: u64, max_bytes: u64, shares: &[(Eviction, u64)]) -> Self {
+        LazyLock::force(&ORIGIN);
         let total: u64 = shares.iter().map(|(_, n)| n).sum::<u64>().max(1);
         let min_weight = max_bytes.div_ceil(max_entries.max(1)).max(1);
         let segments = shares
@@ -213,6 +285,11 @@ impl L1 {
             .unwrap_or(0)
     }
 
+    /// The eviction policies L1 has a segment for (fixed when it was built).
+    pub fn has_segment(&self, eviction: Eviction) -> bool {
+        self.segments.iter().any(|(e, _)| *e == eviction)
+    }
+
     fn segment(&self, index: usize) -> Option<&Segment> {
         self.segments.get(index).map(|(_, s)| s)
     }
@@ -248,15 +325,18 @@ impl L1 {
         at.counters.l1_added(bytes);
         let refresh_at = (at.refresh_fraction > 0.0)
             .then(|| expires_at.checked_sub(ttl.mul_f64(at.refresh_fraction)))
-            .flatten();
+            .flatten()
+            .map_or(u64::MAX, to_nanos);
         let entry = L1Entry {
             value,
-            expires_at,
-            ttl,
+            expires_at: to_nanos(expires_at),
             refresh_at,
-            tti: at.tti,
+            tti: at.tti.map_or(0, |d| {
+                u64::try_from(d.as_nanos()).unwrap_or(u64::MAX).max(1)
+            }),
             bytes,
             weight: u32::try_from(weight).unwrap_or(u32::MAX),
+            refresh_due: AtomicBool::new(false),
         };
         let key = L1Key {
             ns: at.ns,
@@ -307,5 +387,69 @@ impl L1 {
         for (_, seg) in &self.segments {
             seg.cache.run_pending_tasks().await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn slot<'a>(key: &'a str, counters: &'a Arc<NsCounters>, refresh_fraction: f64) -> Slot<'a> {
+        Slot {
+            segment: 0,
+            ns: 0,
+            key,
+            counters,
+            tti: None,
+            refresh_fraction,
+        }
+    }
+
+    /// Pins what the L1 hit path relies on: moka runs `expire_after_read` before it clones the
+    /// value for the reader, so the read that crosses the refresh point sees it.
+    #[tokio::test]
+    async fn the_read_past_the_refresh_point_sees_it_due() {
+        let l1 = L1::new(1000, 1 << 20, &[(Eviction::TinyLfu, 1)]);
+        let counters = Arc::new(NsCounters::default());
+        let ttl = Duration::from_secs(10);
+        let expires_at = Instant::now() + ttl;
+        // Refresh point 10 µs after the write, and one 10 s away.
+        assert!(
+            l1.insert(
+                slot("soon", &counters, 0.999_999),
+                Bytes::new(),
+                expires_at,
+                ttl
+            )
+            .await
+        );
+        assert!(
+            l1.insert(
+                slot("late", &counters, 0.0001),
+                Bytes::new(),
+                expires_at,
+                ttl
+            )
+            .await
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+        let soon = l1.get(0, KeyRef { ns: 0, key: "soon" }).await.unwrap();
+        assert!(soon.refresh_due(), "the first read past the point");
+        let late = l1.get(0, KeyRef { ns: 0, key: "late" }).await.unwrap();
+        assert!(!late.refresh_due());
+    }
+
+    #[tokio::test]
+    async fn an_entry_without_refresh_ahead_is_never_due() {
+        let l1 = L1::new(1000, 1 << 20, &[(Eviction::Lru, 1)]);
+        let counters = Arc::new(NsCounters::default());
+        let ttl = Duration::from_millis(1);
+        let expires_at = Instant::now() + Duration::from_secs(10);
+        assert!(
+            l1.insert(slot("k", &counters, 0.0), Bytes::new(), expires_at, ttl)
+                .await
+        );
+        let entry = l1.get(0, KeyRef { ns: 0, key: "k" }).await.unwrap();
+        assert!(!entry.refresh_due());
     }
 }

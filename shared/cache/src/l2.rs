@@ -1,10 +1,11 @@
-//! L2: Redis through a bb8 pool, behind a circuit breaker and short timeouts, so a Redis that is
+//! L2: Redis through a bb8 pool, behind a circuit breaker and short timeouts
+//! (`cache.redis_timeout`, changeable while running), so a Redis that is
 //! gone costs callers a few hundred milliseconds once, then nothing until it is back.
 
 use std::fmt;
 use std::ops::{Deref, DerefMut};
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bb8_redis::RedisConnectionManager;
@@ -12,18 +13,15 @@ use bb8_redis::bb8::{self, ManageConnection};
 use bytes::Bytes;
 use redis::aio::MultiplexedConnection;
 use redis::{Client, Cmd, ErrorKind, FromRedisValue, Pipeline, RedisError, Value};
+use tickmesh_config::MAX_REDIS_TIMEOUT;
 use tickmesh_mesh::breaker::{BreakerState, CircuitBreaker};
 use tickmesh_proto::v1::CircuitBreakerConfig;
 use tracing::debug;
 
 use crate::error::CacheError;
 
-/// How long getting a connection may take.
-pub const CONNECT_TIMEOUT: Duration = Duration::from_millis(250);
-/// How long a command may wait for its reply.
-pub const RESPONSE_TIMEOUT: Duration = Duration::from_millis(250);
-/// A whole operation (connection and reply), the backstop behind the two above.
-const OP_TIMEOUT: Duration = Duration::from_millis(600);
+/// Slack of the whole-operation backstop over a connection wait plus a reply wait.
+const OP_SLACK: Duration = Duration::from_millis(100);
 /// Connections in the pool; each multiplexes many concurrent commands.
 const POOL_SIZE: u32 = 8;
 /// Keys per SCAN step (and per UNLINK) when invalidating by pattern.
@@ -70,10 +68,37 @@ impl DerefMut for RedisConn {
     }
 }
 
+/// The L2 timeout (`cache.redis_timeout`), changeable while running; shared by the pool's
+/// manager and every operation.
+#[derive(Debug, Clone)]
+pub(crate) struct Timeout(Arc<AtomicU64>);
+
+impl Timeout {
+    fn new(initial: Duration) -> Self {
+        let timeout = Self(Arc::default());
+        timeout.set(initial);
+        timeout
+    }
+
+    /// The current timeout.
+    pub fn get(&self) -> Duration {
+        Duration::from_nanos(self.0.load(Ordering::Relaxed))
+    }
+
+    /// Applies to operations that start from now on.
+    pub fn set(&self, timeout: Duration) {
+        self.0.store(
+            u64::try_from(timeout.as_nanos()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+    }
+}
+
 /// bb8-redis's connection manager with the reply timeout set and broken connections dropped.
 #[derive(Clone, Debug)]
 pub struct RedisManager {
     inner: RedisConnectionManager,
+    timeout: Timeout,
 }
 
 impl ManageConnection for RedisManager {
@@ -82,7 +107,7 @@ impl ManageConnection for RedisManager {
 
     async fn connect(&self) -> Result<RedisConn, RedisError> {
         let mut conn = self.inner.connect().await?;
-        conn.set_response_timeout(RESPONSE_TIMEOUT);
+        conn.set_response_timeout(self.timeout.get());
         Ok(RedisConn {
             conn,
             broken: false,
@@ -184,21 +209,30 @@ pub(crate) struct L2 {
     breaker: Mutex<CircuitBreaker>,
     /// Whether the last call reached Redis (the circuit opens only after several failures).
     last_ok: AtomicBool,
+    timeout: Timeout,
 }
 
 impl L2 {
     /// Builds the pool without waiting for Redis: a Redis that is down at start is the same
     /// degraded state as one that goes away later.
-    pub fn new(url: &str, breaker: &CircuitBreakerConfig) -> Result<Self, CacheError> {
+    pub fn new(
+        url: &str,
+        breaker: &CircuitBreakerConfig,
+        timeout: Duration,
+    ) -> Result<Self, CacheError> {
         let bad_url = |err: RedisError| CacheError::config("redis url", err.to_string());
         let client = Client::open(url).map_err(bad_url)?;
+        let timeout = Timeout::new(timeout);
         let manager = RedisManager {
             inner: RedisConnectionManager::new(client.get_connection_info().clone())
                 .map_err(bad_url)?,
+            timeout: timeout.clone(),
         };
         let pool = bb8::Pool::builder()
             .max_size(POOL_SIZE)
-            .connection_timeout(CONNECT_TIMEOUT)
+            // The pool's own wait is only a backstop: each checkout waits `timeout`, which can
+            // change while the pool lives.
+            .connection_timeout(MAX_REDIS_TIMEOUT)
             .test_on_check_out(false)
             .build_unchecked(manager);
         Ok(Self {
@@ -206,7 +240,13 @@ impl L2 {
             pool,
             breaker: Mutex::new(CircuitBreaker::new("redis", breaker)),
             last_ok: AtomicBool::new(false),
+            timeout,
         })
+    }
+
+    /// The timeout of each Redis wait (connection, reply).
+    pub fn timeout(&self) -> &Timeout {
+        &self.timeout
     }
 
     pub fn client(&self) -> &Client {
@@ -235,9 +275,11 @@ impl L2 {
             l2: self,
             done: false,
         };
-        let result = tokio::time::timeout(OP_TIMEOUT, self.query_unguarded(req))
-            .await
-            .unwrap_or(Err(L2Error::Timeout));
+        let timeout = self.timeout.get();
+        let result =
+            tokio::time::timeout(timeout * 2 + OP_SLACK, self.query_unguarded(req, timeout))
+                .await
+                .unwrap_or(Err(L2Error::Timeout));
         permit.done = true;
         let reached = match &result {
             Ok(_) => true,
@@ -255,12 +297,17 @@ impl L2 {
         result
     }
 
-    async fn query_unguarded<T: FromRedisValue>(&self, req: Req<'_>) -> Result<T, L2Error> {
-        let mut conn = self
-            .pool
-            .get()
+    async fn query_unguarded<T: FromRedisValue>(
+        &self,
+        req: Req<'_>,
+        timeout: Duration,
+    ) -> Result<T, L2Error> {
+        let mut conn = tokio::time::timeout(timeout, self.pool.get())
             .await
+            .map_err(|_| L2Error::Pool("timed out waiting for a connection".to_owned()))?
             .map_err(|err| L2Error::Pool(err.to_string()))?;
+        // Connections outlive a configuration change; the reply wait follows the current one.
+        conn.conn.set_response_timeout(timeout);
         let result = match req {
             Req::Cmd(cmd) => cmd.query_async(&mut conn.conn).await,
             Req::Pipe(pipe) => pipe.query_async(&mut conn.conn).await,
@@ -376,6 +423,39 @@ impl L2 {
         cmd.arg(UNLOCK_SCRIPT).arg(1).arg(lock).arg(token);
         let deleted: i64 = self.query(Req::Cmd(&cmd)).await?;
         Ok(deleted == 1)
+    }
+
+    /// `HINCRBY` of the `skipped` and `computed` fields of a skip-count hash, in one round trip.
+    pub async fn add_skips(&self, key: &str, skipped: u64, computed: u64) -> Result<(), L2Error> {
+        let mut pipe = redis::pipe();
+        pipe.cmd("HINCRBY")
+            .arg(key)
+            .arg("skipped")
+            .arg(skipped)
+            .ignore()
+            .cmd("HINCRBY")
+            .arg(key)
+            .arg("computed")
+            .arg(computed)
+            .ignore();
+        self.query(Req::Pipe(&pipe)).await
+    }
+
+    /// The `skipped` and `computed` fields of skip-count hashes (0 where missing), in one
+    /// round trip.
+    pub async fn read_skips(&self, keys: &[String]) -> Result<Vec<(u64, u64)>, L2Error> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for key in keys {
+            pipe.cmd("HMGET").arg(key).arg("skipped").arg("computed");
+        }
+        let replies: Vec<(Option<u64>, Option<u64>)> = self.query(Req::Pipe(&pipe)).await?;
+        Ok(replies
+            .into_iter()
+            .map(|(s, c)| (s.unwrap_or(0), c.unwrap_or(0)))
+            .collect())
     }
 
     /// `PING`, through the breaker: the half-open probe when nothing else calls Redis.

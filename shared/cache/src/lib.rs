@@ -12,6 +12,11 @@
 //!   process through Redis pub/sub ([`pubsub::CHANNEL`]).
 //! - When Redis is down nobody sees an error: a circuit breaker stops waiting on it, answers
 //!   come from L1 and the source, [`Cache::l2_available`] says so, and it recovers by itself.
+//! - Configuration changes apply while running ([`Cache::apply_config`],
+//!   [`Cache::follow_config`]): policies, adaptive TTL rules, `cache.redis_timeout`; what was
+//!   built at start (strategy, L1 size, breaker) is logged as needing a restart.
+//! - [`Cache::record_skips`] counts the computation service's skipped signal evaluations,
+//!   cluster-wide in Redis, for the caching service's `GetStats.skip_rate`.
 //! - [`codec`] encodes the cached value types as protobuf, MessagePack or a custom binary.
 
 pub mod adaptive;
@@ -28,10 +33,11 @@ mod settings;
 mod stats;
 
 pub use cache::{
-    Cache, Hit, Invalidated, MAX_NAMESPACES, SetOptions, Stored, Tier, WarmReport, symbol_of,
+    Cache, Hit, Invalidated, MAX_NAMESPACES, Reconfigured, SetOptions, Stored, Tier, WarmReport,
+    symbol_of,
 };
 pub use error::{BoxError, CacheError, CodecError, ErrorClass};
-pub use l2::{CONNECT_TIMEOUT, RESPONSE_TIMEOUT, RedisConn, RedisManager, RedisPool};
+pub use l2::{RedisConn, RedisManager, RedisPool};
 pub use loader::{FnLoader, Loader, SharedLoader, loader_fn};
-pub use settings::{Eviction, Policy, Tiers};
-pub use stats::{CacheStats, NamespaceStats, TierStats};
+pub use settings::{DEFAULT_REDIS_TIMEOUT, Eviction, Policy, Tiers};
+pub use stats::{CacheStats, NamespaceStats, SkipStats, TierStats};

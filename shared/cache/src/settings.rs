@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use tickmesh_config::std_duration;
+use tickmesh_config::{MAX_REDIS_TIMEOUT, std_duration};
 use tickmesh_proto::v1::{
     CachePolicy, CachingStrategy, CircuitBreakerConfig, EvictionPolicy,
     PerformanceOptimizationConfig,
@@ -11,6 +11,9 @@ use tickmesh_proto::v1::{
 use crate::adaptive::AdaptiveTtl;
 use crate::error::CacheError;
 use crate::key;
+
+/// The L2 timeout when `cache.redis_timeout` is unset (what the built-in defaults say too).
+pub const DEFAULT_REDIS_TIMEOUT: Duration = Duration::from_millis(250);
 
 /// How L1 makes room when it is full.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -96,6 +99,7 @@ pub(crate) struct Settings {
     pub l1_max_bytes: u64,
     pub max_value_bytes: u64,
     pub lock_ttl: Duration,
+    pub redis_timeout: Duration,
     pub default_policy: Policy,
     pub namespaces: Vec<(String, Policy)>,
     pub adaptive: AdaptiveTtl,
@@ -145,6 +149,26 @@ impl Settings {
             ));
         }
         let lock_ttl = std_duration(cache.lock_ttl.as_ref());
+        let redis_timeout = match cache.redis_timeout.as_ref() {
+            // Configurations written before the field keep the old built-in value.
+            None => DEFAULT_REDIS_TIMEOUT,
+            Some(d) if d.seconds < 0 || d.nanos < 0 => {
+                return Err(CacheError::config(
+                    "cache.redis_timeout",
+                    "must not be negative",
+                ));
+            }
+            Some(d) => {
+                let d = std_duration(Some(d));
+                if d.is_zero() || d > MAX_REDIS_TIMEOUT {
+                    return Err(CacheError::config(
+                        "cache.redis_timeout",
+                        format!("must be above 0 and at most {MAX_REDIS_TIMEOUT:?}"),
+                    ));
+                }
+                d
+            }
+        };
         let default_policy = Policy::from_proto(
             "cache.default_policy",
             &cache.default_policy.unwrap_or_default(),
@@ -172,6 +196,7 @@ impl Settings {
             } else {
                 lock_ttl
             },
+            redis_timeout,
             default_policy,
             namespaces,
             adaptive,
@@ -181,6 +206,16 @@ impl Settings {
                 open_duration: Some(prost_types_duration(Duration::from_secs(60))),
             }),
         })
+    }
+}
+
+impl Settings {
+    /// The policy of a namespace: its own, else the default.
+    pub fn policy_of(&self, namespace: &str) -> Policy {
+        self.namespaces
+            .iter()
+            .find(|(name, _)| name == namespace)
+            .map_or(self.default_policy, |(_, p)| *p)
     }
 }
 

@@ -21,7 +21,7 @@ pub use tickmesh_proto::v1::PerformanceOptimizationConfig;
 
 pub use crate::error::ConfigError;
 pub use crate::tree::{ENV_PREFIX, RESERVED_ENV};
-pub use crate::validate::validate;
+pub use crate::validate::{MAX_REDIS_TIMEOUT, validate};
 
 /// The built-in defaults, in the same format a user's file has.
 pub const DEFAULTS_YAML: &str = include_str!("defaults.yaml");

@@ -10,6 +10,10 @@ use crate::error::ConfigError;
 
 type Check = Result<(), ConfigError>;
 
+/// Longest `cache.redis_timeout`: past this, a Redis that hangs stalls callers instead of the
+/// cache degrading to L1 and the source.
+pub const MAX_REDIS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 fn fail(field: &str, reason: impl Into<String>) -> Check {
     Err(ConfigError::invalid(field, reason))
 }
@@ -66,6 +70,11 @@ fn set_enum<E: TryFrom<i32>>(field: &str, value: i32) -> Check {
 
 /// Checks every field of `config`; the first problem found is returned.
 pub fn validate(config: &PerformanceOptimizationConfig) -> Check {
+    if !config.log_filter.is_empty()
+        && let Err(e) = tracing_subscriber::EnvFilter::try_new(&config.log_filter)
+    {
+        return fail("log_filter", format!("not a log filter: {e}"));
+    }
     set_enum::<CachingStrategy>("caching_strategy", config.caching_strategy)?;
     set_enum::<ProcessingStrategy>("processing_strategy", config.processing_strategy)?;
     set_enum::<SerializationMethod>("serialization_method", config.serialization_method)?;
@@ -94,6 +103,16 @@ pub fn validate(config: &PerformanceOptimizationConfig) -> Check {
         );
     }
     positive_duration("cache.lock_ttl", cache.lock_ttl.as_ref())?;
+    // Unset keeps the built-in 250 ms, so configurations written before the field still load.
+    if let Some(timeout) = cache.redis_timeout.as_ref() {
+        positive_duration("cache.redis_timeout", Some(timeout))?;
+        if crate::std_duration(Some(timeout)) > MAX_REDIS_TIMEOUT {
+            return fail(
+                "cache.redis_timeout",
+                format!("must be at most {MAX_REDIS_TIMEOUT:?}"),
+            );
+        }
+    }
     policy(
         "cache.default_policy",
         &cache.default_policy.unwrap_or_default(),

@@ -232,3 +232,38 @@ fn a_syntax_error_says_which_format() {
         other => panic!("expected a syntax error, got {other:?}"),
     }
 }
+
+#[test]
+fn the_redis_timeout_defaults_to_250_ms_and_is_bounded() {
+    // 250 ms is the value the proto comment of `cache.redis_timeout` documents.
+    let loaded = load(None, no_env()).unwrap();
+    let timeout = loaded.config.cache.unwrap().redis_timeout.unwrap();
+    assert_eq!((timeout.seconds, timeout.nanos), (0, 250_000_000));
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(&dir, "ok.yaml", "cache:\n  redis_timeout: 1.5s\n");
+    let timeout = load(Some(&path), no_env())
+        .unwrap()
+        .config
+        .cache
+        .unwrap()
+        .redis_timeout
+        .unwrap();
+    assert_eq!((timeout.seconds, timeout.nanos), (1, 500_000_000));
+    for bad in ["0s", "11s", "-1s"] {
+        let path = write(
+            &dir,
+            "bad.yaml",
+            &format!("cache:\n  redis_timeout: {bad}\n"),
+        );
+        let err = load(Some(&path), no_env()).unwrap_err();
+        assert_eq!(invalid_field(err), "cache.redis_timeout", "{bad}");
+    }
+}
+
+#[test]
+fn a_configuration_written_before_redis_timeout_still_validates() {
+    let mut config = load(None, no_env()).unwrap().config;
+    config.cache.as_mut().unwrap().redis_timeout = None;
+    tickmesh_config::validate(&config).unwrap();
+}

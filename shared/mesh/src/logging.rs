@@ -13,7 +13,7 @@ use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
-use tracing_subscriber::{EnvFilter, Layer, Registry};
+use tracing_subscriber::{EnvFilter, Layer, Registry, reload};
 
 /// Output format of the logs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,12 +30,62 @@ pub enum LogFormat {
 #[derive(Debug, Default)]
 pub struct Telemetry {
     provider: Option<SdkTracerProvider>,
+    /// Swaps the log filter at run time.
+    filter: Option<reload::Handle<EnvFilter, Registry>>,
+    /// The filter of the command line (`--log`, TICKMESH_LOG).
+    base: String,
+}
+
+/// The filter for `directives`, with per-RPC spans off unless the directives name them.
+fn log_filter(directives: &str) -> Result<EnvFilter, String> {
+    let directives = if directives.contains(crate::trace::RPC_TARGET) {
+        directives.to_owned()
+    } else {
+        format!("{directives},{}=off", crate::trace::RPC_TARGET)
+    };
+    EnvFilter::try_new(&directives).map_err(|e| e.to_string())
 }
 
 impl Telemetry {
     /// Whether spans are exported over OTLP.
     pub fn exporting(&self) -> bool {
         self.provider.is_some()
+    }
+
+    /// Follows `log_filter` in the configuration: at once, and on every change for as long as
+    /// the configuration lives (an empty value means the command line's filter).
+    pub fn follow_config(&self, config: &crate::ConfigHandle) {
+        let Some(handle) = self.filter.clone() else {
+            return;
+        };
+        let base = self.base.clone();
+        let mut updates = config.subscribe();
+        tokio::spawn(async move {
+            let mut applied = base.clone();
+            loop {
+                let wanted = {
+                    let snapshot = updates.borrow_and_update();
+                    if snapshot.config.log_filter.is_empty() {
+                        base.clone()
+                    } else {
+                        snapshot.config.log_filter.clone()
+                    }
+                };
+                if wanted != applied {
+                    match log_filter(&wanted).map(|f| handle.reload(f)) {
+                        Ok(Ok(())) => {
+                            tracing::info!(filter = wanted, "log filter changed");
+                            applied = wanted;
+                        }
+                        Ok(Err(e)) => tracing::warn!(error = %e, "log filter not changed"),
+                        Err(e) => tracing::warn!(error = %e, "log filter not changed"),
+                    }
+                }
+                if updates.changed().await.is_err() {
+                    return;
+                }
+            }
+        });
     }
 
     /// Exports the spans still pending and stops the exporter. Call it inside the runtime, before
@@ -86,12 +136,9 @@ pub fn init(filter: &str, format: LogFormat, service_name: &str) -> Telemetry {
         opentelemetry_sdk::propagation::TraceContextPropagator::new(),
     );
     // Per-RPC spans are for traces, not for the log, unless the filter names them.
-    let directives = if filter.contains(crate::trace::RPC_TARGET) {
-        filter.to_owned()
-    } else {
-        format!("{filter},{}=off", crate::trace::RPC_TARGET)
-    };
-    let filter = EnvFilter::try_new(&directives).unwrap_or_else(|_| EnvFilter::new("info"));
+    let base = filter.to_owned();
+    let filter = log_filter(filter).unwrap_or_else(|_| EnvFilter::new("info"));
+    let (filter, handle) = reload::Layer::new(filter);
     let json = match format {
         LogFormat::Json => true,
         LogFormat::Text => false,
@@ -131,5 +178,7 @@ pub fn init(filter: &str, format: LogFormat, service_name: &str) -> Telemetry {
     }
     Telemetry {
         provider: provider.filter(|_| installed),
+        filter: installed.then_some(handle),
+        base,
     }
 }

@@ -210,3 +210,80 @@ async fn a_swapped_config_file_is_reloaded_and_a_bad_one_is_refused() {
         process.log()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_log_filter_changes_without_a_restart_and_a_bad_one_is_refused() {
+    use tickmesh_proto::v1::ingestion_service_client::IngestionServiceClient;
+    use tickmesh_proto::v1::{IngestTickBatchRequest, Tick};
+
+    let mut keys = tempfile::NamedTempFile::new().unwrap();
+    writeln!(keys, "ops admin {ADMIN}").unwrap();
+    let process = serve_ingestion(&[
+        ("TICKMESH_AUTH__ENABLED", OsString::from("true")),
+        (
+            "TICKMESH_AUTH__KEYS_FILE",
+            keys.path().as_os_str().to_owned(),
+        ),
+        ("TICKMESH_LOG", OsString::from("warn")),
+    ]);
+    let addr = process.addr("ingestion").to_owned();
+    let mut config = ConfigServiceClient::new(channel(&addr).await);
+    let mut ingestion = IngestionServiceClient::new(channel(&addr).await);
+    let mut n = 0;
+    let mut write = async || {
+        n += 1;
+        ingestion
+            .ingest_tick_batch(keyed(
+                IngestTickBatchRequest {
+                    ticks: vec![Tick {
+                        symbol: "LOGS".into(),
+                        time_us: 1_736_121_600_000_000 + n,
+                        trade_id: n.to_string(),
+                        price: 1.0,
+                        size: 1.0,
+                        side: 1,
+                    }],
+                    source: "test".into(),
+                },
+                ADMIN,
+            ))
+            .await
+            .unwrap();
+    };
+    // The store's phase timings are debug lines: not logged at "warn".
+    const PHASES: &str = "tick write phases";
+    write().await;
+    assert!(!process.log().contains(PHASES), "{}", process.log());
+
+    let set = |filter: &str| UpdateConfigRequest {
+        config: Some(PerformanceOptimizationConfig {
+            log_filter: filter.to_owned(),
+            ..Default::default()
+        }),
+        update_mask: Some(prost_types::FieldMask {
+            paths: vec!["log_filter".to_owned()],
+        }),
+        expected_version: 0,
+    };
+    let err = config
+        .update_config(keyed(set("tickmesh_store=loud"), ADMIN))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    assert!(err.message().contains("log_filter"), "{}", err.message());
+
+    config
+        .update_config(keyed(set("warn,tickmesh_store=debug"), ADMIN))
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !process.log().contains(PHASES) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no debug line after the change:\n{}",
+            process.log()
+        );
+        write().await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

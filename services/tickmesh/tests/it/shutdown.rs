@@ -131,7 +131,12 @@ async fn sigterm_under_load_completes_in_flight_calls_and_loses_no_acknowledged_
     // Under load: every caller has had calls acknowledged.
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let done = calls.lock().await.iter().filter(|c| c.outcome.is_ok()).count();
+        let done = calls
+            .lock()
+            .await
+            .iter()
+            .filter(|c| c.outcome.is_ok())
+            .count();
         if done >= 2 * CALLERS {
             break;
         }
@@ -210,7 +215,11 @@ async fn sigterm_under_load_completes_in_flight_calls_and_loses_no_acknowledged_
     }
     let refused: Vec<String> = calls
         .iter()
-        .filter_map(|c| c.outcome.err().map(|code| format!("{code:?}: {}", c.message)))
+        .filter_map(|c| {
+            c.outcome
+                .err()
+                .map(|code| format!("{code:?}: {}", c.message))
+        })
         .collect();
     eprintln!(
         "{} calls acknowledged, {} in flight at SIGTERM, refused after it: {refused:?}; exit 0 after {exited:?}",

@@ -13,4 +13,5 @@ mod degradation;
 mod invalidation;
 mod policies;
 mod refresh;
+mod reload;
 mod stampede;

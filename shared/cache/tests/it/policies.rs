@@ -34,7 +34,7 @@ async fn each_entry_has_its_own_ttl() {
         .unwrap();
     assert_eq!(stored.ttl, Duration::from_secs(60));
     let hit = cache.get("test", "short").await.unwrap().unwrap();
-    assert!(hit.ttl_remaining <= Duration::from_millis(100));
+    assert!(hit.ttl_remaining() <= Duration::from_millis(100));
     tokio::time::sleep(Duration::from_millis(150)).await;
     assert!(cache.get("test", "short").await.unwrap().is_none());
     assert!(cache.get("test", "long").await.unwrap().is_some());
@@ -59,7 +59,7 @@ async fn l2_keeps_the_ttl_and_l1_copies_expire_with_it() {
     assert!((200..=300).contains(&pttl), "{pttl}");
     let hit = b.get("test", "k").await.unwrap().unwrap();
     assert_eq!(hit.tier, Tier::L2);
-    assert!(hit.ttl_remaining <= Duration::from_millis(300));
+    assert!(hit.ttl_remaining() <= Duration::from_millis(300));
     tokio::time::sleep(Duration::from_millis(350)).await;
     assert!(
         b.get("test", "k").await.unwrap().is_none(),
