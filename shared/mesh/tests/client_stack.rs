@@ -263,7 +263,9 @@ async fn the_breaker_thresholds_follow_a_configuration_change() {
     }
     // Threshold 2 from now on (as `UpdateConfig` or a reloaded file would set it).
     let mut next = (*handle.current().config).clone();
-    next.circuit_breaker.get_or_insert_default().failure_threshold = 2;
+    next.circuit_breaker
+        .get_or_insert_default()
+        .failure_threshold = 2;
     handle.replace(next, "test").unwrap();
     let mut opened = None;
     for attempt in 0..50 {
