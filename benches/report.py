@@ -52,7 +52,7 @@ FULL = {
     "fan_rate": 50,
     "fan_seconds": 10,
     "ingest_ticks": 1_000_000,
-    "ingest_batch": 5000,
+    "ingest_batch": 10000,
     "indicator_points": 1_000_000,
     "indicator_reps": 15,
 }
@@ -67,7 +67,7 @@ QUICK = {
     "fan_rate": 50,
     "fan_seconds": 3,
     "ingest_ticks": 50_000,
-    "ingest_batch": 5000,
+    "ingest_batch": 10000,
     "indicator_points": 100_000,
     "indicator_reps": 3,
 }

@@ -3,8 +3,10 @@
 //! It calls one unary RPC (`--call package.Service/Method`, request as proto3 JSON in `--data`,
 //! encoded through the descriptors compiled into tickmesh) with `--concurrency` callers over
 //! `--connections` HTTP/2 connections, for `--duration` or `--requests`, closed loop or at a
-//! fixed `--rate` (open loop: latency counts from the time a request was due, so a stalled
-//! server cannot hide its queue — coordinated omission corrected). After a warm-up it records
+//! fixed `--rate` (open loop: a request that could not be sent when it was due, because its
+//! caller was still waiting on the server, counts its latency from the due time, so a stalled
+//! server cannot hide its queue — coordinated omission corrected; a caller that was idle and
+//! only woken late by tokio's 1 ms timer counts from the send). After a warm-up it records
 //! an HDR histogram (p50/p90/p99/p99.9) and errors by status code, with a progress bar. Then it
 //! runs the same load against a bare echo server it starts itself (same request bytes) and
 //! reports every figure also as a ratio to that baseline. `--json FILE` writes the result.
@@ -178,6 +180,39 @@ async fn serve_echo(addr: SocketAddr) -> anyhow::Result<SocketAddr> {
     Ok(bound)
 }
 
+/// `load --serve-echo 127.0.0.1:0` in a child process, killed on drop.
+struct EchoProcess {
+    child: std::process::Child,
+    addr: String,
+}
+
+impl EchoProcess {
+    fn start() -> anyhow::Result<EchoProcess> {
+        use std::io::BufRead as _;
+        let mut child = std::process::Command::new(std::env::current_exe()?)
+            .args(["--serve-echo", "127.0.0.1:0"])
+            .stdout(std::process::Stdio::piped())
+            .spawn()?;
+        let stdout = child.stdout.take().context("echo server stdout")?;
+        let mut line = String::new();
+        std::io::BufReader::new(stdout).read_line(&mut line)?;
+        // "echo server on ADDR (...)"
+        let addr = line
+            .split_whitespace()
+            .nth(3)
+            .with_context(|| format!("echo server said {line:?}"))?
+            .to_owned();
+        Ok(EchoProcess { child, addr })
+    }
+}
+
+impl Drop for EchoProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 #[derive(Debug, Clone)]
 struct Args {
     target: Option<String>,
@@ -343,18 +378,26 @@ async fn load(
             let mut errors: BTreeMap<String, u64> = BTreeMap::new();
             let mut ok = 0u64;
             let mut response_bytes = 0usize;
+            let mut last_finish = Instant::now();
             loop {
                 let slot = issued.fetch_add(1, Ordering::Relaxed);
                 if stop.load(Ordering::Relaxed) || limit.is_some_and(|n| slot >= n) {
                     break;
                 }
-                // Open loop: the request is due at its slot's time and its latency counts
-                // from then, however late it could be sent.
+                // Open loop: the request is due at its slot's time. If this caller was still
+                // busy with its previous call then (the server fell behind), the latency counts
+                // from the due time, however late it could be sent: coordinated omission
+                // corrected. If it was idle and only tokio's timer (1 ms ticks) woke it late,
+                // it counts from the send: the generator's own lateness is not the server's.
                 let due = match rate {
                     Some(rate) => {
                         let due = started + Duration::from_secs_f64(slot as f64 / rate);
                         tokio::time::sleep_until(due.into()).await;
-                        due
+                        if last_finish > due {
+                            due
+                        } else {
+                            Instant::now()
+                        }
                     }
                     None => Instant::now(),
                 };
@@ -373,7 +416,8 @@ async fn load(
                     grpc.unary(request, path.clone(), Raw).await
                 }
                 .await;
-                let micros = due.elapsed().as_micros().max(1) as u64;
+                last_finish = Instant::now();
+                let micros = last_finish.duration_since(due).as_micros().max(1) as u64;
                 histogram.saturating_record(micros);
                 match result {
                     Ok(response) => {
@@ -532,7 +576,11 @@ fn main() -> anyhow::Result<()> {
         let baseline = if args.no_baseline {
             None
         } else {
-            let echo = serve_echo("127.0.0.1:0".parse()?).await?.to_string();
+            // The baseline server runs in a process of its own, as the server under test
+            // does: served from this process, it would be spared the cross-process wake-ups
+            // the target pays.
+            let echo_process = EchoProcess::start()?;
+            let echo = echo_process.addr.clone();
             load(&echo, ECHO_PATH, &body, &args, args.warmup, None).await?;
             let progress = bar("echo baseline", &args);
             let base = load(&echo, ECHO_PATH, &body, &args, measured, Some(&progress)).await?;
