@@ -7,11 +7,11 @@
 //! UNAUTHENTICATED; scope too small: PERMISSION_DENIED. Health and reflection are open.
 //! Keys are never logged: only holder names appear in logs and metrics.
 
-use std::future::Future;
 use std::path::Path;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+
+use futures_util::future::{Either, Ready, ready};
 
 use tickmesh_proto::v1::{AuthConfig, Scope};
 
@@ -29,8 +29,11 @@ pub struct Caller {
 impl Caller {
     /// The caller of a server with auth switched off.
     pub fn anonymous() -> Self {
+        // One name for every anonymous call: a clone is a reference count, not an allocation.
+        static NAME: std::sync::LazyLock<Arc<str>> =
+            std::sync::LazyLock::new(|| Arc::from("anonymous"));
         Self {
-            name: Arc::from("anonymous"),
+            name: NAME.clone(),
             scope: Scope::Admin,
         }
     }
@@ -336,7 +339,8 @@ where
 {
     type Response = S::Response;
     type Error = S::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<S::Response, S::Error>> + Send>>;
+    // No box of its own: the inner call, or the refusal.
+    type Future = Either<S::Future, Ready<Result<S::Response, S::Error>>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -346,9 +350,9 @@ where
         match self.authorize(&request) {
             Ok(caller) => {
                 request.extensions_mut().insert(caller);
-                Box::pin(self.inner.call(request))
+                Either::Left(self.inner.call(request))
             }
-            Err(status) => Box::pin(std::future::ready(Ok(status.into_http()))),
+            Err(status) => Either::Right(ready(Ok(status.into_http()))),
         }
     }
 }

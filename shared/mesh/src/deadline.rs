@@ -6,6 +6,8 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
+
+use futures_util::future::Either;
 use std::time::Duration;
 
 use crate::methods::MethodTable;
@@ -49,7 +51,9 @@ where
 {
     type Response = S::Response;
     type Error = S::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<S::Response, S::Error>> + Send>>;
+    // The inner call as it is when the caller set a deadline, else boxed with the default.
+    type Future =
+        Either<S::Future, Pin<Box<dyn Future<Output = Result<S::Response, S::Error>> + Send>>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -60,11 +64,11 @@ where
             .get(request.uri().path())
             .is_some_and(|m| m.unary);
         if self.timeout.is_zero() || !unary || request.headers().contains_key("grpc-timeout") {
-            return Box::pin(self.inner.call(request));
+            return Either::Left(self.inner.call(request));
         }
         let timeout = self.timeout;
         let call = self.inner.call(request);
-        Box::pin(async move {
+        Either::Right(Box::pin(async move {
             match tokio::time::timeout(timeout, call).await {
                 Ok(response) => response,
                 Err(_) => Ok(tonic::Status::deadline_exceeded(format!(
@@ -73,6 +77,6 @@ where
                 ))
                 .into_http()),
             }
-        })
+        }))
     }
 }

@@ -382,11 +382,12 @@ pub struct MetricsService<S> {
 impl<S, B, R> tower::Service<http::Request<B>> for MetricsService<S>
 where
     S: tower::Service<http::Request<B>, Response = http::Response<R>>,
-    S::Future: Send + 'static,
+    S::Future: Send + Unpin + 'static,
 {
     type Response = S::Response;
     type Error = S::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<S::Response, S::Error>> + Send>>;
+    // No box of its own: the inner call, counted when it completes.
+    type Future = Measured<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -394,12 +395,30 @@ where
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
         let method = self.metrics.method(request.uri().path());
-        let inner = Arc::clone(&self.metrics.inner);
         method.in_flight.inc();
-        let started = Instant::now();
-        let call = self.inner.call(request);
-        Box::pin(async move {
-            let response = call.await;
+        Measured {
+            call: self.inner.call(request),
+            metrics: Some((method, Arc::clone(&self.metrics.inner), Instant::now())),
+        }
+    }
+}
+
+/// A call whose outcome and latency are recorded when it completes.
+pub struct Measured<F> {
+    call: F,
+    /// Taken when recorded.
+    metrics: Option<(Arc<MethodMetrics>, Arc<Inner>, Instant)>,
+}
+
+impl<F, R, E> Future for Measured<F>
+where
+    F: Future<Output = Result<http::Response<R>, E>> + Unpin,
+{
+    type Output = F::Output;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let response = std::task::ready!(Pin::new(&mut self.call).poll(cx));
+        if let Some((method, inner, started)) = self.metrics.take() {
             method.in_flight.dec();
             method.latency.observe(started.elapsed().as_secs_f64());
             let code = match &response {
@@ -422,7 +441,16 @@ where
                 inner.requests.get_or_create(&labels).inc();
                 inner.errors.get_or_create(&labels).inc();
             }
-            response
-        })
+        }
+        Poll::Ready(response)
+    }
+}
+
+impl<F> Drop for Measured<F> {
+    fn drop(&mut self) {
+        // A call dropped before it completed (the client went away) leaves the in-flight count.
+        if let Some((method, _, _)) = self.metrics.take() {
+            method.in_flight.dec();
+        }
     }
 }

@@ -4,10 +4,10 @@
 //! there. Buckets follow configuration changes (a new version starts fresh buckets).
 
 use std::collections::HashMap;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
+
+use futures_util::future::{Either, Ready, ready};
 use std::time::Instant;
 
 use tonic_types::{ErrorDetails, StatusExt};
@@ -46,6 +46,9 @@ impl RateLimitLayer {
         if buckets.version != version {
             buckets.version = version;
             buckets.by_caller.clear();
+        }
+        if let Some(bucket) = buckets.by_caller.get_mut(&caller.name) {
+            return bucket.try_take(1, Instant::now());
         }
         let bucket = buckets
             .by_caller
@@ -90,7 +93,8 @@ where
 {
     type Response = S::Response;
     type Error = S::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<S::Response, S::Error>> + Send>>;
+    // No box of its own: the inner call, or the refusal.
+    type Future = Either<S::Future, Ready<Result<S::Response, S::Error>>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -98,7 +102,7 @@ where
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
         if MethodTable::is_open(request.uri().path()) {
-            return Box::pin(self.inner.call(request));
+            return Either::Left(self.inner.call(request));
         }
         let caller = request
             .extensions()
@@ -106,7 +110,7 @@ where
             .cloned()
             .unwrap_or_else(Caller::anonymous);
         match self.limits.admit(&caller) {
-            Ok(()) => Box::pin(self.inner.call(request)),
+            Ok(()) => Either::Left(self.inner.call(request)),
             Err(wait) => {
                 let status = tonic::Status::with_error_details(
                     tonic::Code::ResourceExhausted,
@@ -117,7 +121,7 @@ where
                     ),
                     ErrorDetails::with_retry_info(Some(wait)),
                 );
-                Box::pin(std::future::ready(Ok(status.into_http())))
+                Either::Right(ready(Ok(status.into_http())))
             }
         }
     }

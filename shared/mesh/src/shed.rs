@@ -9,6 +9,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 
+use futures_util::future::{Either, Ready, ready};
+
 /// The layer of one server.
 #[derive(Clone, Debug)]
 pub struct ShedLayer {
@@ -58,12 +60,13 @@ impl Drop for Slot {
 impl<S, B> tower::Service<http::Request<B>> for Shed<S>
 where
     S: tower::Service<http::Request<B>, Response = http::Response<tonic::body::Body>>,
-    S::Future: Send + 'static,
+    S::Future: Send + Unpin + 'static,
     S::Error: Send + 'static,
 {
     type Response = S::Response;
     type Error = S::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<S::Response, S::Error>> + Send>>;
+    // No box of its own: the inner call holding its slot, or the refusal.
+    type Future = Either<Holding<S::Future>, Ready<Result<S::Response, S::Error>>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -71,7 +74,10 @@ where
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
         if request.uri().path().starts_with("/grpc.health.v1.Health/") {
-            return Box::pin(self.inner.call(request));
+            return Either::Left(Holding {
+                call: self.inner.call(request),
+                _slot: None,
+            });
         }
         let before = self.in_flight.fetch_add(1, Ordering::AcqRel);
         let slot = Slot(self.in_flight.clone());
@@ -81,13 +87,28 @@ where
                 "server busy: {} calls in flight (server.concurrency_limit); retry with backoff",
                 self.limit
             ));
-            return Box::pin(std::future::ready(Ok(status.into_http())));
+            return Either::Right(ready(Ok(status.into_http())));
         }
-        let call = self.inner.call(request);
-        Box::pin(async move {
-            let response = call.await;
-            drop(slot);
-            response
+        Either::Left(Holding {
+            call: self.inner.call(request),
+            _slot: Some(slot),
         })
+    }
+}
+
+/// A call that holds its in-flight slot until it is done (or dropped).
+pub struct Holding<F> {
+    call: F,
+    _slot: Option<Slot>,
+}
+
+impl<F: Future + Unpin> Future for Holding<F> {
+    type Output = F::Output;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let output = std::task::ready!(Pin::new(&mut self.call).poll(cx));
+        // Done: the slot is free for the next call, even while the response body streams.
+        self._slot = None;
+        Poll::Ready(output)
     }
 }

@@ -11,6 +11,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
+use futures_util::future::Either;
 use opentelemetry::propagation::{Extractor, Injector};
 use tracing::Instrument;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
@@ -97,7 +98,9 @@ where
 {
     type Response = S::Response;
     type Error = S::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<S::Response, S::Error>> + Send>>;
+    // The inner call as it is when nobody records the span, else boxed with it.
+    type Future =
+        Either<S::Future, Pin<Box<dyn Future<Output = Result<S::Response, S::Error>> + Send>>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -107,7 +110,7 @@ where
         let path = request.uri().path();
         // Probes and reflection would drown the real traffic.
         if MethodTable::is_open(path) {
-            return Box::pin(self.inner.call(request));
+            return Either::Left(self.inner.call(request));
         }
         let (service, method) = rpc_names(path);
         let span = tracing::info_span!(
@@ -123,7 +126,7 @@ where
         );
         // Nobody records RPC spans (no OTLP, and the log filter leaves them out).
         if span.is_disabled() {
-            return Box::pin(self.inner.call(request));
+            return Either::Left(self.inner.call(request));
         }
         let parent = opentelemetry::global::get_text_map_propagator(|propagator| {
             propagator.extract(&HeaderExtractor(request.headers()))
@@ -131,13 +134,13 @@ where
         // Fails only when no OpenTelemetry layer is installed: then there is nothing to link.
         let _ = span.set_parent(parent);
         let call = self.inner.call(request).instrument(span.clone());
-        Box::pin(async move {
+        Either::Right(Box::pin(async move {
             let response = call.await;
             if let Ok(response) = &response {
                 record_status(&span, status_code(response));
             }
             response
-        })
+        }))
     }
 }
 
