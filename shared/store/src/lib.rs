@@ -344,25 +344,32 @@ macro_rules! tick_write {
     }};
 }
 
+/// `$sql` with the six columns of the ticks `$chunk` bound as arrays ($1 to $6).
+macro_rules! tick_arrays {
+    ($sql:expr, $chunk:ident) => {{
+        use diesel::sql_types::{Array, BigInt, Double, SmallInt, Text};
+        diesel::sql_query($sql)
+            .bind::<Array<Text>, _>($chunk.iter().map(|t| t.symbol.as_str()).collect::<Vec<_>>())
+            .bind::<Array<BigInt>, _>($chunk.iter().map(|t| t.ts_us).collect::<Vec<_>>())
+            .bind::<Array<Text>, _>(
+                $chunk
+                    .iter()
+                    .map(|t| t.trade_id.as_str())
+                    .collect::<Vec<_>>(),
+            )
+            .bind::<Array<Double>, _>($chunk.iter().map(|t| t.price).collect::<Vec<_>>())
+            .bind::<Array<Double>, _>($chunk.iter().map(|t| t.size).collect::<Vec<_>>())
+            .bind::<Array<SmallInt>, _>($chunk.iter().map(|t| t.side).collect::<Vec<_>>())
+    }};
+}
+
 /// Inserts ticks with one statement per chunk of arrays (UNNEST: six binds, not six per row,
 /// which PostgreSQL parses and plans far faster) and returns the rows that were new.
 macro_rules! pg_insert_new_ticks {
     ($rows:ident, $c:ident, $per:ident) => {{
-        use diesel::sql_types::{Array, BigInt, Double, SmallInt, Text};
         let mut new_ticks: Vec<TickRow> = Vec::new();
         for chunk in $rows.chunks($per) {
-            let query = diesel::sql_query(postgres::INSERT_TICKS_SQL)
-                .bind::<Array<Text>, _>(chunk.iter().map(|t| t.symbol.as_str()).collect::<Vec<_>>())
-                .bind::<Array<BigInt>, _>(chunk.iter().map(|t| t.ts_us).collect::<Vec<_>>())
-                .bind::<Array<Text>, _>(
-                    chunk
-                        .iter()
-                        .map(|t| t.trade_id.as_str())
-                        .collect::<Vec<_>>(),
-                )
-                .bind::<Array<Double>, _>(chunk.iter().map(|t| t.price).collect::<Vec<_>>())
-                .bind::<Array<Double>, _>(chunk.iter().map(|t| t.size).collect::<Vec<_>>())
-                .bind::<Array<SmallInt>, _>(chunk.iter().map(|t| t.side).collect::<Vec<_>>());
+            let query = tick_arrays!(postgres::INSERT_TICKS_SQL, chunk);
             let stored: Vec<TickRow> = query.load($c).await?;
             new_ticks.extend(stored);
         }
@@ -403,20 +410,8 @@ macro_rules! lite_newest_ticks {
 /// Inserts ticks known to be new with one plain statement per chunk of arrays.
 macro_rules! pg_insert_all_ticks {
     ($rows:ident, $c:ident, $per:ident) => {{
-        use diesel::sql_types::{Array, BigInt, Double, SmallInt, Text};
         for chunk in $rows.chunks($per) {
-            diesel::sql_query(postgres::INSERT_NEW_TICKS_SQL)
-                .bind::<Array<Text>, _>(chunk.iter().map(|t| t.symbol.as_str()).collect::<Vec<_>>())
-                .bind::<Array<BigInt>, _>(chunk.iter().map(|t| t.ts_us).collect::<Vec<_>>())
-                .bind::<Array<Text>, _>(
-                    chunk
-                        .iter()
-                        .map(|t| t.trade_id.as_str())
-                        .collect::<Vec<_>>(),
-                )
-                .bind::<Array<Double>, _>(chunk.iter().map(|t| t.price).collect::<Vec<_>>())
-                .bind::<Array<Double>, _>(chunk.iter().map(|t| t.size).collect::<Vec<_>>())
-                .bind::<Array<SmallInt>, _>(chunk.iter().map(|t| t.side).collect::<Vec<_>>())
+            tick_arrays!(postgres::INSERT_NEW_TICKS_SQL, chunk)
                 .execute($c)
                 .await?;
         }
