@@ -83,16 +83,7 @@ impl Server {
 
     /// Peak resident set size of the server so far, in MiB.
     fn peak_rss_mib(&self) -> anyhow::Result<f64> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))?;
-        let kib: f64 = status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmHWM:"))
-            .context("VmHWM")?
-            .trim()
-            .trim_end_matches("kB")
-            .trim()
-            .parse()?;
-        Ok(kib / 1024.0)
+        tickmesh_benches::peak_rss_mib(self.child.id())
     }
 }
 
