@@ -4,13 +4,17 @@
 //! little-endian f64, times each Rust batch function (`*_into` into a preallocated buffer) and
 //! then TA-Lib on the same file through the workspace's `.venv` python
 //! (`shared/indicators/benches/talib_timing.py`, `time.perf_counter_ns`). Both report the median
-//! over `--reps` runs after two warm-up runs, in nanoseconds per input point. numpy puts its
-//! arrays of 4 MB and more on transparent huge pages, our `Vec`s get them only when the tool
-//! runs with `GLIBC_TUNABLES=glibc.malloc.hugetlb=1` (which the memory-bound loops, e.g. ATR,
-//! notice at a million points).
+//! over `--reps` runs after two warm-up runs, in nanoseconds per input point.
+//!
+//! Same memory on both sides: TA-Lib reads the five columns from one numpy array
+//! (`reshape(5, n)`), so ours are slices of one `Vec` too, and numpy asks for transparent huge
+//! pages (`madvise`) for arrays of 4 MiB and more, so the tool runs itself again with glibc's
+//! `glibc.malloc.hugetlb=1` tunable, which makes malloc ask the same for its large blocks. At a
+//! million points the loops that stream three columns at one bar per FMA latency (ATR) notice
+//! the 4 KiB pages: `--no-huge-pages` measures without them.
 //!
 //! Usage: cargo run --release -p tickmesh-benches --bin indicators -- [--points N] [--reps N]
-//! [--json]
+//! [--rounds N] [--json] [--no-huge-pages]
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -24,19 +28,38 @@ fn main() -> anyhow::Result<()> {
     let mut points = 1_000_000usize;
     let mut reps = 15usize;
     let mut json = false;
+    let mut rounds = 5usize;
+    let mut huge_pages = true;
+    let mut one_round = None;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--points" => points = args.next().context("--points N")?.parse()?,
             "--reps" => reps = args.next().context("--reps N")?.parse()?,
+            "--rounds" => rounds = args.next().context("--rounds N")?.parse()?,
             "--json" => json = true,
+            "--no-huge-pages" => huge_pages = false,
+            // Internal: one round of our side on the columns in this file, as JSON.
+            "--one-round" => one_round = Some(args.next().context("--one-round FILE")?),
             other => bail!("unknown argument {other}"),
         }
     }
     anyhow::ensure!(
-        points >= 100 && reps >= 1,
-        "need --points >= 100 and --reps >= 1"
+        points >= 100 && reps >= 1 && rounds >= 1,
+        "need --points >= 100, --reps >= 1 and --rounds >= 1"
     );
+
+    if let Some(path) = one_round {
+        let columns = read_columns(path.as_ref(), points)?;
+        println!(
+            "{}",
+            serde_json::to_string(&time_rust(&columns, points, reps)?)?
+        );
+        return Ok(());
+    }
+    if huge_pages && !huge_page_tunable() {
+        return rerun_with_huge_pages();
+    }
 
     let data = Ohlcv::random_walk(points, 0x5eed_1dea_u64);
     let mut file = tempfile::NamedTempFile::new()?;
@@ -46,34 +69,115 @@ fn main() -> anyhow::Result<()> {
     }
     file.flush()?;
 
-    let ours = time_rust(&data, reps)?;
-    let talib = time_talib(file.path(), points, reps)?;
+    // Each round times both sides, each in a fresh process reading the same file: where a
+    // process's pages land moves the memory-bound loops (ATR) by up to 10 % from one process
+    // to the next, so both sides draw that lottery once per round. Rounds alternate which side
+    // goes first, so that a slow spell of this shared machine lands on both; each ratio is the
+    // median of the rounds' ratios.
+    let mut ours: Vec<Vec<(String, f64)>> = Vec::with_capacity(rounds);
+    let mut talib: Vec<BTreeMap<String, f64>> = Vec::with_capacity(rounds);
+    for round in 0..rounds {
+        if round % 2 == 0 {
+            ours.push(time_rust_process(file.path(), points, reps)?);
+            talib.push(time_talib(file.path(), points, reps)?);
+        } else {
+            talib.push(time_talib(file.path(), points, reps)?);
+            ours.push(time_rust_process(file.path(), points, reps)?);
+        }
+    }
+    let rows: Vec<Row> = ours[0]
+        .iter()
+        .enumerate()
+        .map(|(i, (name, _))| {
+            let tickmesh: Vec<f64> = ours.iter().map(|round| round[i].1).collect();
+            let reference: Option<Vec<f64>> =
+                talib.iter().map(|round| round.get(name).copied()).collect();
+            let ratios = reference.as_ref().map(|reference| {
+                tickmesh
+                    .iter()
+                    .zip(reference)
+                    .map(|(ours, theirs)| ours / theirs)
+                    .collect::<Vec<_>>()
+            });
+            Row {
+                name: name.clone(),
+                tickmesh: median(tickmesh),
+                talib: reference.map(median),
+                ratio: ratios.as_ref().map(|r| median(r.clone())),
+                spread: ratios.map(|r| {
+                    let low = r.iter().copied().fold(f64::INFINITY, f64::min);
+                    let high = r.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                    (low, high)
+                }),
+            }
+        })
+        .collect();
 
     if json {
-        let rows: Vec<_> = ours
+        let rows: Vec<_> = rows
             .iter()
-            .map(|(name, ns)| {
+            .map(|row| {
                 serde_json::json!({
-                    "indicator": name,
-                    "tickmesh_ns_per_point": ns,
-                    "talib_ns_per_point": talib.get(*name),
-                    "ratio": talib.get(*name).map(|t| ns / t),
+                    "indicator": row.name,
+                    "tickmesh_ns_per_point": row.tickmesh,
+                    "talib_ns_per_point": row.talib,
+                    "ratio": row.ratio,
+                    "ratio_min": row.spread.map(|s| s.0),
+                    "ratio_max": row.spread.map(|s| s.1),
+                    "rounds": rounds,
+                    "huge_pages": huge_pages,
                 })
             })
             .collect();
         println!("{}", serde_json::to_string_pretty(&rows)?);
         return Ok(());
     }
-    println!("{points} points, median of {reps} runs, ns per point (ratio = tickmesh / TA-Lib)");
-    println!("| indicator | tickmesh | TA-Lib | ratio |");
-    println!("|---|---|---|---|");
-    for (name, ns) in &ours {
-        match talib.get(*name) {
-            Some(t) => println!("| {name} | {ns:.2} | {t:.2} | {:.2} |", ns / t),
-            None => println!("| {name} | {ns:.2} | - | - |"),
+    println!(
+        "{points} points; per round the median of {reps} runs of each side, {rounds} rounds; \
+         ns per point (medians over rounds), ratio = tickmesh / TA-Lib (median and range of the \
+         rounds' ratios); {}",
+        if huge_pages {
+            "huge pages asked for on both sides"
+        } else {
+            "huge pages for TA-Lib's numpy arrays only"
+        }
+    );
+    println!("| indicator | tickmesh | TA-Lib | ratio | rounds |");
+    println!("|---|---|---|---|---|");
+    for row in &rows {
+        let name = &row.name;
+        match (row.talib, row.ratio, row.spread) {
+            (Some(t), Some(ratio), Some((low, high))) => println!(
+                "| {name} | {:.2} | {t:.2} | {ratio:.2} | {low:.2}-{high:.2} |",
+                row.tickmesh
+            ),
+            _ => println!("| {name} | {:.2} | - | - | - |", row.tickmesh),
         }
     }
     Ok(())
+}
+
+/// The glibc tunable that puts malloc's large blocks on transparent huge pages.
+const HUGE_PAGE_TUNABLE: &str = "glibc.malloc.hugetlb=1";
+
+/// Whether this process runs with [`HUGE_PAGE_TUNABLE`].
+fn huge_page_tunable() -> bool {
+    std::env::var("GLIBC_TUNABLES").is_ok_and(|t| t.split(':').any(|t| t == HUGE_PAGE_TUNABLE))
+}
+
+/// Runs this tool again, same arguments, with [`HUGE_PAGE_TUNABLE`] added to `GLIBC_TUNABLES`
+/// (read by glibc only at start-up), and exits with its status.
+fn rerun_with_huge_pages() -> anyhow::Result<()> {
+    let tunables = match std::env::var("GLIBC_TUNABLES") {
+        Ok(t) if !t.is_empty() => format!("{t}:{HUGE_PAGE_TUNABLE}"),
+        _ => HUGE_PAGE_TUNABLE.to_owned(),
+    };
+    let status = Command::new(std::env::current_exe()?)
+        .args(std::env::args_os().skip(1))
+        .env("GLIBC_TUNABLES", tunables)
+        .status()
+        .context("running the indicators tool again with huge pages")?;
+    std::process::exit(status.code().unwrap_or(1));
 }
 
 /// OHLCV columns.
@@ -120,17 +224,70 @@ impl Ohlcv {
 
 type Job<'a> = Box<dyn FnMut() -> Result<(), tickmesh_indicators::Error> + 'a>;
 
+/// One indicator's figures over the rounds.
+struct Row {
+    name: String,
+    tickmesh: f64,
+    talib: Option<f64>,
+    ratio: Option<f64>,
+    /// Lowest and highest ratio of a round.
+    spread: Option<(f64, f64)>,
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+/// The five columns (open, high, low, close, volume) of `points` little-endian f64 each, in
+/// one block as in the numpy array TA-Lib reads from the same file (`reshape(5, n)`).
+fn read_columns(path: &std::path::Path, points: usize) -> anyhow::Result<Vec<f64>> {
+    let bytes = std::fs::read(path)?;
+    anyhow::ensure!(
+        bytes.len() == 5 * 8 * points,
+        "{} holds {} bytes, not 5 columns of {points} f64",
+        path.display(),
+        bytes.len()
+    );
+    Ok(bytes
+        .chunks_exact(8)
+        .map(|b| f64::from_le_bytes(b.try_into().expect("8 bytes")))
+        .collect())
+}
+
+/// [`time_rust`] in a fresh process of this tool.
+fn time_rust_process(
+    path: &std::path::Path,
+    points: usize,
+    reps: usize,
+) -> anyhow::Result<Vec<(String, f64)>> {
+    let output = Command::new(std::env::current_exe()?)
+        .arg("--one-round")
+        .arg(path)
+        .args(["--points", &points.to_string(), "--reps", &reps.to_string()])
+        .output()?;
+    if !output.status.success() {
+        bail!(
+            "a round of the indicators tool failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    Ok(serde_json::from_slice(&output.stdout)?)
+}
+
 /// Median ns per point of every Rust batch function.
-fn time_rust(d: &Ohlcv, reps: usize) -> anyhow::Result<Vec<(&'static str, f64)>> {
-    let n = d.close.len();
-    let (h, l, c, v) = (&d.high[..], &d.low[..], &d.close[..], &d.volume[..]);
-    let mut a = vec![0.0; n];
-    let mut b = vec![0.0; n];
-    let mut e = vec![0.0; n];
+fn time_rust(columns: &[f64], n: usize, reps: usize) -> anyhow::Result<Vec<(&'static str, f64)>> {
+    let (h, rest) = columns[n..].split_at(n);
+    let (l, rest) = rest.split_at(n);
+    let (c, v) = rest.split_at(n);
+    // Three output columns, in one block too.
+    let mut outputs = vec![0.0; 3 * n];
+    let (a, rest) = outputs.split_at_mut(n);
+    let (b, e) = rest.split_at_mut(n);
     let mut results = Vec::new();
     macro_rules! bench {
         ($name:literal, |$a:ident, $b:ident, $e:ident| $call:expr) => {{
-            let (a_, b_, e_) = (&mut a, &mut b, &mut e);
+            let (a_, b_, e_) = (&mut *a, &mut *b, &mut *e);
             let mut job: Job = Box::new(move || {
                 let ($a, $b, $e) = (&mut a_[..], &mut b_[..], &mut e_[..]);
                 let _ = (&$a, &$b, &$e);
