@@ -6,7 +6,7 @@
 //! fixed `--rate` (open loop: a request that could not be sent when it was due, because its
 //! caller was still waiting on the server, counts its latency from the due time, so a stalled
 //! server cannot hide its queue — coordinated omission corrected; a caller that was idle and
-//! only woken late by tokio's 1 ms timer counts from the send). After a warm-up it records
+//! only released late by the pacer thread counts from the send). After a warm-up it records
 //! an HDR histogram (p50/p90/p99/p99.9) and errors by status code, with a progress bar. Then it
 //! runs the same load against a bare echo server it starts itself (same request bytes) and
 //! reports every figure also as a ratio to that baseline. `--json FILE` writes the result.
@@ -366,12 +366,16 @@ async fn load(
     let deadline = started + duration;
     let issued = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
+    let pacer = args
+        .rate
+        .map(|rate| Pacer::start(rate, started, deadline, stop.clone()));
     let mut tasks = Vec::new();
     for worker in 0..args.concurrency {
         let mut grpc = tonic::client::Grpc::new(channels[worker % channels.len()].clone());
         let (path, body, metadata) = (path.clone(), body.to_vec(), metadata.clone());
         let (issued, stop) = (issued.clone(), stop.clone());
         let (rate, limit) = (args.rate, args.requests);
+        let permits = pacer.as_ref().map(|p| p.permits.clone());
         let progress = progress.cloned();
         tasks.push(tokio::spawn(async move {
             let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
@@ -380,19 +384,26 @@ async fn load(
             let mut response_bytes = 0usize;
             let mut last_finish = Instant::now();
             loop {
+                // Open loop: a call may start only with a permit, which the pacer releases
+                // when the call is due (see `Pacer`).
+                if let Some(permits) = &permits {
+                    match permits.acquire().await {
+                        Ok(permit) => permit.forget(),
+                        Err(_) => break,
+                    }
+                }
                 let slot = issued.fetch_add(1, Ordering::Relaxed);
                 if stop.load(Ordering::Relaxed) || limit.is_some_and(|n| slot >= n) {
                     break;
                 }
-                // Open loop: the request is due at its slot's time. If this caller was still
-                // busy with its previous call then (the server fell behind), the latency counts
-                // from the due time, however late it could be sent: coordinated omission
-                // corrected. If it was idle and only tokio's timer (1 ms ticks) woke it late,
-                // it counts from the send: the generator's own lateness is not the server's.
+                // The call of this slot is due at its time. If this caller was still busy with
+                // its previous call then (the server fell behind), the latency counts from the
+                // due time, however late it could be sent: coordinated omission corrected. If
+                // it was idle and only the pacer released it late, it counts from the send:
+                // the generator's own lateness is not the server's.
                 let due = match rate {
                     Some(rate) => {
                         let due = started + Duration::from_secs_f64(slot as f64 / rate);
-                        tokio::time::sleep_until(due.into()).await;
                         if last_finish > due {
                             due
                         } else {
@@ -435,8 +446,15 @@ async fn load(
     }
     let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
     let (mut ok, mut errors, mut response_bytes) = (0, BTreeMap::new(), 0);
+    let mut results = Vec::with_capacity(tasks.len());
     for task in tasks {
-        let (h, o, e, bytes) = task.await??;
+        results.push(task.await);
+    }
+    if let Some(pacer) = pacer {
+        pacer.finish();
+    }
+    for task in results {
+        let (h, o, e, bytes) = task??;
         response_bytes = response_bytes.max(bytes);
         histogram.add(&h)?;
         ok += o;
@@ -451,6 +469,61 @@ async fn load(
         elapsed: started.elapsed(),
         response_bytes,
     })
+}
+
+/// The open loop's clock: a thread that releases one permit per call when the call is due,
+/// `rate` per second from `started`, waking every [`Pacer::TICK`] at most (or at the next due
+/// time, when that is later). tokio's timer has 1 ms ticks: callers sleeping until their due
+/// times would all wake on the same tick and send a millisecond's calls as one burst, whose
+/// queueing the latency figures would then show; a thread sleeping on the OS's high-resolution
+/// timer spreads them over the millisecond.
+struct Pacer {
+    permits: Arc<tokio::sync::Semaphore>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Pacer {
+    const TICK: Duration = Duration::from_micros(100);
+
+    fn start(rate: f64, started: Instant, deadline: Instant, stop: Arc<AtomicBool>) -> Pacer {
+        let permits = Arc::new(tokio::sync::Semaphore::new(0));
+        let released = permits.clone();
+        let thread = std::thread::Builder::new()
+            .name("load-pacer".into())
+            .spawn(move || {
+                let mut slot = 0u64;
+                let due = |slot: u64| started + Duration::from_secs_f64(slot as f64 / rate);
+                loop {
+                    let now = Instant::now();
+                    let mut n = 0;
+                    while due(slot) <= now {
+                        slot += 1;
+                        n += 1;
+                    }
+                    if n > 0 {
+                        released.add_permits(n);
+                    }
+                    if now >= deadline || stop.load(Ordering::Relaxed) || released.is_closed() {
+                        break;
+                    }
+                    let next = due(slot).saturating_duration_since(Instant::now());
+                    std::thread::sleep(next.max(Self::TICK));
+                }
+                // Callers still waiting learn that the run is over (they check the deadline
+                // and the stop flag once they hold a permit).
+                if !released.is_closed() {
+                    released.add_permits(tokio::sync::Semaphore::MAX_PERMITS / 2);
+                }
+            })
+            .expect("spawning the pacer thread");
+        Pacer { permits, thread }
+    }
+
+    /// Stops the thread once every caller is done.
+    fn finish(self) {
+        self.permits.close();
+        let _ = self.thread.join();
+    }
 }
 
 fn bar(label: &str, args: &Args) -> ProgressBar {
