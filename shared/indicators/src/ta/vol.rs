@@ -386,11 +386,12 @@ impl AtrLoop<'_> {
 }
 
 impl Kernel for AtrLoop<'_> {
-    /// ATR after its seed: one loop, each true range computed next to the step that takes it.
-    /// The chain of fused multiply-adds sets the pace (one FMA latency per bar, as in TA-Lib);
-    /// the loads and the true range of the bars ahead run out of order alongside it. Blocks of
-    /// true ranges first (as NATR does) measured 2-5 % slower at a million bars: more
-    /// instructions per bar narrow how far ahead the CPU reads.
+    /// ATR after its seed: one loop, each true range computed next to the step that takes it,
+    /// which is TA-Lib's own loop. On cached columns the chain of fused multiply-adds sets the
+    /// pace (one FMA latency per bar) and the true ranges of the bars ahead run out of order
+    /// alongside it; at a million bars memory does, on both sides. Blocks of true ranges first
+    /// (as NATR does) measured 2-5 % slower at a million bars (benches/README.md, "Indicators
+    /// vs TA-Lib", lists what else was tried).
     #[inline(always)]
     fn run(self) {
         let AtrLoop {
