@@ -79,66 +79,62 @@ impl Decoder for Raw {
     }
 }
 
+/// What one of the bare unary servers of this tool answers: the echo baseline and the stand-in
+/// OTLP trace receiver differ only in this.
+trait Answer: Send + 'static {
+    /// The gRPC service it serves.
+    const SERVICE: &'static str;
+    /// The one method path it answers, or `None` for every method of [`Answer::SERVICE`].
+    const PATH: Option<&'static str>;
+    fn answer(request: Vec<u8>) -> Vec<u8>;
+}
+
 /// The echo server: answers every `Echo` call with its request.
-#[derive(Debug, Clone, Copy, Default)]
 struct Echo;
 
-impl tonic::server::NamedService for Echo {
-    const NAME: &'static str = "tickmesh.bench.Echo";
-}
-
-struct EchoCall;
-
-impl tonic::server::UnaryService<Vec<u8>> for EchoCall {
-    type Response = Vec<u8>;
-    type Future = std::future::Ready<Result<tonic::Response<Vec<u8>>, Status>>;
-
-    fn call(&mut self, request: tonic::Request<Vec<u8>>) -> Self::Future {
-        std::future::ready(Ok(tonic::Response::new(request.into_inner())))
-    }
-}
-
-impl tower::Service<http::Request<tonic::body::Body>> for Echo {
-    type Response = http::Response<tonic::body::Body>;
-    type Error = Infallible;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, request: http::Request<tonic::body::Body>) -> Self::Future {
-        Box::pin(async move {
-            if request.uri().path() != ECHO_PATH {
-                return Ok(Status::unimplemented("only Echo here").into_http());
-            }
-            let mut grpc = tonic::server::Grpc::new(Raw);
-            Ok(grpc.unary(EchoCall, request).await)
-        })
+impl Answer for Echo {
+    const SERVICE: &'static str = "tickmesh.bench.Echo";
+    const PATH: Option<&'static str> = Some(ECHO_PATH);
+    fn answer(request: Vec<u8>) -> Vec<u8> {
+        request
     }
 }
 
 /// A stand-in OTLP trace receiver: takes every `TraceService/Export` call and answers with an
 /// empty (successful) response, so that a traced process exports for real without a collector.
-#[derive(Debug, Clone, Copy, Default)]
 struct Sink;
 
-impl tonic::server::NamedService for Sink {
-    const NAME: &'static str = "opentelemetry.proto.collector.trace.v1.TraceService";
-}
-
-struct SinkCall;
-
-impl tonic::server::UnaryService<Vec<u8>> for SinkCall {
-    type Response = Vec<u8>;
-    type Future = std::future::Ready<Result<tonic::Response<Vec<u8>>, Status>>;
-
-    fn call(&mut self, _: tonic::Request<Vec<u8>>) -> Self::Future {
-        std::future::ready(Ok(tonic::Response::new(Vec::new())))
+impl Answer for Sink {
+    const SERVICE: &'static str = "opentelemetry.proto.collector.trace.v1.TraceService";
+    const PATH: Option<&'static str> = None;
+    fn answer(_: Vec<u8>) -> Vec<u8> {
+        Vec::new()
     }
 }
 
-impl tower::Service<http::Request<tonic::body::Body>> for Sink {
+/// A bare tonic service answering as `A` does (raw bytes in and out, gzip accepted).
+struct Bare<A>(std::marker::PhantomData<fn() -> A>);
+
+impl<A> Clone for Bare<A> {
+    fn clone(&self) -> Self {
+        Bare(std::marker::PhantomData)
+    }
+}
+
+impl<A: Answer> tonic::server::NamedService for Bare<A> {
+    const NAME: &'static str = A::SERVICE;
+}
+
+impl<A: Answer> tonic::server::UnaryService<Vec<u8>> for Bare<A> {
+    type Response = Vec<u8>;
+    type Future = std::future::Ready<Result<tonic::Response<Vec<u8>>, Status>>;
+
+    fn call(&mut self, request: tonic::Request<Vec<u8>>) -> Self::Future {
+        std::future::ready(Ok(tonic::Response::new(A::answer(request.into_inner()))))
+    }
+}
+
+impl<A: Answer> tower::Service<http::Request<tonic::body::Body>> for Bare<A> {
     type Response = http::Response<tonic::body::Body>;
     type Error = Infallible;
     type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
@@ -148,33 +144,26 @@ impl tower::Service<http::Request<tonic::body::Body>> for Sink {
     }
 
     fn call(&mut self, request: http::Request<tonic::body::Body>) -> Self::Future {
+        let service = self.clone();
         Box::pin(async move {
+            if A::PATH.is_some_and(|path| request.uri().path() != path) {
+                return Ok(Status::unimplemented("no such method here").into_http());
+            }
             let mut grpc = tonic::server::Grpc::new(Raw)
                 .accept_compressed(tonic::codec::CompressionEncoding::Gzip);
-            Ok(grpc.unary(SinkCall, request).await)
+            Ok(grpc.unary(service, request).await)
         })
     }
 }
 
-async fn serve_sink(addr: SocketAddr) -> anyhow::Result<SocketAddr> {
+/// Serves [`Bare<A>`] on `addr` (port 0: any free port) from this runtime; returns the address.
+async fn serve<A: Answer>(addr: SocketAddr) -> anyhow::Result<SocketAddr> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let bound = listener.local_addr()?;
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     tokio::spawn(
         tonic::transport::Server::builder()
-            .add_service(Sink)
-            .serve_with_incoming(incoming),
-    );
-    Ok(bound)
-}
-
-async fn serve_echo(addr: SocketAddr) -> anyhow::Result<SocketAddr> {
-    let listener = tokio::net::TcpListener::bind(addr).await?;
-    let bound = listener.local_addr()?;
-    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
-    tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(Echo)
+            .add_service(Bare::<A>(std::marker::PhantomData))
             .serve_with_incoming(incoming),
     );
     Ok(bound)
@@ -575,7 +564,7 @@ async fn echo_only(args: &Args) -> anyhow::Result<()> {
     let measured = args
         .requests
         .map_or(args.duration, |_| Duration::from_secs(3600));
-    let echo = serve_echo("127.0.0.1:0".parse()?).await?.to_string();
+    let echo = serve::<Echo>("127.0.0.1:0".parse()?).await?.to_string();
     load(&echo, ECHO_PATH, &body, args, args.warmup, None).await?;
     let progress = bar("echo", args);
     let run = load(&echo, ECHO_PATH, &body, args, measured, Some(&progress)).await?;
@@ -616,13 +605,13 @@ fn main() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async move {
         if let Some(addr) = args.serve_echo {
-            let bound = serve_echo(addr).await?;
+            let bound = serve::<Echo>(addr).await?;
             println!("echo server on {bound} ({ECHO_PATH}); Ctrl-C stops it");
             tokio::signal::ctrl_c().await?;
             return Ok(());
         }
         if let Some(addr) = args.serve_sink {
-            let bound = serve_sink(addr).await?;
+            let bound = serve::<Sink>(addr).await?;
             println!("OTLP trace sink on {bound} (discards every export); Ctrl-C stops it");
             tokio::signal::ctrl_c().await?;
             return Ok(());
