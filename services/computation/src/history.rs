@@ -62,13 +62,7 @@ impl History {
     /// of room for [`MAX_BARS`].
     fn push_page(&mut self, rows: Vec<CandleRow>) {
         self.time_us.reserve_exact(rows.len());
-        for column in [
-            &mut self.open,
-            &mut self.high,
-            &mut self.low,
-            &mut self.close,
-            &mut self.volume,
-        ] {
+        for column in self.value_columns() {
             column.reserve_exact(rows.len());
         }
         for row in rows {
@@ -81,16 +75,21 @@ impl History {
         }
     }
 
-    /// Puts the bars read newest first in time order.
-    fn reverse(&mut self) {
-        self.time_us.reverse();
-        for column in [
+    /// The five value columns (open, high, low, close, volume), for what is done to each alike.
+    fn value_columns(&mut self) -> [&mut Vec<f64>; 5] {
+        [
             &mut self.open,
             &mut self.high,
             &mut self.low,
             &mut self.close,
             &mut self.volume,
-        ] {
+        ]
+    }
+
+    /// Puts the bars read newest first in time order.
+    fn reverse(&mut self) {
+        self.time_us.reverse();
+        for column in self.value_columns() {
             column.reverse();
         }
     }
