@@ -3,6 +3,9 @@
 //! Generated at build time (protox + tonic-prost-build); nothing generated is committed.
 
 pub mod codec;
+pub mod domain;
+
+pub use domain::{Symbol, SymbolError};
 
 /// `tickmesh.v1`: market data types, the four services and the configuration schema.
 #[allow(missing_docs, clippy::all, clippy::pedantic)]

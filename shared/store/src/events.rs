@@ -1,10 +1,11 @@
 //! The market events a write produces, encoded for the outbox (one `MarketEventBatch` per
-//! committed write).
+//! committed write): the ticks it stored, the candles it closed or corrected, the signals it
+//! stored.
 
 use prost::encoding::{self, WireType};
-use tickmesh_proto::v1::{Candle, MarketEvent, Tick, market_event::Payload};
+use tickmesh_proto::v1::{Candle, MarketEvent, Signal, Tick, market_event::Payload};
 
-use crate::{CandleRow, TickRow};
+use crate::{CandleRow, SignalRow, TickRow};
 
 /// Event id of a tick: its key, so a re-delivery carries the same id.
 pub fn tick_id(t: &TickRow) -> String {
@@ -31,6 +32,52 @@ pub fn candle_id(c: &CandleRow) -> String {
 /// Event id of a signal: its key.
 pub fn signal_id(symbol: &str, interval: i32, time_us: i64, strategy: i32) -> String {
     format!("s:{symbol}:{interval}:{time_us}:{strategy}")
+}
+
+/// The event of a signal, as published on the bus (`published_time_us` 0 for a replay).
+pub fn signal_event(signal: Signal, published_time_us: i64) -> MarketEvent {
+    MarketEvent {
+        event_id: signal_id(
+            &signal.symbol,
+            signal.interval,
+            signal.time_us,
+            signal.strategy,
+        ),
+        published_time_us,
+        payload: Some(Payload::Signal(signal)),
+    }
+}
+
+/// `MarketEvent.signal`'s field number.
+const SIGNAL_FIELD: u32 = 5;
+
+/// The encoded batch of events for newly stored signals (`None` when there are none): for
+/// each row, the bytes of [`signal_event`] of its `body` (the signal as computation encoded
+/// it), written without decoding the body.
+pub fn encode_signals(now_us: i64, signals: &[SignalRow]) -> Option<Vec<u8>> {
+    if signals.is_empty() {
+        return None;
+    }
+    let mut buf = Vec::with_capacity(signals.iter().map(|s| s.body.len() + 64).sum());
+    for s in signals {
+        let id = signal_id(
+            &s.symbol,
+            i32::from(s.interval_code),
+            s.time_us,
+            i32::from(s.strategy),
+        );
+        let event_len = string_len(1, &id)
+            + int64_len(2, now_us)
+            + encoding::bytes::encoded_len(SIGNAL_FIELD, &s.body);
+        encoding::encode_key(1, WireType::LengthDelimited, &mut buf);
+        encoding::encode_varint(event_len as u64, &mut buf);
+        encoding::string::encode(1, &id, &mut buf);
+        if now_us != 0 {
+            encoding::int64::encode(2, &now_us, &mut buf);
+        }
+        encoding::bytes::encode(SIGNAL_FIELD, &s.body, &mut buf);
+    }
+    Some(buf)
 }
 
 /// The proto candle of a row.
@@ -238,5 +285,46 @@ mod tests {
             assert_eq!(decoded.map(|b| b.events.len()).ok(), Some(5));
         }
         assert_eq!(encode(1, &[], &[]), None);
+    }
+
+    #[test]
+    fn signals_are_encoded_as_prost_encodes_their_events() {
+        use tickmesh_proto::v1::{Interval, SignalAction, Strategy};
+        let signals: Vec<Signal> = (0..3)
+            .map(|i| Signal {
+                symbol: format!("SYM{i}"),
+                interval: Interval::Interval1m as i32,
+                time_us: 1_736_121_600_000_000 + i64::from(i),
+                strategy: Strategy::try_from(i + 1).map_or(0, |s| s as i32),
+                action: SignalAction::Buy as i32,
+                confidence: 0.25 * f64::from(i),
+                price: 100.0,
+                ..Signal::default()
+            })
+            .collect();
+        let rows: Vec<SignalRow> = signals
+            .iter()
+            .map(|s| SignalRow {
+                symbol: s.symbol.clone(),
+                interval_code: s.interval as i16,
+                time_us: s.time_us,
+                strategy: s.strategy as i16,
+                action: s.action as i16,
+                confidence: s.confidence,
+                price: s.price,
+                body: s.encode_to_vec(),
+            })
+            .collect();
+        for now in [0, 1_763_700_000_000_000] {
+            let prost = MarketEventBatch {
+                events: signals
+                    .iter()
+                    .map(|s| signal_event(s.clone(), now))
+                    .collect(),
+            }
+            .encode_to_vec();
+            assert_eq!(encode_signals(now, &rows), Some(prost));
+        }
+        assert_eq!(encode_signals(1, &[]), None);
     }
 }

@@ -1,5 +1,8 @@
-//! PostgreSQL through diesel-async + bb8: write and read pools, migrations, monthly partitions.
+//! The PostgreSQL executor, through diesel-async + bb8: write and read pools, migrations,
+//! monthly partitions, and the write transactions (the statements are in the table modules,
+//! the decisions in `plan.rs`).
 
+use std::borrow::Cow;
 use std::collections::{BTreeSet, HashSet};
 use std::sync::Mutex;
 
@@ -10,65 +13,18 @@ use diesel_async::{AsyncConnection, AsyncMigrationHarness, AsyncPgConnection, Ru
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 use tracing::{info, warn};
 
-use crate::{StoreError, StoreOptions, now_us, time};
+use crate::rollup;
+use crate::{
+    CandleRow, SignalRow, StoreError, StoreOptions, TickRow, TickWrite, candles, events, now_us,
+    outbox, plan, signals, ticks, time,
+};
 
 const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgres");
 
 /// Serialises migrations of pods starting at once.
-const MIGRATION_LOCK: i64 = 0x7469_636b_6d65;
-
-/// Ticks per UNNEST insert (arrays have no bind-parameter limit; this bounds statement size).
-pub(crate) const TICK_ROWS_PER_ARRAY_INSERT: usize = 20_000;
-
-/// New ticks from six arrays; rows already stored are skipped and not returned.
-pub(crate) const INSERT_TICKS_SQL: &str = "INSERT INTO ticks (symbol, ts_us, trade_id, price, size, side) \
-     SELECT * FROM UNNEST($1::text[], $2::int8[], $3::text[], $4::float8[], $5::float8[], $6::int2[]) \
-     ON CONFLICT DO NOTHING \
-     RETURNING symbol, ts_us, trade_id, price, size, side";
-
-/// Ticks known to be new (see `tick_write!`): no conflict check, nothing returned.
-pub(crate) const INSERT_NEW_TICKS_SQL: &str = "INSERT INTO ticks (symbol, ts_us, trade_id, price, size, side) \
-     SELECT * FROM UNNEST($1::text[], $2::int8[], $3::text[], $4::float8[], $5::float8[], $6::int2[])";
-
-/// The newest stored tick time of each symbol in $1 (NULL for a symbol without ticks).
-pub(crate) const NEWEST_TICKS_SQL: &str = "SELECT s AS symbol, \
-     (SELECT max(ts_us) FROM ticks WHERE symbol = s) AS ts_us FROM unnest($1::text[]) AS s";
-
-#[derive(diesel::QueryableByName)]
-pub(crate) struct Newest {
-    #[diesel(sql_type = Text)]
-    pub(crate) symbol: String,
-    #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::BigInt>)]
-    pub(crate) ts_us: Option<i64>,
-}
-
-/// Closes the open bars of the symbols in $1 that ended at or before their symbol's newest
-/// stored tick.
-pub(crate) const CLOSE_BARS_SQL: &str = concat!(
-    "UPDATE candles SET closed = TRUE \
-     FROM (SELECT s, (SELECT max(ts_us) FROM ticks WHERE symbol = s) AS newest \
-           FROM unnest($1::text[]) AS s) AS n \
-     WHERE candles.symbol = n.s AND NOT candles.closed AND candles.open_time_us + ",
-    crate::bar_length_sql!(),
-    " <= n.newest \
-     RETURNING candles.symbol, candles.interval_code, candles.open_time_us, candles.open, \
-     candles.high, candles.low, candles.close, candles.volume, candles.trade_count, candles.closed"
-);
-
-/// Takes the transaction-scoped write lock of every symbol in $1, in one fixed order, so two
-/// writers of the same symbol queue instead of deadlocking, and the second sees the bars the
-/// first created when it closes bars.
-pub(crate) const LOCK_SYMBOLS_SQL: &str = "SELECT pg_advisory_xact_lock(h) FROM \
-     (SELECT DISTINCT hashtext(s) AS h FROM unnest($1::text[]) AS s ORDER BY 1) AS locks";
-
-/// Key of the advisory lock that makes one ingestion process the outbox relay.
-const RELAY_LOCK: i64 = 0x7469_636b_7265;
-
-#[derive(diesel::QueryableByName)]
-struct Locked {
-    #[diesel(sql_type = diesel::sql_types::Bool)]
-    locked: bool,
-}
+const MIGRATION_LOCK: &str = include_str!("postgres/migration_lock.sql");
+/// Releases [`MIGRATION_LOCK`].
+const MIGRATION_UNLOCK: &str = include_str!("postgres/migration_unlock.sql");
 
 /// How many months back from now partitions are created on demand.
 const PARTITION_MONTHS_BACK: i64 = 24;
@@ -76,6 +32,7 @@ const PARTITION_MONTHS_BACK: i64 = 24;
 /// Months of partitions created ahead of time.
 const MONTHS_AHEAD: usize = 3;
 
+/// The PostgreSQL executor.
 pub(crate) struct Pg {
     pub(crate) write: Pool<AsyncPgConnection>,
     pub(crate) read: Pool<AsyncPgConnection>,
@@ -123,21 +80,6 @@ impl Pg {
         pg.ensure_partitions("candles", ahead.iter().copied().collect())
             .await?;
         Ok(pg)
-    }
-
-    pub(crate) async fn relay_lease(&self) -> Result<Option<crate::RelayLease>, StoreError> {
-        let mut conn = self
-            .write
-            .dedicated_connection()
-            .await
-            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
-        let rows: Vec<Locked> = diesel::sql_query(format!(
-            "SELECT pg_try_advisory_lock({RELAY_LOCK}) AS locked"
-        ))
-        .load(&mut conn)
-        .await?;
-        let locked = rows.iter().any(|r| r.locked);
-        Ok(locked.then_some(crate::RelayLease { conn: Some(conn) }))
     }
 
     /// Creates the monthly partitions of `table` that `months` fall in, unless known to exist.
@@ -188,6 +130,120 @@ impl Pg {
         Ok(())
     }
 
+    /// Stores ticks, rolls the new ones up and queues their events. A big batch of several
+    /// symbols is written as two transactions on two connections, split by symbol, so that
+    /// PostgreSQL works on both halves at once. The call succeeds only when both committed; if
+    /// one fails, the other half may be stored, and the caller's retry of the batch stores the
+    /// rest.
+    pub(crate) async fn write_ticks(
+        &self,
+        rows: Vec<TickRow>,
+        per: usize,
+        now: i64,
+    ) -> Result<TickWrite, StoreError> {
+        self.ensure_partitions("ticks", plan::tick_months(&rows))
+            .await?;
+        self.ensure_partitions("candles", plan::bar_months(&rows))
+            .await?;
+        match plan::split_by_symbol(rows) {
+            Ok((a, b)) => {
+                let (a, b) = tokio::try_join!(
+                    self.tick_transaction(&a, per, now),
+                    self.tick_transaction(&b, per, now)
+                )?;
+                Ok(TickWrite {
+                    stored: a.stored + b.stored,
+                    candle_events: a.candle_events + b.candle_events,
+                })
+            }
+            Err(rows) => self.tick_transaction(&rows, per, now).await,
+        }
+    }
+
+    /// One transaction of a tick write: the symbols' write locks, the ticks, the merge of
+    /// their rollup, the bars that closed, the events.
+    async fn tick_transaction(
+        &self,
+        rows: &[TickRow],
+        per: usize,
+        now: i64,
+    ) -> Result<TickWrite, StoreError> {
+        let mut conn = self.write.get().await?;
+        let conn: &mut AsyncPgConnection = &mut conn;
+        Ok(conn
+            .transaction::<_, diesel::result::Error, _>(async |c| {
+                let mut phases = ticks::Phases::start();
+                // Writers of a symbol are serialised by this lock, so the newest stored tick
+                // cannot move while the batch is checked against it.
+                ticks::pg::lock_symbols(c, plan::symbols(rows)).await?;
+                let fresh = match plan::first_tick_times(rows) {
+                    None => false,
+                    Some(first) => {
+                        let symbols = first.keys().copied().collect();
+                        plan::all_newer(&first, &ticks::pg::newest(c, symbols).await?)
+                    }
+                };
+                let new_ticks: Cow<'_, [TickRow]> = if fresh {
+                    ticks::pg::insert_fresh(c, rows, per).await?;
+                    Cow::Borrowed(rows)
+                } else {
+                    Cow::Owned(ticks::pg::insert_new(c, rows, per).await?)
+                };
+                phases.mark(0);
+                let merged = candles::pg::merge(c, &rollup::aggregate(&new_ticks)).await?;
+                phases.mark(1);
+                let closed = candles::pg::close_bars(c, plan::symbols(&new_ticks)).await?;
+                phases.mark(2);
+                let candle_events = plan::tick_candle_events(merged, closed);
+                outbox::push_pg(c, now, events::encode(now, &new_ticks, &candle_events)).await?;
+                phases.log(rows.len(), fresh);
+                Ok(TickWrite {
+                    stored: new_ticks.len() as u64,
+                    candle_events: candle_events.len() as u64,
+                })
+            })
+            .await?)
+    }
+
+    /// Stores a candle feed and queues the events of the new or corrected closed candles, in
+    /// one transaction; returns the rows new or corrected.
+    pub(crate) async fn write_candles(
+        &self,
+        rows: &[CandleRow],
+        now: i64,
+    ) -> Result<u64, StoreError> {
+        self.ensure_partitions("candles", plan::candle_months(rows))
+            .await?;
+        let mut conn = self.write.get().await?;
+        let conn: &mut AsyncPgConnection = &mut conn;
+        Ok(conn
+            .transaction::<_, diesel::result::Error, _>(async |c| {
+                let stored = candles::pg::upsert(c, rows).await?;
+                let closed = plan::closed_candles(&stored);
+                outbox::push_pg(c, now, events::encode(now, &[], &closed)).await?;
+                Ok(stored.len() as u64)
+            })
+            .await?)
+    }
+
+    /// Stores signals and queues the events of the new ones, in one transaction; returns the
+    /// rows new.
+    pub(crate) async fn write_signals(
+        &self,
+        rows: &[SignalRow],
+        now: i64,
+    ) -> Result<u64, StoreError> {
+        let mut conn = self.write.get().await?;
+        let conn: &mut AsyncPgConnection = &mut conn;
+        Ok(conn
+            .transaction::<_, diesel::result::Error, _>(async |c| {
+                let stored = signals::pg::insert_new(c, rows).await?;
+                outbox::push_pg(c, now, events::encode_signals(now, &stored)).await?;
+                Ok(stored.len() as u64)
+            })
+            .await?)
+    }
+
     /// The plan with sequential scans disabled for this one statement, so it shows whether an
     /// index can serve the query whatever the table size (on a small table the planner would
     /// pick a sequential scan anyway).
@@ -221,16 +277,14 @@ async fn migrate(url: &str) -> Result<(), StoreError> {
     let mut conn = AsyncPgConnection::establish(url)
         .await
         .map_err(|e| StoreError::Unavailable(e.to_string()))?;
-    diesel::sql_query(format!("SELECT pg_advisory_lock({MIGRATION_LOCK})"))
-        .execute(&mut conn)
-        .await?;
+    diesel::sql_query(MIGRATION_LOCK).execute(&mut conn).await?;
     let mut harness = AsyncMigrationHarness::new(conn);
     let applied = harness
         .run_pending_migrations(MIGRATIONS)
         .map(|versions| versions.len())
         .map_err(|e| StoreError::Migration(e.to_string()));
     let mut conn = harness.into_inner();
-    diesel::sql_query(format!("SELECT pg_advisory_unlock({MIGRATION_LOCK})"))
+    diesel::sql_query(MIGRATION_UNLOCK)
         .execute(&mut conn)
         .await?;
     info!(applied = applied?, "postgres migrations up to date");

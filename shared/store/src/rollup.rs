@@ -5,39 +5,55 @@
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 
+use diesel::dsl::sql;
+use diesel::expression::SqlLiteral;
 use diesel::prelude::*;
+use diesel::sql_types::{BigInt, Double, Text};
+use tickmesh_proto::v1::Interval;
 
 use crate::schema::candles;
 
-/// The intervals ticks roll up into: (`tickmesh.v1.Interval` number, length in microseconds).
-pub const INTERVALS: [(i16, i64); 7] = [
-    (1, 1_000_000),
-    (2, 60_000_000),
-    (3, 300_000_000),
-    (4, 900_000_000),
-    (5, 3_600_000_000),
-    (6, 14_400_000_000),
-    (7, 86_400_000_000),
-];
+/// The intervals ticks roll up into, finest first ([`Interval::STORED`]): (`tickmesh.v1.Interval`
+/// number, length in microseconds).
+pub const INTERVALS: [(i16, i64); Interval::STORED.len()] = stored_intervals();
+
+const fn stored_intervals() -> [(i16, i64); Interval::STORED.len()] {
+    let mut out = [(0, 0); Interval::STORED.len()];
+    let mut i = 0;
+    while i < out.len() {
+        let interval = Interval::STORED[i];
+        let Some(len) = interval.length_us() else {
+            // Evaluated at compile time: a stored interval without a length does not build.
+            panic!("a stored interval has no length");
+        };
+        out[i] = (interval as i16, len);
+        i += 1;
+    }
+    out
+}
 
 /// Length in microseconds of a bar of `interval_code` (`tickmesh.v1.Interval` as its number).
 pub fn interval_us(interval_code: i32) -> Option<i64> {
-    INTERVALS
-        .iter()
-        .find(|(code, _)| i32::from(*code) == interval_code)
-        .map(|(_, len)| *len)
+    Interval::from_code(interval_code)
+        .filter(|i| Interval::STORED.contains(i))
+        .and_then(Interval::length_us)
 }
 
-/// SQL for the length in microseconds of a bar of `interval_code` (must match [`INTERVALS`];
-/// a unit test checks that it does).
-#[macro_export]
-#[doc(hidden)]
-macro_rules! bar_length_sql {
-    () => {
-        "(CASE interval_code WHEN 1 THEN 1000000 WHEN 2 THEN 60000000 WHEN 3 THEN 300000000 \
-         WHEN 4 THEN 900000000 WHEN 5 THEN 3600000000 WHEN 6 THEN 14400000000 \
-         WHEN 7 THEN 86400000000 END)"
-    };
+/// SQL for the length in microseconds of the bar of a row's `interval_code`, built from
+/// [`INTERVALS`].
+pub(crate) fn bar_length_sql() -> String {
+    let mut sql = String::from("(CASE interval_code ");
+    for (code, len) in INTERVALS {
+        sql.push_str(&format!("WHEN {code} THEN {len} "));
+    }
+    sql.push_str("END)");
+    sql
+}
+
+/// `template` (a statement from a `.sql` file) with `{bar_length}` replaced by
+/// [`bar_length_sql`].
+pub(crate) fn with_bar_length(template: &str) -> String {
+    template.replace("{bar_length}", &bar_length_sql())
 }
 
 /// Start of the bar of length `len` holding `ts_us` (bars are aligned to the epoch, UTC).
@@ -209,6 +225,40 @@ pub(crate) mod merge_sql {
     }
 }
 
+type Set<C, T> = diesel::dsl::Eq<C, SqlLiteral<T>>;
+
+/// The SET clause of the merge of a delta into a stored candle (see [`merge_sql`]).
+pub(crate) type MergeSet = (
+    Set<candles::open, Double>,
+    Set<candles::high, Double>,
+    Set<candles::low, Double>,
+    Set<candles::close, Double>,
+    Set<candles::volume, Double>,
+    Set<candles::trade_count, BigInt>,
+    Set<candles::first_ts_us, BigInt>,
+    Set<candles::first_trade_id, Text>,
+    Set<candles::last_ts_us, BigInt>,
+    Set<candles::last_trade_id, Text>,
+);
+
+/// The SET clause of the merge, the same on both backends.
+pub(crate) fn merge_set() -> MergeSet {
+    use crate::schema::candles::dsl as cd;
+    use merge_sql as m;
+    (
+        cd::open.eq(sql::<Double>(&m::open())),
+        cd::high.eq(sql::<Double>(&m::high())),
+        cd::low.eq(sql::<Double>(&m::low())),
+        cd::close.eq(sql::<Double>(&m::close())),
+        cd::volume.eq(sql::<Double>(&m::volume())),
+        cd::trade_count.eq(sql::<BigInt>(&m::trade_count())),
+        cd::first_ts_us.eq(sql::<BigInt>(&m::first_ts())),
+        cd::first_trade_id.eq(sql::<Text>(&m::first_trade())),
+        cd::last_ts_us.eq(sql::<BigInt>(&m::last_ts())),
+        cd::last_trade_id.eq(sql::<Text>(&m::last_trade())),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -241,10 +291,16 @@ mod tests {
     fn the_sql_bar_lengths_match_the_intervals() {
         for (code, len) in INTERVALS {
             assert!(
-                crate::bar_length_sql!().contains(&format!("WHEN {code} THEN {len} ")),
+                bar_length_sql().contains(&format!("WHEN {code} THEN {len} ")),
                 "interval {code}"
             );
         }
+        assert_eq!(INTERVALS.len(), 7);
+        assert_eq!(INTERVALS[0], (1, 1_000_000));
+        assert_eq!(INTERVALS[6], (7, 86_400_000_000));
+        assert_eq!(interval_us(2), Some(60_000_000));
+        assert_eq!(interval_us(0), None);
+        assert_eq!(interval_us(99), None);
     }
 
     #[test]

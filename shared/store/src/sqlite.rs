@@ -1,4 +1,6 @@
-//! SQLite through diesel-async's sync connection wrapper, in WAL mode.
+//! The SQLite executor, through diesel-async's sync connection wrapper in WAL mode: one
+//! blocking transaction per write (the statements are in the table modules, the decisions in
+//! `plan.rs`).
 
 use std::path::{Path, PathBuf};
 
@@ -13,7 +15,12 @@ use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 use futures_util::FutureExt;
 use tracing::info;
 
-use crate::{StoreError, StoreOptions};
+use std::borrow::Cow;
+
+use crate::{
+    CandleRow, SignalRow, StoreError, StoreOptions, TickRow, TickWrite, candles, events, outbox,
+    plan, rollup, signals, ticks,
+};
 
 const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
 
@@ -28,14 +35,7 @@ const PRAGMAS: [&str; 4] = [
 
 type Conn = SyncConnectionWrapper<SqliteConnection>;
 
-/// Closes the open bars of symbol ?1 that ended at or before its newest stored tick.
-pub(crate) const CLOSE_BARS_SQL: &str = concat!(
-    "UPDATE candles SET closed = TRUE WHERE symbol = ?1 AND NOT closed AND open_time_us + ",
-    crate::bar_length_sql!(),
-    " <= (SELECT max(ts_us) FROM ticks WHERE symbol = ?1) \
-     RETURNING symbol, interval_code, open_time_us, open, high, low, close, volume, trade_count, closed"
-);
-
+/// The SQLite executor.
 pub(crate) struct Lite {
     pub(crate) pool: Pool<Conn>,
 }
@@ -97,7 +97,7 @@ impl Lite {
 
     /// Runs `body` in one IMMEDIATE transaction (the write lock is taken up front, so two
     /// writers queue on busy_timeout instead of failing on upgrade) on a blocking thread.
-    pub(crate) async fn write<F, R>(&self, body: F) -> Result<R, StoreError>
+    async fn write<F, R>(&self, body: F) -> Result<R, StoreError>
     where
         F: FnOnce(&mut SqliteConnection) -> diesel::QueryResult<R> + Send + 'static,
         R: Send + 'static,
@@ -106,6 +106,77 @@ impl Lite {
         Ok(conn
             .spawn_blocking(move |c| c.immediate_transaction(body))
             .await?)
+    }
+
+    /// Stores ticks, rolls the new ones up and queues their events, in one transaction. The
+    /// one writer connection at a time serialises writers, so the newest stored tick cannot
+    /// move while the batch is checked against it.
+    pub(crate) async fn write_ticks(
+        &self,
+        rows: Vec<TickRow>,
+        per: usize,
+        now: i64,
+    ) -> Result<TickWrite, StoreError> {
+        self.write(move |c| {
+            let mut phases = ticks::Phases::start();
+            let fresh = match plan::first_tick_times(&rows) {
+                None => false,
+                Some(first) => {
+                    let symbols = first.keys().copied().collect();
+                    plan::all_newer(&first, &ticks::lite::newest(c, symbols)?)
+                }
+            };
+            let new_ticks: Cow<'_, [TickRow]> = if fresh {
+                ticks::lite::insert_fresh(c, &rows, per)?;
+                Cow::Borrowed(&rows[..])
+            } else {
+                Cow::Owned(ticks::lite::insert_new(c, &rows, per)?)
+            };
+            phases.mark(0);
+            let merged = candles::lite::merge(c, &rollup::aggregate(&new_ticks))?;
+            phases.mark(1);
+            let closed = candles::lite::close_bars(c, plan::symbols(&new_ticks))?;
+            phases.mark(2);
+            let candle_events = plan::tick_candle_events(merged, closed);
+            outbox::push_lite(c, now, events::encode(now, &new_ticks, &candle_events))?;
+            phases.log(rows.len(), fresh);
+            Ok(TickWrite {
+                stored: new_ticks.len() as u64,
+                candle_events: candle_events.len() as u64,
+            })
+        })
+        .await
+    }
+
+    /// Stores a candle feed and queues the events of the new or corrected closed candles, in
+    /// one transaction; returns the rows new or corrected.
+    pub(crate) async fn write_candles(
+        &self,
+        rows: Vec<CandleRow>,
+        now: i64,
+    ) -> Result<u64, StoreError> {
+        self.write(move |c| {
+            let stored = candles::lite::upsert(c, &rows)?;
+            let closed = plan::closed_candles(&stored);
+            outbox::push_lite(c, now, events::encode(now, &[], &closed))?;
+            Ok(stored.len() as u64)
+        })
+        .await
+    }
+
+    /// Stores signals and queues the events of the new ones, in one transaction; returns the
+    /// rows new.
+    pub(crate) async fn write_signals(
+        &self,
+        rows: Vec<SignalRow>,
+        now: i64,
+    ) -> Result<u64, StoreError> {
+        self.write(move |c| {
+            let stored = signals::lite::insert_new(c, &rows)?;
+            outbox::push_lite(c, now, events::encode_signals(now, &stored))?;
+            Ok(stored.len() as u64)
+        })
+        .await
     }
 
     pub(crate) async fn explain(&self, sql: &str) -> Result<String, StoreError> {

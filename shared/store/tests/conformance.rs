@@ -3,6 +3,8 @@
 
 #![allow(clippy::unwrap_used)] // helpers unwrap too: a panic is a failed test
 
+use prost::Message;
+use tickmesh_proto::v1::{MarketEvent, MarketEventBatch, Signal, market_event::Payload};
 use tickmesh_store::{
     BackendKind, CandleQuery, CandleRow, SignalRow, Store, StoreOptions, TickRow,
 };
@@ -303,4 +305,137 @@ async fn ticks_sharing_a_microsecond_and_mixed_old_and_new_symbols_are_all_store
         assert_eq!(store.count_ticks("BBB").await.unwrap(), 2);
         assert_eq!(store.count_ticks("CCC").await.unwrap(), 1);
     }
+}
+
+fn signal(symbol: &str, minute: i64, strategy: i32) -> (Signal, SignalRow) {
+    let signal = Signal {
+        symbol: symbol.to_owned(),
+        interval: 2,
+        time_us: T0 + minute * 60_000_000,
+        strategy,
+        action: 1,
+        confidence: 0.75,
+        price: 42_000.0 + minute as f64,
+        indicators: [("rsi_14".to_owned(), 31.5)].into(),
+        ..Signal::default()
+    };
+    let row = SignalRow {
+        symbol: signal.symbol.clone(),
+        interval_code: signal.interval as i16,
+        time_us: signal.time_us,
+        strategy: signal.strategy as i16,
+        action: signal.action as i16,
+        confidence: signal.confidence,
+        price: signal.price,
+        body: signal.encode_to_vec(),
+    };
+    (signal, row)
+}
+
+/// The signal events queued in the outbox, in order.
+async fn queued_signals(store: &Store) -> Vec<MarketEvent> {
+    let mut events = Vec::new();
+    for row in store.outbox_pending(10_000).await.unwrap() {
+        let batch = MarketEventBatch::decode(row.body.as_slice()).unwrap();
+        events.extend(
+            batch
+                .events
+                .into_iter()
+                .filter(|e| matches!(e.payload, Some(Payload::Signal(_)))),
+        );
+    }
+    events
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inserting_signals_queues_their_events_once() {
+    let b = backends().await;
+    for store in &b.stores {
+        let kind = store.kind();
+        let (signals, rows): (Vec<Signal>, Vec<SignalRow>) = [
+            signal("BTC-USD", 0, 1),
+            signal("BTC-USD", 0, 2),
+            signal("ETH-USD", 1, 1),
+        ]
+        .into_iter()
+        .unzip();
+        assert_eq!(
+            store.insert_signals(rows.clone()).await.unwrap(),
+            3,
+            "{kind:?}"
+        );
+        let events = queued_signals(store).await;
+        let want: Vec<(String, Option<Payload>)> = signals
+            .iter()
+            .map(|s| {
+                let event = tickmesh_store::events::signal_event(s.clone(), 0);
+                (event.event_id, event.payload)
+            })
+            .collect();
+        let got: Vec<(String, Option<Payload>)> = events
+            .iter()
+            .map(|e| (e.event_id.clone(), e.payload.clone()))
+            .collect();
+        assert_eq!(got, want, "{kind:?}");
+        assert!(events.iter().all(|e| e.published_time_us > 0), "{kind:?}");
+
+        // The same signals again queue nothing; with one new signal, only that one.
+        assert_eq!(store.insert_signals(rows.clone()).await.unwrap(), 0);
+        assert_eq!(queued_signals(store).await.len(), 3, "{kind:?}");
+        let (new_signal, new_row) = signal("ETH-USD", 2, 1);
+        let mut again = rows.clone();
+        again.push(new_row);
+        assert_eq!(store.insert_signals(again).await.unwrap(), 1);
+        let events = queued_signals(store).await;
+        assert_eq!(events.len(), 4, "{kind:?}");
+        assert_eq!(
+            events[3].payload,
+            Some(Payload::Signal(new_signal)),
+            "{kind:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_cut_off_by_postgres_going_away_is_transient() {
+    let mut pg = Postgres::start().expect("a throwaway PostgreSQL");
+    let store = std::sync::Arc::new(Store::open(&StoreOptions::new(pg.url())).await.unwrap());
+    // One symbol, so one transaction: the batch is stored whole or not at all.
+    let rows = 200_000;
+    let batch: Vec<TickRow> = (0..rows).map(|i| tick("CUT", i)).collect();
+    let write = tokio::spawn({
+        let store = store.clone();
+        async move { store.insert_ticks(batch).await }
+    });
+    // Stop the server while the write's transaction is open.
+    loop {
+        assert!(
+            !write.is_finished(),
+            "the write finished before the server could be stopped; make the batch bigger"
+        );
+        let busy = pg
+            .psql(
+                "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend' \
+                 AND state <> 'idle' AND pid <> pg_backend_pid()",
+            )
+            .unwrap();
+        if busy != "0" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    tokio::task::block_in_place(|| pg.stop());
+    let error = write
+        .await
+        .unwrap()
+        .expect_err("a write whose server went away fails");
+    assert!(error.is_transient(), "not transient: {error:?}");
+    eprintln!("the write failed with: {error}");
+
+    tokio::task::block_in_place(|| pg.restart()).unwrap();
+    let stored = store.count_ticks("CUT").await.unwrap();
+    assert!(
+        stored == 0 || stored == rows,
+        "{stored} of {rows} ticks stored"
+    );
 }

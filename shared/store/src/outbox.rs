@@ -1,0 +1,127 @@
+//! The outbox: events committed with the rows they describe, published on the bus afterwards
+//! by the one process that holds the relay lease.
+
+use diesel::prelude::*;
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
+
+use crate::backend::Backend;
+use crate::models::NewOutboxRow;
+use crate::schema::outbox::dsl as o;
+use crate::{OutboxRow, StoreError};
+
+/// Takes the relay's session advisory lock, if no other session holds it.
+const RELAY_LOCK: &str = include_str!("outbox/relay_lock.pg.sql");
+
+/// The right to publish the outbox (see [`crate::Store::relay_lease`]); dropping it gives it up.
+pub struct RelayLease {
+    conn: Option<AsyncPgConnection>,
+}
+
+impl std::fmt::Debug for RelayLease {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RelayLease")
+            .field("postgres", &self.conn.is_some())
+            .finish()
+    }
+}
+
+impl RelayLease {
+    /// Whether the lease still holds: its connection (and with it the lock) is alive.
+    pub async fn still_held(&mut self) -> bool {
+        match &mut self.conn {
+            None => true,
+            Some(conn) => diesel::sql_query("SELECT 1").execute(conn).await.is_ok(),
+        }
+    }
+}
+
+#[derive(diesel::QueryableByName)]
+struct Locked {
+    #[diesel(sql_type = diesel::sql_types::Bool)]
+    locked: bool,
+}
+
+/// The lease of a store: on PostgreSQL the relay lock on a dedicated connection, held as long
+/// as the lease lives (or until the connection dies); an SQLite store has a single process and
+/// always grants it.
+pub(crate) async fn lease(backend: &Backend) -> Result<Option<RelayLease>, StoreError> {
+    let pg = match backend {
+        Backend::Sqlite(_) => return Ok(Some(RelayLease { conn: None })),
+        Backend::Postgres(pg) => pg,
+    };
+    let mut conn = pg
+        .write
+        .dedicated_connection()
+        .await
+        .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+    let rows: Vec<Locked> = diesel::sql_query(RELAY_LOCK).load(&mut conn).await?;
+    let locked = rows.iter().any(|r| r.locked);
+    Ok(locked.then_some(RelayLease { conn: Some(conn) }))
+}
+
+/// Up to `limit` queued events, oldest first.
+pub(crate) async fn pending(backend: &Backend, limit: i64) -> Result<Vec<OutboxRow>, StoreError> {
+    with_conn!(backend, write, |conn| {
+        Ok(o::outbox
+            .order(o::id.asc())
+            .limit(limit)
+            .select(OutboxRow::as_select())
+            .load(conn)
+            .await?)
+    })
+}
+
+/// Drops events that were published.
+pub(crate) async fn remove(backend: &Backend, ids: &[i64]) -> Result<u64, StoreError> {
+    if ids.is_empty() {
+        return Ok(0);
+    }
+    with_conn!(backend, write, |conn| {
+        Ok(diesel::delete(o::outbox.filter(o::id.eq_any(ids)))
+            .execute(conn)
+            .await? as u64)
+    })
+}
+
+/// The row that queues `body` (an encoded `MarketEventBatch`), if there is one.
+fn row(now_us: i64, body: Option<Vec<u8>>) -> Option<NewOutboxRow> {
+    body.map(|body| NewOutboxRow {
+        created_us: now_us,
+        body,
+    })
+}
+
+/// Queues an encoded batch of events on PostgreSQL, inside the write's transaction.
+pub(crate) async fn push_pg(
+    c: &mut AsyncPgConnection,
+    now_us: i64,
+    body: Option<Vec<u8>>,
+) -> QueryResult<()> {
+    if let Some(row) = row(now_us, body) {
+        diesel::insert_into(o::outbox)
+            .values(row)
+            .execute(c)
+            .await?;
+    }
+    Ok(())
+}
+
+/// Queues an encoded batch of events on SQLite, inside the write's transaction.
+pub(crate) fn push_lite(
+    c: &mut SqliteConnection,
+    now_us: i64,
+    body: Option<Vec<u8>>,
+) -> QueryResult<()> {
+    if let Some(row) = row(now_us, body) {
+        diesel::RunQueryDsl::execute(diesel::insert_into(o::outbox).values(row), c)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_relay_lock_key_is_the_one_every_version_uses() {
+        assert!(super::RELAY_LOCK.contains(&0x7469_636b_7265_i64.to_string()));
+    }
+}
