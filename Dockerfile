@@ -10,7 +10,7 @@
 
 # The Rust of the workspace's rust-version (Cargo.toml), on the Debian release of the runtime
 # image below, so the binary links against the same glibc.
-FROM rust:1.88-bookworm AS builder
+FROM rust:1.89-bookworm AS builder
 WORKDIR /src
 COPY . .
 # Cache mounts keep the crate registry and the build output between builds; the binary is copied

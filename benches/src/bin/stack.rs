@@ -82,7 +82,9 @@ async fn bare(config: &ConfigHandle, shutdown: &Shutdown) -> anyhow::Result<Sock
     let addr = listener.local_addr()?;
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     let server = tonic::transport::Server::builder()
-        .add_service(config.service(shutdown))
+        .add_service(tickmesh_mesh::server::config_service::server(
+            config, shutdown,
+        ))
         .serve_with_incoming(incoming);
     tokio::spawn(server);
     Ok(addr)
@@ -168,7 +170,11 @@ fn main() -> anyhow::Result<()> {
     // costs in production when no OTLP endpoint is set.
     let _telemetry = {
         let _entered = runtime.enter();
-        tickmesh_mesh::logging::init("info", tickmesh_mesh::logging::LogFormat::Json, "bench")
+        tickmesh_mesh::telemetry::logging::init(
+            "info",
+            tickmesh_mesh::telemetry::logging::LogFormat::Json,
+            "bench",
+        )
     };
     runtime.block_on(async move {
         let config = Arc::new(config()?);

@@ -329,14 +329,6 @@ impl CachingService for CachingApi {
                 return Err(Status::not_found(format!("no cache namespace {namespace}")));
             }
         }
-        // The computation processes record their skips through their caches; with Redis the
-        // counts of all of them meet there.
-        let skips = self
-            .cache
-            .skip_stats((!namespace.is_empty()).then_some(namespace.as_str()))
-            .await
-            .map_err(status)?;
-        stats.skip_rate = skips.rate();
         Ok(Response::new(stats))
     }
 }

@@ -24,7 +24,7 @@ pub fn interval(value: i32, field: &str) -> Result<Interval, Status> {
     }
 }
 
-/// Symbols of a multi-symbol request: 1 to `max`, each non-empty and at most 32 characters.
+/// Symbols of a multi-symbol request: 1 to `max`, each a valid [`tickmesh_proto::Symbol`].
 pub fn symbols(symbols: &[String], max: usize) -> Result<(), Status> {
     if symbols.is_empty() {
         return Err(bad_field("symbols", "at least one symbol"));
@@ -36,12 +36,8 @@ pub fn symbols(symbols: &[String], max: usize) -> Result<(), Status> {
         ));
     }
     for (i, symbol) in symbols.iter().enumerate() {
-        if symbol.is_empty() || symbol.len() > 32 {
-            return Err(bad_field(
-                format!("symbols[{i}]"),
-                "a symbol is 1 to 32 characters",
-            ));
-        }
+        tickmesh_proto::Symbol::check(symbol)
+            .map_err(|e| bad_field(format!("symbols[{i}]"), e.to_string()))?;
     }
     Ok(())
 }

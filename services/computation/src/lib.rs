@@ -6,6 +6,7 @@ pub mod convert;
 pub mod history;
 pub mod pool;
 pub mod portfolio;
+pub mod signal_stats;
 pub mod signals;
 
 use std::sync::Arc;
@@ -16,8 +17,9 @@ use tickmesh_proto::v1::computation_service_server::{
 };
 use tickmesh_proto::v1::{
     BatchSignalsRequest, BatchSignalsResponse, ComputeIndicatorsRequest, ComputeIndicatorsResponse,
-    GenerateSignalsRequest, GenerateSignalsResponse, IndicatorOutput, IndicatorSeries,
-    OptimizePortfolioRequest, OptimizePortfolioResponse, SymbolError,
+    GenerateSignalsRequest, GenerateSignalsResponse, GetSignalStatsRequest, GetSignalStatsResponse,
+    IndicatorOutput, IndicatorSeries, Interval, OptimizePortfolioRequest,
+    OptimizePortfolioResponse, SymbolError,
 };
 use tickmesh_store::Store;
 use tonic::{Request, Response, Status};
@@ -41,6 +43,7 @@ pub struct ComputationApi {
     pool: ComputePool,
     book: Arc<SignalBook>,
     cache: Option<tickmesh_cache::Cache>,
+    relay: Option<tickmesh_bus::Relay>,
 }
 
 impl ComputationApi {
@@ -57,7 +60,15 @@ impl ComputationApi {
             pool,
             book: Arc::new(SignalBook::new(metrics)),
             cache: None,
+            relay: None,
         }
+    }
+
+    /// Wakes `relay` after signals were stored, so their events (queued in the store's outbox
+    /// in the same transaction) go out at once rather than at the relay's next poll.
+    pub fn with_relay(mut self, relay: tickmesh_bus::Relay) -> Self {
+        self.relay = Some(relay);
+        self
     }
 
     /// Writes new signals through to `cache` (namespace `signals`, key
@@ -257,6 +268,17 @@ impl ComputationService for ComputationApi {
         portfolio::optimize(self, request.into_inner())
             .await
             .map(Response::new)
+    }
+
+    async fn get_signal_stats(
+        &self,
+        request: Request<GetSignalStatsRequest>,
+    ) -> Result<Response<GetSignalStatsResponse>, Status> {
+        let interval = match request.into_inner().interval {
+            0 => Interval::Unspecified,
+            code => convert::interval(code, "interval")?,
+        };
+        Ok(Response::new(self.book.stats.to_proto(interval)))
     }
 }
 

@@ -3,20 +3,19 @@
 //! strategies are evaluated again. A symbol whose price moved less than
 //! `processing.skip_unchanged_threshold_percent` since its last signal is skipped and that
 //! signal stands; the most volatile symbols are processed first. Signals are written to the
-//! store and published on the bus.
+//! store, and their bus events to its outbox in the same transaction (the relay publishes them).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use prometheus_client::metrics::counter::Counter;
 use prost::Message;
 use tickmesh_bus::Bus;
 use tickmesh_indicators::Bar;
 use tickmesh_indicators::signals::{Evaluation, Params, SignalEngine};
 use tickmesh_mesh::{Metrics, Shutdown};
 use tickmesh_proto::v1::{
-    BatchSignalsResponse, Candle, Interval, MarketEvent, MarketEventBatch, Signal, SymbolError,
+    BatchSignalsResponse, Candle, Interval, MarketEventBatch, Signal, SymbolError,
     market_event::Payload,
 };
 use tickmesh_store::SignalRow;
@@ -25,6 +24,7 @@ use tonic::Status;
 use tracing::{debug, info, warn};
 
 use crate::history::{self, History};
+use crate::signal_stats::SignalStats;
 use crate::{ComputationApi, convert};
 
 /// Bars of history an engine is warmed with (the EMAs forget their seed long before this).
@@ -34,8 +34,7 @@ const WARM_BARS: usize = 1_000;
 #[derive(Debug)]
 pub struct SignalBook {
     last: Mutex<HashMap<(String, i32), Signal>>,
-    computed: Counter,
-    skipped: Counter,
+    pub(crate) stats: SignalStats,
 }
 
 impl SignalBook {
@@ -43,8 +42,7 @@ impl SignalBook {
     pub fn new(metrics: &Metrics) -> Self {
         Self {
             last: Mutex::default(),
-            computed: metrics.signal_outcome("computed"),
-            skipped: metrics.signal_outcome("skipped"),
+            stats: SignalStats::new(metrics),
         }
     }
 
@@ -95,13 +93,19 @@ fn row(signal: &Signal) -> SignalRow {
 /// Namespace of the caching service that holds the latest signal of each (symbol, interval).
 const SIGNALS_NAMESPACE: &str = "signals";
 
-/// Stores new signals, then writes the newest of each (symbol, interval) through to the cache.
+/// Stores new signals with their bus events (through the outbox), then writes the newest of
+/// each (symbol, interval) through to the cache.
 /// A cache that cannot take it (Redis down, say) only costs a later load from the store.
 async fn store(api: &ComputationApi, signals: &[Signal]) -> Result<(), Status> {
     api.store
         .insert_signals(signals.iter().map(row).collect())
         .await
         .map_err(convert::store_error)?;
+    // Their events were queued in the outbox in the same transaction: nothing stored goes
+    // unpublished, even when the bus is down right now.
+    if let Some(relay) = &api.relay {
+        relay.wake();
+    }
     if let Some(cache) = &api.cache {
         let method = tickmesh_proto::v1::SerializationMethod::try_from(
             api.config.current().config.serialization_method,
@@ -139,21 +143,6 @@ async fn store(api: &ComputationApi, signals: &[Signal]) -> Result<(), Status> {
     Ok(())
 }
 
-/// Counts signal evaluations for the caching service's `GetStats.skip_rate`. Through the
-/// cache, so with Redis the counts of every computation process meet there.
-async fn record_skips(api: &ComputationApi, skipped: u64, computed: u64) {
-    if skipped == 0 && computed == 0 {
-        return;
-    }
-    if let Some(cache) = &api.cache
-        && let Err(e) = cache
-            .record_skips(SIGNALS_NAMESPACE, skipped, computed)
-            .await
-    {
-        debug!(error = %e, "signal skip counts not recorded");
-    }
-}
-
 /// The current signal of one symbol, computed from its stored history.
 pub async fn on_demand(
     api: &ComputationApi,
@@ -177,9 +166,8 @@ pub async fn on_demand(
     })?;
     let time = history.time_us.last().copied().unwrap_or_default();
     let signal = convert::signal(symbol, interval, time, &evaluation);
-    api.book.computed.inc();
+    api.book.stats.computed(interval as i32);
     api.book.record(&signal);
-    record_skips(api, 0, 1).await;
     store(api, std::slice::from_ref(&signal)).await?;
     Ok(signal)
 }
@@ -206,7 +194,7 @@ pub async fn batch(
             continue;
         };
         if let Some(standing) = api.book.standing(symbol, interval as i32, close, threshold) {
-            api.book.skipped.inc();
+            api.book.stats.skipped(interval as i32);
             response.skipped += 1;
             answers[i] = Some(standing);
             continue;
@@ -244,7 +232,7 @@ pub async fn batch(
     for (i, symbol, result) in evaluated {
         match result {
             Ok(signal) => {
-                api.book.computed.inc();
+                api.book.stats.computed(interval as i32);
                 api.book.record(&signal);
                 fresh.push(signal.clone());
                 answers[i] = Some(signal);
@@ -255,7 +243,6 @@ pub async fn batch(
             }),
         }
     }
-    record_skips(api, u64::from(response.skipped), fresh.len() as u64).await;
     store(api, &fresh).await?;
     response.signals = answers.into_iter().flatten().collect();
     Ok(response)
@@ -268,12 +255,6 @@ struct Tracked {
     last_time_us: i64,
     /// Closes fed, for the volatility ordering.
     recent: History,
-}
-
-fn now_us() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as i64)
 }
 
 /// The closed candles of the bus deliveries by (symbol, interval), each run in time order
@@ -337,7 +318,7 @@ pub fn spawn_worker(api: ComputationApi, bus: Bus, shutdown: &Shutdown) -> JoinH
             };
             let bodies: Vec<Vec<u8>> = deliveries.iter().map(|d| d.body.clone()).collect();
             let ids: Vec<String> = deliveries.into_iter().map(|d| d.id).collect();
-            match process(&api, &bus, &mut tracked, &params, closed_candles(&bodies)).await {
+            match process(&api, &mut tracked, &params, closed_candles(&bodies)).await {
                 Ok(()) => {
                     if let Err(e) = subscription.ack(&ids).await {
                         warn!(error = %e, "acking events failed; they will be redelivered");
@@ -385,7 +366,6 @@ async fn warmed(
 
 async fn process(
     api: &ComputationApi,
-    bus: &Bus,
     tracked: &mut HashMap<(String, i32), Tracked>,
     params: &Params,
     runs: HashMap<(String, i32), Vec<Candle>>,
@@ -407,12 +387,11 @@ async fn process(
     runs.sort_by(|a, b| b.0.total_cmp(&a.0));
     let threshold = threshold(api);
     let mut fresh = Vec::new();
-    let mut skipped = 0u64;
     for (_, ((symbol, interval_code), candles)) in runs {
         let Ok(interval) = Interval::try_from(interval_code) else {
             continue;
         };
-        let step = tickmesh_store::rollup::interval_us(interval_code).unwrap_or(0);
+        let step = interval.length_us().unwrap_or(0);
         let key = (symbol.clone(), interval_code);
         // Only the start of a run (one committed write) can follow a gap: another process of the
         // group may have taken the bars in between. Inside a run the bars are consecutive as
@@ -464,39 +443,17 @@ async fn process(
                 .standing(&symbol, interval_code, evaluation.close, threshold)
                 .is_some()
             {
-                api.book.skipped.inc();
-                skipped += 1;
+                api.book.stats.skipped(interval_code);
                 continue;
             }
             let signal = convert::signal(&symbol, interval, candle.open_time_us, &evaluation);
-            api.book.computed.inc();
+            api.book.stats.computed(interval_code);
             api.book.record(&signal);
             fresh.push(signal);
         }
     }
-    record_skips(api, skipped, fresh.len() as u64).await;
     if fresh.is_empty() {
         return Ok(());
     }
-    store(api, &fresh).await?;
-    let events = MarketEventBatch {
-        events: fresh
-            .into_iter()
-            .map(|signal| MarketEvent {
-                event_id: tickmesh_store::events::signal_id(
-                    &signal.symbol,
-                    signal.interval,
-                    signal.time_us,
-                    signal.strategy,
-                ),
-                published_time_us: now_us(),
-                payload: Some(Payload::Signal(signal)),
-            })
-            .collect(),
-    };
-    if let Err(e) = bus.publish(vec![events.encode_to_vec()]).await {
-        // Stored already; live subscribers miss this one, readers of the store do not.
-        warn!(error = %e, "publishing signals on the bus failed");
-    }
-    Ok(())
+    store(api, &fresh).await
 }

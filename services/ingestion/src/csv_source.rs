@@ -6,8 +6,6 @@ use std::path::Path;
 use tickmesh_proto::v1::{Candle, Interval, Side, Tick};
 use tickmesh_store::time::days_from_civil;
 
-use crate::validate::interval_us;
-
 /// What the rows of a file are.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RowKind {
@@ -134,17 +132,9 @@ pub fn interval_by_name(name: &str) -> Option<Interval> {
 
 /// The interval of the given length in microseconds.
 pub fn interval_by_length(us: i64) -> Option<Interval> {
-    [
-        Interval::Interval1s,
-        Interval::Interval1m,
-        Interval::Interval5m,
-        Interval::Interval15m,
-        Interval::Interval1h,
-        Interval::Interval4h,
-        Interval::Interval1d,
-    ]
-    .into_iter()
-    .find(|&i| interval_us(i) == Some(us))
+    Interval::STORED
+        .into_iter()
+        .find(|&i| i.length_us() == Some(us))
 }
 
 /// Rows of a CSV file, read batch by batch.

@@ -3,7 +3,6 @@
 //! rejected row is reported back with its index and reason.
 
 pub mod csv_source;
-pub mod relay;
 mod replay;
 pub mod status;
 pub mod validate;
@@ -24,8 +23,8 @@ use tokio_stream::Stream;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::info;
 
-pub use crate::relay::Relay;
 use crate::validate::Violation;
+use tickmesh_bus::Relay;
 
 /// Rejected rows listed in one summary; `rejected_count` counts them all.
 const MAX_REJECTED_LISTED: usize = 10_000;

@@ -5,9 +5,9 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use tickmesh_mesh::breaker::CircuitBreaker;
-use tickmesh_mesh::token_bucket::TokenBucket;
 use tickmesh_proto::v1::{Interval, ReplaySourceRequest, ReplaySourceResponse};
+use tickmesh_resilience::breaker::CircuitBreaker;
+use tickmesh_resilience::token_bucket::TokenBucket;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Code, Status};
 use tracing::{info, warn};

@@ -3,6 +3,7 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use tickmesh_proto::Symbol;
 use tickmesh_proto::v1::{Candle, Interval, Side, Tick};
 use tickmesh_store::{CandleRow, TickRow};
 
@@ -10,8 +11,6 @@ use tickmesh_store::{CandleRow, TickRow};
 pub const MIN_TIME_US: i64 = -2_208_988_800_000_000;
 /// How far in the future a timestamp may lie (clock skew between feed and server).
 pub const MAX_FUTURE_US: i64 = 24 * 3_600 * 1_000_000;
-/// Longest symbol.
-pub const MAX_SYMBOL_LEN: usize = 32;
 /// Longest trade id.
 pub const MAX_TRADE_ID_LEN: usize = 64;
 
@@ -33,21 +32,9 @@ fn now_us() -> i64 {
         .unwrap_or(i64::MAX / 2)
 }
 
-/// Checks a symbol: 1-32 characters of `[A-Za-z0-9._:/-]`.
+/// Checks a symbol with the one rule every service applies ([`Symbol::check`]).
 pub fn symbol(value: &str) -> Result<(), String> {
-    if value.is_empty() {
-        return Err("must not be empty".into());
-    }
-    if value.len() > MAX_SYMBOL_LEN {
-        return Err(format!("must be at most {MAX_SYMBOL_LEN} characters"));
-    }
-    if let Some(c) = value
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | ':' | '/' | '-')))
-    {
-        return Err(format!("must use only A-Z a-z 0-9 . _ : / - (found {c:?})"));
-    }
-    Ok(())
+    Symbol::check(value).map_err(|e| e.to_string())
 }
 
 fn time(value: i64, now: i64) -> Result<(), String> {
@@ -119,26 +106,11 @@ pub fn ticks(batch: Vec<Tick>) -> (Vec<TickRow>, Vec<Violation>) {
     (rows, violations)
 }
 
-/// Length of an interval in microseconds; candles open on multiples of it (UTC).
-pub fn interval_us(interval: Interval) -> Option<i64> {
-    const S: i64 = 1_000_000;
-    match interval {
-        Interval::Unspecified => None,
-        Interval::Interval1s => Some(S),
-        Interval::Interval1m => Some(60 * S),
-        Interval::Interval5m => Some(300 * S),
-        Interval::Interval15m => Some(900 * S),
-        Interval::Interval1h => Some(3_600 * S),
-        Interval::Interval4h => Some(14_400 * S),
-        Interval::Interval1d => Some(86_400 * S),
-    }
-}
-
 fn candle(c: &Candle, now: i64) -> Result<(), (&'static str, String)> {
     symbol(&c.symbol).map_err(|r| ("symbol", r))?;
     let interval = Interval::try_from(c.interval)
         .ok()
-        .and_then(interval_us)
+        .and_then(Interval::length_us)
         .ok_or((
             "interval",
             format!("unknown or unspecified interval {}", c.interval),

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use prost::Message;
 use tickmesh_cache::codec::{Codec, LatestPriceRecord, codec_for};
-use tickmesh_mesh::connect::MeshChannel;
+use tickmesh_mesh::client::MeshChannel;
 use tickmesh_mesh::{ConfigHandle, Service, Shutdown};
 use tickmesh_proto::v1::caching_service_client::CachingServiceClient;
 use tickmesh_proto::v1::computation_service_client::ComputationServiceClient;
@@ -52,10 +52,7 @@ fn page_size(requested: u32) -> Result<i64, Status> {
 }
 
 fn symbol(value: &str, field: &str) -> Result<(), Status> {
-    if value.is_empty() || value.len() > 32 {
-        return Err(bad_field(field, "a symbol is 1 to 32 characters"));
-    }
-    Ok(())
+    tickmesh_proto::Symbol::check(value).map_err(|e| bad_field(field, e.to_string()))
 }
 
 fn interval(value: i32) -> Result<Interval, Status> {

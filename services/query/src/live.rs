@@ -13,8 +13,8 @@ use tickmesh_bus::Bus;
 use crate::latest::LatestPrices;
 use tickmesh_mesh::Shutdown;
 use tickmesh_proto::v1::{
-    EventKind, MarketEvent, MarketEventBatch, StreamMarketDataRequest, StreamMarketDataResponse,
-    market_event::Payload,
+    EventKind, Interval, MarketEvent, MarketEventBatch, StreamMarketDataRequest,
+    StreamMarketDataResponse, market_event::Payload,
 };
 use tickmesh_store::{CandleQuery, SignalQuery, Store, events};
 use tokio::sync::{broadcast, mpsc};
@@ -203,7 +203,8 @@ async fn history(store: &Store, filter: &Filter, from_us: i64) -> Result<Vec<Mar
             }));
         }
         if filter.wants_kind(EventKind::Candle) {
-            for (code, _) in tickmesh_store::rollup::INTERVALS {
+            for interval in Interval::STORED {
+                let code = interval as i16;
                 if !filter.wants_interval(i32::from(code)) {
                     continue;
                 }

@@ -6,8 +6,8 @@ use std::net::SocketAddr;
 use std::str::FromStr;
 use std::sync::Arc;
 
-use tickmesh_bus::{Bus, BusError};
-use tickmesh_mesh::connect::{ClientSettings, Dns, MeshChannel, StaticAddrs, connect};
+use tickmesh_bus::{Bus, BusError, Relay};
+use tickmesh_mesh::client::{ClientSettings, Dns, MeshChannel, StaticAddrs, connect};
 use tickmesh_mesh::{ConfigHandle, Running, ServeError, Service, Shutdown};
 use tickmesh_store::{Store, StoreError, StoreOptions};
 use tokio::net::TcpListener;
@@ -67,39 +67,39 @@ impl Target {
         }
     }
 
+    /// Whether the service writes events to the store's outbox (ticks and candles, signals),
+    /// which the process's one relay then publishes.
+    fn writes_outbox(self) -> bool {
+        matches!(self, Target::Ingestion | Target::Computation)
+    }
+
     /// The service, and the background task it needs drained at shutdown (if any).
     fn service(
         self,
         config: &ConfigHandle,
         deps: &Deps,
         peers: &Peers,
+        relay: Option<&Relay>,
         shutdown: &Shutdown,
     ) -> (Service, Option<JoinHandle<()>>) {
         let service = match self {
-            Target::Ingestion => {
-                let (relay, task) = tickmesh_ingestion::Relay::spawn(
-                    deps.store.clone(),
-                    deps.bus.clone(),
-                    shutdown,
-                );
-                return (
-                    tickmesh_ingestion::service(
-                        config,
-                        deps.store.clone(),
-                        relay,
-                        deps.replay_dir.clone(),
-                    ),
-                    Some(task),
-                );
-            }
+            Target::Ingestion => tickmesh_ingestion::service(
+                config,
+                deps.store.clone(),
+                relay.cloned().expect("a relay runs where ingestion does"),
+                deps.replay_dir.clone(),
+            ),
             Target::Computation => {
-                let api = tickmesh_computation::ComputationApi::new(
+                let mut api = tickmesh_computation::ComputationApi::new(
                     config,
                     deps.store.clone(),
                     deps.compute_pool.clone(),
                     &deps.metrics,
                 )
                 .with_cache(deps.cache.clone());
+                if let Some(relay) = relay {
+                    api = api.with_relay(relay.clone());
+                }
                 let worker = tickmesh_computation::signals::spawn_worker(
                     api.clone(),
                     deps.bus.clone(),
@@ -376,8 +376,22 @@ impl App {
         let peers = Peers::new(&listeners, config, deps, shutdown)?;
         let mut running = Vec::with_capacity(listeners.len());
         let mut background = Vec::new();
+        // One relay per process publishes what its services queued in the outbox (two relays
+        // on SQLite, where every relay holds the lease, would publish each event twice).
+        let relay = listeners
+            .iter()
+            .any(|(target, _)| target.writes_outbox())
+            .then(|| {
+                let stop = shutdown.clone();
+                let (relay, task) =
+                    Relay::spawn(deps.store.clone(), deps.bus.clone(), async move {
+                        stop.wait().await
+                    });
+                background.push(task);
+                relay
+            });
         for (target, listener) in listeners {
-            let (service, task) = target.service(config, deps, &peers, shutdown);
+            let (service, task) = target.service(config, deps, &peers, relay.as_ref(), shutdown);
             background.extend(task);
             let served =
                 tickmesh_mesh::serve(service, listener, config, &deps.metrics, shutdown).await?;

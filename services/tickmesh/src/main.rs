@@ -10,7 +10,7 @@ use std::time::Instant;
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use tickmesh::{App, Deps, Target};
-use tickmesh_mesh::logging::{self, LogFormat};
+use tickmesh_mesh::telemetry::logging::{self, LogFormat};
 use tickmesh_mesh::{ConfigHandle, Shutdown};
 use tracing::{error, info};
 
@@ -335,7 +335,7 @@ async fn run(
         .with_context(|| format!("cannot listen on {metrics_addr} for metrics"))?;
     let app = App::build(targets, config, deps, &shutdown).await?;
     if let Some(path) = &deps.config_file {
-        tickmesh_mesh::config_watch::spawn(path.clone(), config.clone(), &shutdown);
+        tickmesh_mesh::server::config_watch::spawn(path.clone(), config.clone(), &shutdown);
     }
     let (metrics_addr, metrics_task) = deps.metrics.serve(metrics_listener, &shutdown)?;
     let addrs = app.addrs();

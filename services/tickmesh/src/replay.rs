@@ -7,11 +7,11 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 use tickmesh_ingestion::csv_source::{Batch, CsvSource, RowKind, interval_by_name};
-use tickmesh_mesh::breaker::CircuitBreaker;
-use tickmesh_mesh::token_bucket::TokenBucket;
 use tickmesh_proto::v1::ingestion_service_client::IngestionServiceClient;
 use tickmesh_proto::v1::{CircuitBreakerConfig, PerformanceOptimizationConfig};
 use tickmesh_proto::v1::{IngestCandlesRequest, IngestSummary, IngestTickBatchRequest};
+use tickmesh_resilience::breaker::CircuitBreaker;
+use tickmesh_resilience::token_bucket::TokenBucket;
 use tonic::Code;
 use tonic::transport::Channel;
 

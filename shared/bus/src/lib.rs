@@ -20,6 +20,7 @@
 mod error;
 mod in_process;
 mod redis_streams;
+pub mod relay;
 
 use std::time::Duration;
 
@@ -28,6 +29,7 @@ pub use crate::in_process::InProcessBus;
 use crate::in_process::InProcessSubscription;
 pub use crate::redis_streams::RedisBus;
 use crate::redis_streams::RedisSubscription;
+pub use crate::relay::Relay;
 
 /// How long a delivery may stay un-acked before another consumer of the group may claim it.
 pub const DEFAULT_CLAIM_IDLE: Duration = Duration::from_secs(30);

@@ -1,17 +1,20 @@
-//! The outbox relay: publishes the events that writes committed to the store's outbox, then
-//! removes them. A crash or a bus outage between commit and publish loses nothing: the events
-//! wait in the outbox and go out when the bus is back (at least once; consumers drop
-//! duplicates by event id).
+//! The outbox relay: publishes the events that writes committed to the store's outbox (ticks
+//! and candles by ingestion, signals by computation), then removes them. A crash or a bus
+//! outage between commit and publish loses nothing: the events wait in the outbox and go out
+//! when the bus is back (at least once; consumers drop duplicates by event id). One relay runs
+//! per process that writes; across processes the store's relay lease lets one publish at a time.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use tickmesh_bus::Bus;
-use tickmesh_mesh::Shutdown;
+use std::future::Future;
+
 use tickmesh_store::{RelayLease, Store};
-use tokio::sync::Notify;
+use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
+
+use crate::Bus;
 
 /// Outbox rows published per round trip.
 const BATCH: i64 = 64;
@@ -32,10 +35,19 @@ pub struct Relay {
 }
 
 impl Relay {
-    /// Starts relaying from `store` to `bus` until `shutdown`, after a last drain.
-    pub fn spawn(store: Arc<Store>, bus: Bus, shutdown: &Shutdown) -> (Relay, JoinHandle<()>) {
+    /// Starts relaying from `store` to `bus` until `stop` completes, then drains once more.
+    pub fn spawn(
+        store: Arc<Store>,
+        bus: Bus,
+        stop: impl Future<Output = ()> + Send + 'static,
+    ) -> (Relay, JoinHandle<()>) {
         let wake = Arc::new(Notify::new());
-        let task = tokio::spawn(run(store, bus, wake.clone(), shutdown.clone()));
+        let (stopped, stopping) = watch::channel(false);
+        tokio::spawn(async move {
+            stop.await;
+            let _ = stopped.send(true);
+        });
+        let task = tokio::spawn(run(store, bus, wake.clone(), stopping));
         (Relay { wake }, task)
     }
 
@@ -45,12 +57,12 @@ impl Relay {
     }
 }
 
-async fn run(store: Arc<Store>, bus: Bus, wake: Arc<Notify>, shutdown: Shutdown) {
+async fn run(store: Arc<Store>, bus: Bus, wake: Arc<Notify>, mut shutdown: watch::Receiver<bool>) {
     let mut backoff = Duration::ZERO;
     let mut lease: Option<RelayLease> = None;
     let mut last_try: Option<std::time::Instant> = None;
     loop {
-        let stopping = shutdown.is_triggered();
+        let stopping = *shutdown.borrow_and_update();
         // Only the holder of the store's relay lease publishes; the others stand by and take
         // over when it goes away.
         match &mut lease {
@@ -105,7 +117,7 @@ async fn run(store: Arc<Store>, bus: Bus, wake: Arc<Notify>, shutdown: Shutdown)
         tokio::select! {
             () = wake.notified(), if backoff.is_zero() => {}
             () = tokio::time::sleep(if backoff.is_zero() { IDLE_POLL } else { backoff }) => {}
-            () = shutdown.wait() => {}
+            _ = shutdown.changed() => {}
         }
     }
     info!("outbox relay stopped");

@@ -11,9 +11,6 @@ pub const MAX_NAMESPACE_BYTES: usize = 64;
 pub(crate) const DATA_PREFIX: &str = "tickmesh:cache:";
 /// Prefix of the stampede locks: `tickmesh:cache-lock:{namespace}:{key}`.
 pub(crate) const LOCK_PREFIX: &str = "tickmesh:cache-lock:";
-/// Hashes of the cluster-wide signal skip counts, one per namespace (outside [`DATA_PREFIX`],
-/// so invalidating a namespace leaves them alone).
-pub(crate) const SKIPS_PREFIX: &str = "tickmesh:cache-skips:";
 
 fn printable(field: &'static str, text: &str, max: usize) -> Result<(), CacheError> {
     if text.is_empty() || text.len() > max {
@@ -65,11 +62,6 @@ pub(crate) fn data_key(namespace: &str, key: &str) -> String {
 /// `tickmesh:cache-lock:{namespace}:{key}`.
 pub(crate) fn lock_key(namespace: &str, key: &str) -> String {
     format!("{LOCK_PREFIX}{namespace}:{key}")
-}
-
-/// `tickmesh:cache-skips:{namespace}`.
-pub(crate) fn skips_key(namespace: &str) -> String {
-    format!("{SKIPS_PREFIX}{namespace}")
 }
 
 /// The SCAN pattern of a glob over one namespace's keys (the namespace itself escaped).

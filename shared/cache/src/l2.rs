@@ -14,8 +14,8 @@ use bytes::Bytes;
 use redis::aio::MultiplexedConnection;
 use redis::{Client, Cmd, ErrorKind, FromRedisValue, Pipeline, RedisError, Value};
 use tickmesh_config::MAX_REDIS_TIMEOUT;
-use tickmesh_mesh::breaker::{BreakerState, CircuitBreaker};
 use tickmesh_proto::v1::CircuitBreakerConfig;
+use tickmesh_resilience::breaker::{BreakerState, CircuitBreaker};
 use tracing::debug;
 
 use crate::error::CacheError;
@@ -423,39 +423,6 @@ impl L2 {
         cmd.arg(UNLOCK_SCRIPT).arg(1).arg(lock).arg(token);
         let deleted: i64 = self.query(Req::Cmd(&cmd)).await?;
         Ok(deleted == 1)
-    }
-
-    /// `HINCRBY` of the `skipped` and `computed` fields of a skip-count hash, in one round trip.
-    pub async fn add_skips(&self, key: &str, skipped: u64, computed: u64) -> Result<(), L2Error> {
-        let mut pipe = redis::pipe();
-        pipe.cmd("HINCRBY")
-            .arg(key)
-            .arg("skipped")
-            .arg(skipped)
-            .ignore()
-            .cmd("HINCRBY")
-            .arg(key)
-            .arg("computed")
-            .arg(computed)
-            .ignore();
-        self.query(Req::Pipe(&pipe)).await
-    }
-
-    /// The `skipped` and `computed` fields of skip-count hashes (0 where missing), in one
-    /// round trip.
-    pub async fn read_skips(&self, keys: &[String]) -> Result<Vec<(u64, u64)>, L2Error> {
-        if keys.is_empty() {
-            return Ok(Vec::new());
-        }
-        let mut pipe = redis::pipe();
-        for key in keys {
-            pipe.cmd("HMGET").arg(key).arg("skipped").arg("computed");
-        }
-        let replies: Vec<(Option<u64>, Option<u64>)> = self.query(Req::Pipe(&pipe)).await?;
-        Ok(replies
-            .into_iter()
-            .map(|(s, c)| (s.unwrap_or(0), c.unwrap_or(0)))
-            .collect())
     }
 
     /// `PING`, through the breaker: the half-open probe when nothing else calls Redis.

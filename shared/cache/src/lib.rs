@@ -15,8 +15,6 @@
 //! - Configuration changes apply while running ([`Cache::apply_config`],
 //!   [`Cache::follow_config`]): policies, adaptive TTL rules, `cache.redis_timeout`; what was
 //!   built at start (strategy, L1 size, breaker) is logged as needing a restart.
-//! - [`Cache::record_skips`] counts the computation service's skipped signal evaluations,
-//!   cluster-wide in Redis, for the caching service's `GetStats.skip_rate`.
 //! - [`codec`] encodes the cached value types as protobuf, MessagePack or a custom binary.
 
 pub mod adaptive;
@@ -40,4 +38,4 @@ pub use error::{BoxError, CacheError, CodecError, ErrorClass};
 pub use l2::{RedisConn, RedisManager, RedisPool};
 pub use loader::{FnLoader, Loader, SharedLoader, loader_fn};
 pub use settings::{DEFAULT_REDIS_TIMEOUT, Eviction, Policy, Tiers};
-pub use stats::{CacheStats, NamespaceStats, SkipStats, TierStats};
+pub use stats::{CacheStats, NamespaceStats, TierStats};

@@ -71,68 +71,6 @@ pub(crate) struct NsCounters {
     pub l1_bytes: AtomicU64,
     pub l1_entries: AtomicU64,
     pub l1_refused: AtomicU64,
-    /// Signal evaluations recorded through `Cache::record_skips` by this process.
-    pub skips: SkipCounters,
-    /// Recorded here and not yet added to the cluster-wide counts in Redis.
-    pub skips_unflushed: SkipCounters,
-}
-
-/// Skipped and computed signal evaluations.
-#[derive(Debug, Default)]
-pub(crate) struct SkipCounters {
-    pub skipped: AtomicU64,
-    pub computed: AtomicU64,
-}
-
-impl SkipCounters {
-    pub fn add(&self, skipped: u64, computed: u64) {
-        self.skipped.fetch_add(skipped, Relaxed);
-        self.computed.fetch_add(computed, Relaxed);
-    }
-
-    /// Takes everything counted so far, leaving zero.
-    pub fn take(&self) -> SkipStats {
-        SkipStats {
-            skipped: self.skipped.swap(0, Relaxed),
-            computed: self.computed.swap(0, Relaxed),
-            cluster_wide: false,
-        }
-    }
-
-    pub fn snapshot(&self) -> SkipStats {
-        SkipStats {
-            skipped: self.skipped.load(Relaxed),
-            computed: self.computed.load(Relaxed),
-            cluster_wide: false,
-        }
-    }
-}
-
-/// Signal evaluations: skipped because the price barely moved (the standing signal kept), or
-/// computed.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct SkipStats {
-    /// Evaluations skipped.
-    pub skipped: u64,
-    /// Evaluations that computed a new signal.
-    pub computed: u64,
-    /// Summed over every process sharing the Redis (L2), not just this one.
-    pub cluster_wide: bool,
-}
-
-impl SkipStats {
-    /// Skipped over all evaluations; 0 when there were none.
-    pub fn rate(&self) -> f64 {
-        ratio(self.skipped, self.skipped.saturating_add(self.computed))
-    }
-
-    pub(crate) fn plus(self, other: SkipStats) -> SkipStats {
-        SkipStats {
-            skipped: self.skipped.saturating_add(other.skipped),
-            computed: self.computed.saturating_add(other.computed),
-            cluster_wide: self.cluster_wide,
-        }
-    }
 }
 
 impl NsCounters {
@@ -178,7 +116,6 @@ impl NsCounters {
             l1_memory_bytes: self.l1_bytes.load(Relaxed),
             l1_entries: self.l1_entries.load(Relaxed),
             l1_refused: self.l1_refused.load(Relaxed),
-            skips: self.skips.snapshot(),
         }
     }
 }
@@ -254,9 +191,6 @@ pub struct NamespaceStats {
     pub l1_entries: u64,
     /// Writes an L1 with the TTL eviction policy refused because it was full.
     pub l1_refused: u64,
-    /// Signal evaluations this process recorded under the namespace
-    /// ([`crate::Cache::record_skips`]).
-    pub skips: SkipStats,
 }
 
 impl From<&NamespaceStats> for pb::NamespaceStats {
@@ -288,9 +222,6 @@ pub struct CacheStats {
     pub l1_memory_bytes: u64,
     /// Entries in L1, all namespaces.
     pub l1_entries: u64,
-    /// Skipped over all signal evaluations recorded in this process, all namespaces
-    /// ([`crate::Cache::skip_stats`] has the cluster-wide figure).
-    pub skip_rate: f64,
 }
 
 impl CacheStats {
@@ -302,11 +233,7 @@ impl CacheStats {
             .iter()
             .map(|n| n.average_load_time_us * n.loads as f64)
             .sum();
-        let skips = namespaces
-            .iter()
-            .fold(SkipStats::default(), |sum, n| sum.plus(n.skips));
         Self {
-            skip_rate: skips.rate(),
             hit_rate: ratio(hits, requests),
             average_load_time_us: if loads == 0 {
                 0.0
@@ -320,17 +247,17 @@ impl CacheStats {
         }
     }
 
-    /// The `GetStats` answer (with this process's skip rate; the caching service puts the
-    /// cluster-wide one of [`crate::Cache::skip_stats`] in its place).
+    /// The `GetStats` answer.
     pub fn to_proto(&self) -> pb::GetStatsResponse {
         pb::GetStatsResponse {
             namespaces: self.namespaces.iter().map(Into::into).collect(),
             hit_rate: self.hit_rate,
             average_load_time_us: self.average_load_time_us,
-            skip_rate: self.skip_rate,
             l2_available: self.l2_available,
             l1_memory_bytes: self.l1_memory_bytes,
             l1_entries: self.l1_entries,
+            // The skip rate moved to ComputationService.GetSignalStats.
+            ..Default::default()
         }
     }
 }

@@ -6,6 +6,7 @@
 //! invalid value is an error that names the field.
 
 mod error;
+mod handle;
 mod tree;
 mod validate;
 
@@ -20,6 +21,7 @@ use serde_json::Value;
 pub use tickmesh_proto::v1::PerformanceOptimizationConfig;
 
 pub use crate::error::ConfigError;
+pub use crate::handle::{ConfigHandle, ConfigSnapshot};
 pub use crate::tree::{ENV_PREFIX, RESERVED_ENV};
 pub use crate::validate::{MAX_REDIS_TIMEOUT, validate};
 

@@ -1,27 +1,24 @@
-//! How tickmesh services are served: health, reflection (v1 and v1alpha) and the config service
-//! next to every service, bind-first start-up that exposes the bound address, and graceful
-//! shutdown (health goes NOT_SERVING, in-flight calls drain within the grace period).
+//! How tickmesh services serve and call each other, laid out by stack:
+//!
+//! - [`server`]: serving one service with health, reflection and the config service next to it,
+//!   behind the server stack (classify, trace, metrics, auth, rate limit, load shedding, default
+//!   deadline, message size), bind-first start-up and graceful shutdown;
+//! - [`client`]: the stack one service calls another through (trace, retry, circuit breaker,
+//!   deadline, power-of-two-choices balancing over the resolved replicas);
+//! - [`telemetry`]: logs, traces and metrics;
+//! - shared by both stacks: what the contracts say about each method ([`methods`]), the typed
+//!   refusals and their one conversion to a status ([`status`]), TLS files ([`tls`]), and the
+//!   process's shutdown signal ([`shutdown`]).
 
-pub mod auth;
-pub mod breaker;
-pub mod config_service;
-pub mod config_watch;
-pub mod connect;
-pub mod deadline;
-pub mod health;
-pub mod logging;
-pub mod message_size;
+pub mod client;
 pub mod methods;
-pub mod metrics;
-pub mod rate_limit;
-pub mod serve;
-pub mod shed;
+pub mod server;
 pub mod shutdown;
 pub mod status;
-pub mod token_bucket;
-pub mod trace;
+pub mod telemetry;
+pub mod tls;
 
-pub use config_service::{ConfigHandle, ConfigSnapshot};
-pub use metrics::Metrics;
-pub use serve::{Running, ServeError, Service, serve};
+pub use server::{Running, ServeError, Service, serve};
 pub use shutdown::Shutdown;
+pub use telemetry::metrics::Metrics;
+pub use tickmesh_config::{ConfigHandle, ConfigSnapshot};

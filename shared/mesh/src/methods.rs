@@ -1,9 +1,14 @@
 //! What the contracts say about each RPC, read once from the descriptors: the scope an API key
 //! needs (the `tickmesh.v1.required_scope` method option), whether the call is unary, and
 //! whether it may be retried (the standard `idempotency_level` option).
+//!
+//! Each request is classified once: [`ClassifyLayer`], the outermost layer of both stacks, looks
+//! the path up and puts the request's [`Entry`] into its extensions; the layers behind it read
+//! the entry ([`Entry::of`]) instead of looking the method up again.
 
 use std::collections::HashMap;
 use std::sync::OnceLock;
+use std::task::{Context, Poll};
 
 use prost_reflect::{DescriptorPool, Value};
 use tickmesh_proto::v1::Scope;
@@ -94,8 +99,108 @@ impl MethodTable {
     }
 }
 
+/// The lowercase name of a scope, as keys files and messages spell it.
+pub fn scope_name(scope: Scope) -> &'static str {
+    match scope {
+        Scope::Unspecified => "none",
+        Scope::Read => "read",
+        Scope::Write => "write",
+        Scope::Admin => "admin",
+    }
+}
+
+/// A request as classified by [`ClassifyLayer`]: its method's entry in the contracts and
+/// whether it belongs to one of the services open without a key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Entry {
+    /// The method as the contracts declare it; `None` for a path they do not know (health,
+    /// reflection, or a typo the router answers with UNIMPLEMENTED).
+    pub method: Option<Method>,
+    /// `grpc.health.v1.Health`: never shed (a busy pod is not a dead one).
+    pub health: bool,
+    /// Health or reflection: answered without a key, not rate-limited, not traced.
+    pub open: bool,
+}
+
+impl Entry {
+    /// Looks `path` up in the tickmesh contracts.
+    pub fn classify(path: &str) -> Self {
+        Self {
+            method: MethodTable::global().get(path).copied(),
+            health: path.starts_with("/grpc.health.v1.Health/"),
+            open: MethodTable::is_open(path),
+        }
+    }
+
+    /// The entry [`ClassifyLayer`] put into `request`; classified here when no such layer ran
+    /// (a layer used on its own, as in tests).
+    pub fn of<B>(request: &http::Request<B>) -> Self {
+        request
+            .extensions()
+            .get::<Entry>()
+            .copied()
+            .unwrap_or_else(|| Self::classify(request.uri().path()))
+    }
+
+    /// A known method where neither side streams.
+    pub fn unary(&self) -> bool {
+        self.method.is_some_and(|m| m.unary)
+    }
+
+    /// A known unary method a failed attempt of which may be sent again.
+    pub fn retryable(&self) -> bool {
+        self.method.is_some_and(|m| m.unary && m.idempotent)
+    }
+
+    /// The scope an API key needs. Paths the contracts do not know get UNIMPLEMENTED from the
+    /// router, which any valid key may learn; a known method without a declared scope needs
+    /// admin.
+    pub fn required_scope(&self) -> Scope {
+        self.method
+            .map_or(Scope::Read, |m| m.scope.unwrap_or(Scope::Admin))
+    }
+}
+
+/// Classifies every request once and puts its [`Entry`] into the request's extensions.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ClassifyLayer;
+
+impl<S> tower::Layer<S> for ClassifyLayer {
+    type Service = Classify<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Classify { inner }
+    }
+}
+
+/// The service [`ClassifyLayer`] makes.
+#[derive(Clone, Debug)]
+pub struct Classify<S> {
+    inner: S,
+}
+
+impl<S, B> tower::Service<http::Request<B>> for Classify<S>
+where
+    S: tower::Service<http::Request<B>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
+        let entry = Entry::classify(request.uri().path());
+        request.extensions_mut().insert(entry);
+        self.inner.call(request)
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
 
     #[test]
@@ -164,5 +269,29 @@ mod tests {
         assert!(!MethodTable::is_open(
             "/tickmesh.v1.QueryService/GetCandles"
         ));
+    }
+
+    #[tokio::test]
+    async fn the_classify_layer_puts_the_entry_into_the_extensions() {
+        use tower::{Layer, ServiceExt};
+        let seen = tower::service_fn(|request: http::Request<()>| async move {
+            Ok::<_, std::convert::Infallible>(request.extensions().get::<Entry>().copied())
+        });
+        let request = http::Request::builder()
+            .uri("/tickmesh.v1.QueryService/GetCandles")
+            .body(())
+            .unwrap();
+        let entry = ClassifyLayer.layer(seen).oneshot(request).await.unwrap();
+        let candles = entry.unwrap_or_else(|| panic!("no entry in the extensions"));
+        assert!(candles.retryable() && !candles.open && !candles.health);
+        assert_eq!(candles.required_scope(), Scope::Read);
+        let health = Entry::classify("/grpc.health.v1.Health/Check");
+        assert!(health.open && health.health && health.method.is_none());
+        let reflection =
+            Entry::classify("/grpc.reflection.v1.ServerReflection/ServerReflectionInfo");
+        assert!(reflection.open && !reflection.health);
+        let unknown = Entry::classify("/tickmesh.v1.QueryService/NoSuchMethod");
+        assert_eq!(unknown.required_scope(), Scope::Read);
+        assert!(!unknown.unary() && !unknown.open);
     }
 }

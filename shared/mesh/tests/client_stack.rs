@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use tickmesh_mesh::Shutdown;
-use tickmesh_mesh::connect::{ClientSettings, Dns, MeshChannel, StaticAddrs, connect};
+use tickmesh_mesh::client::{ClientSettings, Dns, MeshChannel, StaticAddrs, connect};
 use tickmesh_proto::v1::config_service_client::ConfigServiceClient;
 use tickmesh_proto::v1::config_service_server::{ConfigService, ConfigServiceServer};
 use tickmesh_proto::v1::{
@@ -370,7 +370,7 @@ async fn the_server_default_deadline_ends_unary_calls_that_set_none() {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let server = tonic::transport::Server::builder()
-        .layer(tickmesh_mesh::deadline::DefaultDeadlineLayer::new(
+        .layer(tickmesh_mesh::server::deadline::DefaultDeadlineLayer::new(
             Duration::from_millis(200),
         ))
         .add_service(ConfigServiceServer::new(Fake(state.clone())))

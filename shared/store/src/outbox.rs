@@ -15,6 +15,9 @@ const RELAY_LOCK: &str = include_str!("outbox/relay_lock.pg.sql");
 /// The right to publish the outbox (see [`crate::Store::relay_lease`]); dropping it gives it up.
 pub struct RelayLease {
     conn: Option<AsyncPgConnection>,
+    /// On SQLite, the open lock file whose exclusive lock is the lease (released by the OS when
+    /// the process dies, like PostgreSQL's session lock).
+    _file: Option<std::fs::File>,
 }
 
 impl std::fmt::Debug for RelayLease {
@@ -42,11 +45,12 @@ struct Locked {
 }
 
 /// The lease of a store: on PostgreSQL the relay lock on a dedicated connection, held as long
-/// as the lease lives (or until the connection dies); an SQLite store has a single process and
-/// always grants it.
+/// as the lease lives (or until the connection dies); on SQLite an exclusive lock on the file
+/// `<database>.relay-lock`, so that processes sharing one database file (the multi-process
+/// tests, a laptop running `serve` per service) publish each event once between them too.
 pub(crate) async fn lease(backend: &Backend) -> Result<Option<RelayLease>, StoreError> {
     let pg = match backend {
-        Backend::Sqlite(_) => return Ok(Some(RelayLease { conn: None })),
+        Backend::Sqlite(lite) => return sqlite_lease(&lite.path),
         Backend::Postgres(pg) => pg,
     };
     let mut conn = pg
@@ -56,7 +60,32 @@ pub(crate) async fn lease(backend: &Backend) -> Result<Option<RelayLease>, Store
         .map_err(|e| StoreError::Unavailable(e.to_string()))?;
     let rows: Vec<Locked> = diesel::sql_query(RELAY_LOCK).load(&mut conn).await?;
     let locked = rows.iter().any(|r| r.locked);
-    Ok(locked.then_some(RelayLease { conn: Some(conn) }))
+    Ok(locked.then_some(RelayLease {
+        conn: Some(conn),
+        _file: None,
+    }))
+}
+
+fn sqlite_lease(database: &std::path::Path) -> Result<Option<RelayLease>, StoreError> {
+    let mut name = database.as_os_str().to_owned();
+    name.push(".relay-lock");
+    // A small file opened once per attempt: no blocking I/O worth a thread.
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&name)
+        .map_err(|e| StoreError::Unavailable(format!("relay lock file: {e}")))?;
+    match file.try_lock() {
+        Ok(()) => Ok(Some(RelayLease {
+            conn: None,
+            _file: Some(file),
+        })),
+        Err(std::fs::TryLockError::WouldBlock) => Ok(None),
+        Err(std::fs::TryLockError::Error(e)) => {
+            Err(StoreError::Unavailable(format!("relay lock file: {e}")))
+        }
+    }
 }
 
 /// Up to `limit` queued events, oldest first.

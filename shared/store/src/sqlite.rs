@@ -38,6 +38,8 @@ type Conn = SyncConnectionWrapper<SqliteConnection>;
 /// The SQLite executor.
 pub(crate) struct Lite {
     pub(crate) pool: Pool<Conn>,
+    /// The database file (its relay lease is a lock on a file next to it).
+    pub(crate) path: PathBuf,
 }
 
 #[derive(diesel::QueryableByName)]
@@ -92,7 +94,7 @@ impl Lite {
             .build(manager)
             .await
             .map_err(|e| StoreError::Unavailable(e.to_string()))?;
-        Ok(Lite { pool })
+        Ok(Lite { pool, path })
     }
 
     /// Runs `body` in one IMMEDIATE transaction (the write lock is taken up front, so two

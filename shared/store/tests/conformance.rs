@@ -439,3 +439,31 @@ async fn a_write_cut_off_by_postgres_going_away_is_transient() {
         "{stored} of {rows} ticks stored"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_store_of_a_database_holds_the_relay_lease_at_a_time() {
+    let pg = Postgres::start().expect("a throwaway PostgreSQL");
+    let dir = tempfile::tempdir().unwrap();
+    let sqlite_url = format!("sqlite:{}", dir.path().join("store.db").display());
+    for url in [pg.url(), sqlite_url] {
+        // Two stores on one database, as two processes have them.
+        let first = Store::open(&StoreOptions::new(url.clone())).await.unwrap();
+        let second = Store::open(&StoreOptions::new(url.clone())).await.unwrap();
+        let mut held = first.relay_lease().await.unwrap().expect("a free lease");
+        assert!(held.still_held().await);
+        assert!(
+            second.relay_lease().await.unwrap().is_none(),
+            "{url}: a second holder"
+        );
+        drop(held);
+        // Given up when dropped (PostgreSQL may take a moment to end the lock's session).
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while second.relay_lease().await.unwrap().is_none() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{url}: lease not free again"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+}

@@ -1,5 +1,5 @@
 //! The cache of a running process follows configuration changes (`UpdateConfig`), and the
-//! caching service's `GetStats.skip_rate` is the computation service's signal skip rate.
+//! computation service's `GetSignalStats` reports the signal skip rate its metrics count.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -11,11 +11,11 @@ use tickmesh_proto::v1::computation_service_client::ComputationServiceClient;
 use tickmesh_proto::v1::config_service_client::ConfigServiceClient;
 use tickmesh_proto::v1::ingestion_service_client::IngestionServiceClient;
 use tickmesh_proto::v1::{
-    BatchSignalsRequest, Candle, GetConfigRequest, GetRequest, GetStatsRequest,
+    BatchSignalsRequest, Candle, GetConfigRequest, GetRequest, GetSignalStatsRequest,
     IngestCandlesRequest, Interval, SetRequest, UpdateConfigRequest,
 };
 
-use crate::support::channel;
+use crate::support::{self, channel};
 
 const DAY: i64 = 86_400_000_000;
 
@@ -145,7 +145,7 @@ fn outcome(text: &str, outcome: &str) -> f64 {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn get_stats_reports_the_skip_rate_the_computation_service_counts() {
+async fn get_signal_stats_reports_the_skip_rate_the_computation_service_counts() {
     let (app, deps, shutdown) = start().await;
     // Daily bars that swing by percents, then barely move (well under the 0.5 % skip threshold).
     let candles: Vec<Candle> = (0..400)
@@ -153,18 +153,13 @@ async fn get_stats_reports_the_skip_rate_the_computation_service_counts() {
             let t = i as f64;
             let swing = if i < 300 { 0.03 * (t * 0.7).sin() } else { 0.0 };
             let close = 50.0 * (swing + 0.0001 * (t * 0.3).sin()).exp();
-            Candle {
-                symbol: "WOBBLE".into(),
-                interval: Interval::Interval1d as i32,
-                open_time_us: (19_000 + i) * DAY,
-                open: close,
-                high: close * 1.01,
-                low: close * 0.99,
-                close,
-                volume: 1000.0,
-                trade_count: 0,
-                closed: true,
-            }
+            support::candle(
+                "WOBBLE",
+                Interval::Interval1d,
+                (19_000 + i) * DAY,
+                [close, close * 1.01, close * 0.99, close],
+                1000.0,
+            )
         })
         .collect();
     let mut ingest = IngestionServiceClient::new(channel(&addr(&app, Target::Ingestion)).await);
@@ -183,47 +178,49 @@ async fn get_stats_reports_the_skip_rate_the_computation_service_counts() {
     .unwrap()
     .lookback();
     let expected = (candles.len() - lookback) as f64;
-    let mut caching = CachingServiceClient::new(channel(&addr(&app, Target::Caching)).await);
-    let rate_now = |caching: &mut CachingServiceClient<_>| {
-        let mut caching = caching.clone();
+    let mut computation =
+        ComputationServiceClient::new(channel(&addr(&app, Target::Computation)).await);
+    let rate_now = |computation: &mut ComputationServiceClient<_>| {
+        let mut computation = computation.clone();
         async move {
-            caching
-                .get_stats(GetStatsRequest::default())
+            computation
+                .get_signal_stats(GetSignalStatsRequest::default())
                 .await
                 .unwrap()
                 .into_inner()
+                .total
+                .unwrap()
                 .skip_rate
         }
     };
-    // GetStats agrees with computation's own metric once the worker's batch is recorded.
-    let agree = |caching: CachingServiceClient<tonic::transport::Channel>, expected: f64| {
+    // GetSignalStats agrees with computation's own metric once the worker's batch is recorded.
+    let agree = |computation: ComputationServiceClient<tonic::transport::Channel>,
+                 expected: f64| {
         let metrics = deps.metrics.clone();
         async move {
-            let mut caching = caching;
+            let mut computation = computation;
             let deadline = Instant::now() + Duration::from_secs(60);
             loop {
                 let text = metrics.encode();
                 let (computed, skipped) = (outcome(&text, "computed"), outcome(&text, "skipped"));
-                let rate = rate_now(&mut caching).await;
+                let rate = rate_now(&mut computation).await;
                 if computed + skipped >= expected && rate == skipped / (computed + skipped) {
                     return (computed, skipped, rate);
                 }
                 assert!(
                     Instant::now() < deadline,
-                    "metric computed {computed} skipped {skipped}, GetStats skip_rate {rate}"
+                    "metric computed {computed} skipped {skipped}, GetSignalStats skip_rate {rate}"
                 );
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }
     };
-    let (computed, skipped, rate) = agree(caching.clone(), expected).await;
+    let (computed, skipped, rate) = agree(computation.clone(), expected).await;
     assert_eq!(computed + skipped, expected, "each bar evaluated once");
     assert!(computed > 0.0 && skipped > 0.0, "{computed} {skipped}");
     assert!(rate > 0.0 && rate < 1.0);
 
     // A batch over the unchanged price skips once more: the rate moves with it.
-    let mut computation =
-        ComputationServiceClient::new(channel(&addr(&app, Target::Computation)).await);
     let batch = computation
         .batch_signals(BatchSignalsRequest {
             symbols: vec!["WOBBLE".into()],
@@ -234,18 +231,20 @@ async fn get_stats_reports_the_skip_rate_the_computation_service_counts() {
         .unwrap()
         .into_inner();
     assert_eq!(batch.skipped, 1);
-    let (computed_after, skipped_after, rate_after) = agree(caching.clone(), expected + 1.0).await;
+    let (computed_after, skipped_after, rate_after) =
+        agree(computation.clone(), expected + 1.0).await;
     assert_eq!((computed_after, skipped_after), (computed, skipped + 1.0));
     assert!(rate_after > rate);
-    // The namespace the computation service records under reports the same rate.
-    let signals = caching
-        .get_stats(GetStatsRequest {
-            namespace: "signals".into(),
+    // The interval every evaluation was of reports the same rate.
+    let daily = computation
+        .get_signal_stats(GetSignalStatsRequest {
+            interval: Interval::Interval1d as i32,
         })
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(signals.skip_rate, rate_after);
+    assert_eq!(daily.total.unwrap().skip_rate, rate_after);
+    assert_eq!(daily.intervals.len(), 1);
     shutdown.trigger();
     app.wait().await.unwrap();
 }

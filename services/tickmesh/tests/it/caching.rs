@@ -7,11 +7,9 @@ use std::time::{Duration, Instant};
 
 use tickmesh_proto::v1::caching_service_client::CachingServiceClient;
 use tickmesh_proto::v1::ingestion_service_client::IngestionServiceClient;
-use tickmesh_proto::v1::{
-    GetRequest, GetStatsRequest, IngestTickBatchRequest, SetRequest, Side, Tick,
-};
+use tickmesh_proto::v1::{GetRequest, GetStatsRequest, IngestTickBatchRequest, SetRequest, Side};
 
-use crate::support::{Process, channel, scratch_file};
+use crate::support::{self, Process, channel, scratch_file};
 
 fn shared(target: &str, redis: &str, store: &std::path::Path) -> Process {
     let env: Vec<(&str, OsString)> = vec![
@@ -52,13 +50,15 @@ async fn two_caching_processes_load_a_miss_once_and_invalidate_each_other() {
         .ingest_tick_batch(IngestTickBatchRequest {
             ticks: SYMBOLS
                 .iter()
-                .map(|symbol| Tick {
-                    symbol: (*symbol).into(),
-                    time_us: 1_709_251_200_000_000,
-                    trade_id: "1".into(),
-                    price: 61_234.5,
-                    size: 0.1,
-                    side: Side::Buy as i32,
+                .map(|symbol| {
+                    support::tick(
+                        symbol,
+                        1_709_251_200_000_000,
+                        "1".into(),
+                        61_234.5,
+                        0.1,
+                        Side::Buy,
+                    )
                 })
                 .collect(),
             ..Default::default()

@@ -16,9 +16,8 @@ use tickmesh_proto::v1::{
 use tonic::Code;
 use tonic_types::StatusExt;
 
-use crate::support::{Process, channel, describe, program, run, scrape, tickmesh};
+use crate::support::{self, Process, VENV_HINT, channel, describe, program, run, scrape, tickmesh};
 
-const VENV_HINT: &str = "run scripts/test.sh, or: python3 -m venv .venv && .venv/bin/pip install -r scripts/requirements-test.txt";
 const DAY: i64 = 86_400_000_000;
 
 fn python(args: &[&str]) -> String {
@@ -32,12 +31,7 @@ fn python(args: &[&str]) -> String {
 }
 
 fn goog_csv() -> String {
-    python(&[
-        "-c",
-        "import backtesting, os; print(os.path.join(os.path.dirname(backtesting.__file__), 'test', 'GOOG.csv'))",
-    ])
-    .trim()
-    .to_owned()
+    support::goog_csv().display().to_string()
 }
 
 /// (open time, close) of every GOOG row, parsed from the CSV.
@@ -361,18 +355,13 @@ async fn portfolio_weights_equal_the_closed_form_two_asset_minimum_variance() {
             let t = i as f64;
             let close =
                 50.0 * (0.0004 * t + 0.03 * (t * 0.7).sin() + 0.02 * (t * 0.13).cos()).exp();
-            Candle {
-                symbol: "WOBBLE".into(),
-                interval: Interval::Interval1d as i32,
-                open_time_us: time,
-                open: close,
-                high: close * 1.01,
-                low: close * 0.99,
-                close,
-                volume: 1000.0,
-                trade_count: 0,
-                closed: true,
-            }
+            support::candle(
+                "WOBBLE",
+                Interval::Interval1d,
+                time,
+                [close, close * 1.01, close * 0.99, close],
+                1000.0,
+            )
         })
         .collect();
     let mut ingest = IngestionServiceClient::new(channel(mesh.addr("ingestion")).await);
@@ -517,18 +506,13 @@ async fn two_computation_processes_split_the_bus_and_evaluate_each_bar_once() {
             let candles: Vec<Candle> = (0..60)
                 .map(|d| {
                     let close = 100.0 + s as f64 + 10.0 * ((d as f64) * 0.3 + s as f64).sin();
-                    Candle {
-                        symbol: format!("SYM{s}"),
-                        interval: Interval::Interval1d as i32,
-                        open_time_us: 1_700_006_400_000_000 + d * DAY,
-                        open: close,
-                        high: close + 1.0,
-                        low: close - 1.0,
-                        close,
-                        volume: 10.0,
-                        trade_count: 0,
-                        closed: true,
-                    }
+                    support::candle(
+                        &format!("SYM{s}"),
+                        Interval::Interval1d,
+                        1_700_006_400_000_000 + d * DAY,
+                        [close, close + 1.0, close - 1.0, close],
+                        10.0,
+                    )
                 })
                 .collect();
             ingest
@@ -570,4 +554,100 @@ async fn two_computation_processes_split_the_bus_and_evaluate_each_bar_once() {
         counts.iter().all(|&c| c > 0.0),
         "both processes took work: {counts:?}"
     );
+}
+
+/// `n` daily candles of `symbol` that are not closed: stored, usable by the on-demand RPCs,
+/// but not evaluated by the bus worker (it evaluates closed bars only).
+fn open_daily_candles(symbol: &str, n: i64) -> Vec<Candle> {
+    const T0: i64 = 1_700_006_400_000_000; // a UTC midnight
+    (0..n)
+        .map(|d| {
+            let close = 100.0 + (d as f64 * 0.41).sin() * 7.0 + d as f64 * 0.05;
+            Candle {
+                closed: false,
+                ..support::candle(
+                    symbol,
+                    Interval::Interval1d,
+                    T0 + d * DAY,
+                    [close - 0.5, close + 1.0, close - 1.0, close],
+                    1_000.0,
+                )
+            }
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signals_stored_while_redis_is_down_reach_a_connected_subscriber_exactly_once() {
+    use tickmesh_proto::v1::query_service_client::QueryServiceClient;
+    use tickmesh_proto::v1::{EventKind, StreamMarketDataRequest, market_event::Payload};
+
+    let mut redis = tickmesh_testkit::Redis::start().expect("a throwaway Redis");
+    let mesh = Process::start(&["up", "--base-port", "0"], |c| {
+        c.env("TICKMESH_BUS_URL", redis.url());
+    });
+    let symbols = ["OUTBOX-A", "OUTBOX-B", "OUTBOX-C"];
+    let mut ingest = IngestionServiceClient::new(channel(mesh.addr("ingestion")).await);
+    for symbol in symbols {
+        ingest
+            .ingest_candles(IngestCandlesRequest {
+                candles: open_daily_candles(symbol, 120),
+                source: "t".into(),
+            })
+            .await
+            .unwrap();
+    }
+    let mut stream = QueryServiceClient::new(channel(mesh.addr("query")).await)
+        .stream_market_data(StreamMarketDataRequest {
+            symbols: symbols.iter().map(|s| s.to_string()).collect(),
+            kinds: vec![EventKind::Signal as i32],
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+
+    // The bus goes away; the signals computed now are stored (the store is SQLite) ...
+    tokio::task::block_in_place(|| redis.stop());
+    let response = ComputationServiceClient::new(channel(mesh.addr("computation")).await)
+        .batch_signals(BatchSignalsRequest {
+            symbols: symbols.iter().map(|s| s.to_string()).collect(),
+            interval: Interval::Interval1d as i32,
+            ..Default::default()
+        })
+        .await
+        .expect("signals do not depend on the bus being up")
+        .into_inner();
+    assert_eq!(response.signals.len(), symbols.len(), "{response:?}");
+    assert_eq!(response.skipped, 0);
+
+    // ... and reach the subscriber once the bus is back, each exactly once.
+    tokio::task::block_in_place(|| redis.restart()).unwrap();
+    let mut seen = std::collections::HashMap::<String, u32>::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while seen.len() < symbols.len() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let message = tokio::time::timeout(left, stream.message())
+            .await
+            .unwrap_or_else(|_| {
+                panic!(
+                    "signals received: {seen:?} of {}; log:\n{}",
+                    symbols.len(),
+                    mesh.log()
+                )
+            })
+            .expect("the stream stays up through the outage")
+            .expect("the stream does not end");
+        let event = message.event.unwrap();
+        assert!(matches!(event.payload, Some(Payload::Signal(_))));
+        *seen.entry(event.event_id).or_default() += 1;
+    }
+    // Nothing arrives twice (at least once on the bus, deduplicated by event id before it
+    // reaches a subscriber) and nothing else arrives.
+    if let Ok(Ok(Some(extra))) =
+        tokio::time::timeout(Duration::from_secs(2), stream.message()).await
+    {
+        panic!("a signal arrived again or unasked for: {extra:?} (seen {seen:?})");
+    }
+    assert!(seen.values().all(|&n| n == 1), "{seen:?}");
 }

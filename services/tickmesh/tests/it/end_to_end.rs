@@ -14,22 +14,10 @@ use tickmesh_proto::v1::{
     market_event::Payload,
 };
 
-use crate::support::{Process, channel, describe, program, run, tickmesh};
-
-const VENV_HINT: &str = "run scripts/test.sh, or: python3 -m venv .venv && .venv/bin/pip install -r scripts/requirements-test.txt";
+use crate::support::{Process, VENV_HINT, channel, describe, program, run, tickmesh};
 
 fn goog_rows() -> (std::path::PathBuf, Vec<(i64, [f64; 5])>) {
-    let python = program("python3", VENV_HINT);
-    let output = run(Command::new(python).args([
-        "-c",
-        "import backtesting, os; print(os.path.join(os.path.dirname(backtesting.__file__), 'test', 'GOOG.csv'))",
-    ]));
-    assert!(
-        output.status.success(),
-        "backtesting missing ({VENV_HINT}): {}",
-        describe(&output)
-    );
-    let path = std::path::PathBuf::from(String::from_utf8(output.stdout).unwrap().trim());
+    let path = crate::support::goog_csv();
     let rows = std::fs::read_to_string(&path)
         .unwrap()
         .lines()

@@ -10,19 +10,19 @@ use tickmesh_proto::v1::ingestion_service_client::IngestionServiceClient;
 use tickmesh_proto::v1::{IngestTickBatchRequest, IngestTicksRequest, Side, Tick};
 use tonic::Code;
 
-use crate::support::{Process, channel, describe, program, run, serve_ingestion, tickmesh};
-
-const VENV_HINT: &str = "create the test venv: python3 -m venv .venv && .venv/bin/pip install -r scripts/requirements-test.txt";
+use crate::support::{
+    self, Process, VENV_HINT, channel, describe, goog_csv, program, run, serve_ingestion, tickmesh,
+};
 
 fn tick(i: i64) -> Tick {
-    Tick {
-        symbol: "BTC-USD".into(),
-        time_us: 1_709_251_200_000_000 + i * 1_000,
-        trade_id: format!("{i}"),
-        price: 50_000.0 + i as f64,
-        size: 0.5,
-        side: Side::Sell as i32,
-    }
+    support::tick(
+        "BTC-USD",
+        1_709_251_200_000_000 + i * 1_000,
+        format!("{i}"),
+        50_000.0 + i as f64,
+        0.5,
+        Side::Sell,
+    )
 }
 
 fn ingestion_on(pg: &tickmesh_testkit::Postgres) -> Process {
@@ -155,20 +155,6 @@ async fn postgres_stopping_mid_stream_is_unavailable_and_a_retry_leaves_one_copy
 
 /// The GOOG daily candles the `backtesting` package ships (read from the test venv, never
 /// copied into the repository: the package is AGPL).
-fn goog_csv() -> std::path::PathBuf {
-    let python = program("python", VENV_HINT);
-    let output = run(Command::new(python).args([
-        "-c",
-        "import backtesting, os; print(os.path.join(os.path.dirname(backtesting.__file__), 'test', 'GOOG.csv'))",
-    ]));
-    assert!(
-        output.status.success(),
-        "the backtesting package is missing from the test venv ({VENV_HINT}): {}",
-        describe(&output)
-    );
-    std::path::PathBuf::from(String::from_utf8(output.stdout).unwrap().trim())
-}
-
 #[test]
 fn replaying_real_goog_candles_stores_each_row_once() {
     let csv = goog_csv();

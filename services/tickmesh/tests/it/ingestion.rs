@@ -10,20 +10,20 @@ use tonic::Code;
 use tonic::transport::Channel;
 use tonic_types::StatusExt;
 
-use crate::support::{Process, channel, serve_ingestion};
+use crate::support::{self, Process, channel, serve_ingestion};
 
 /// 2024-03-01T00:00:00Z.
 const T0: i64 = 1_709_251_200_000_000;
 
 fn tick(symbol: &str, i: i64) -> Tick {
-    Tick {
-        symbol: symbol.to_owned(),
-        time_us: T0 + i * 1_000,
-        trade_id: format!("{i}"),
-        price: 100.0 + i as f64 / 100.0,
-        size: 1.5,
-        side: Side::Buy as i32,
-    }
+    support::tick(
+        symbol,
+        T0 + i * 1_000,
+        format!("{i}"),
+        100.0 + i as f64 / 100.0,
+        1.5,
+        Side::Buy,
+    )
 }
 
 async fn client(process: &Process) -> IngestionServiceClient<Channel> {
@@ -162,17 +162,14 @@ async fn candles_are_validated_and_stored_idempotently() {
     let mut client = client(&mesh).await;
     let day = 86_400_000_000;
     let candles: Vec<Candle> = (0..30)
-        .map(|d| Candle {
-            symbol: "GOOG".into(),
-            interval: Interval::Interval1d as i32,
-            open_time_us: T0 + d * day,
-            open: 100.0,
-            high: 110.0,
-            low: 95.0,
-            close: 105.0,
-            volume: 1e6,
-            trade_count: 0,
-            closed: true,
+        .map(|d| {
+            support::candle(
+                "GOOG",
+                Interval::Interval1d,
+                T0 + d * day,
+                [100.0, 110.0, 95.0, 105.0],
+                1e6,
+            )
         })
         .collect();
     let request = || IngestCandlesRequest {
@@ -354,17 +351,15 @@ async fn new_closed_feed_candles_reach_the_redis_bus_once() {
     let hour = 3_600_000_000;
     let candles: Vec<Candle> = (0..10)
         .map(|h| Candle {
-            symbol: "EURUSD".into(),
-            interval: Interval::Interval1h as i32,
-            open_time_us: T0 + h * hour,
-            open: 1.07,
-            high: 1.08,
-            low: 1.06,
-            close: 1.075,
-            volume: 1000.0,
-            trade_count: 0,
             // The last bar is still forming.
             closed: h < 9,
+            ..support::candle(
+                "EURUSD",
+                Interval::Interval1h,
+                T0 + h * hour,
+                [1.07, 1.08, 1.06, 1.075],
+                1000.0,
+            )
         })
         .collect();
     let request = || IngestCandlesRequest {

@@ -14,7 +14,7 @@ use tonic::metadata::MetadataValue;
 use tonic::{Code, Request};
 use tonic_types::StatusExt;
 
-use crate::support::{Process, channel, health, run, serve_ingestion, tickmesh};
+use crate::support::{self, Process, channel, health, run, serve_ingestion, tickmesh};
 
 const FEEDER_KEY: &str = "feeder-key-7f3a9c1e55d2";
 const VIEWER_KEY: &str = "viewer-key-0b8e4d6a19f7";
@@ -22,13 +22,15 @@ const ADMIN_KEY: &str = "admin-key-c4f1a7e2903b";
 
 fn ticks(n: i64) -> Vec<Tick> {
     (0..n)
-        .map(|i| Tick {
-            symbol: "ETH-USD".into(),
-            time_us: 1_709_251_200_000_000 + i * 1_000,
-            trade_id: format!("t{i}"),
-            price: 3_000.0 + i as f64,
-            size: 1.0,
-            side: Side::Buy as i32,
+        .map(|i| {
+            support::tick(
+                "ETH-USD",
+                1_709_251_200_000_000 + i * 1_000,
+                format!("t{i}"),
+                3_000.0 + i as f64,
+                1.0,
+                Side::Buy,
+            )
         })
         .collect()
 }

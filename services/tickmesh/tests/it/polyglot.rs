@@ -3,9 +3,7 @@
 
 use std::process::Command;
 
-use crate::support::{Process, SERVICES, describe, in_repo, program, run};
-
-const VENV_HINT: &str = "it comes with the test venv: python3 -m venv .venv && .venv/bin/pip install -r scripts/requirements-test.txt";
+use crate::support::{Process, SERVICES, VENV_HINT, describe, in_repo, program, run};
 
 fn up() -> Process {
     Process::start(&["up", "--base-port", "0"], |_| {})

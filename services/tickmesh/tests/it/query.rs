@@ -15,7 +15,7 @@ use tickmesh_proto::v1::{
 use tonic::Code;
 use tonic::codec::CompressionEncoding;
 
-use crate::support::{Process, channel};
+use crate::support::{self, Process, channel};
 
 const DAY: i64 = 86_400_000_000;
 const T0: i64 = 1_700_006_400_000_000; // a UTC midnight
@@ -23,31 +23,28 @@ const T0: i64 = 1_700_006_400_000_000; // a UTC midnight
 fn candles(symbol: &str, days: std::ops::Range<i64>) -> Vec<Candle> {
     days.map(|d| {
         let close = 100.0 + (d as f64 * 0.37).sin() * 5.0;
-        Candle {
-            symbol: symbol.into(),
-            interval: Interval::Interval1d as i32,
-            open_time_us: T0 + d * DAY,
-            open: close,
-            high: close + 1.0,
-            low: close - 1.0,
-            close,
-            volume: 5.0,
-            trade_count: 0,
-            closed: true,
-        }
+        support::candle(
+            symbol,
+            Interval::Interval1d,
+            T0 + d * DAY,
+            [close, close + 1.0, close - 1.0, close],
+            5.0,
+        )
     })
     .collect()
 }
 
 fn ticks(symbol: &str, range: std::ops::Range<i64>) -> Vec<Tick> {
     range
-        .map(|i| Tick {
-            symbol: symbol.into(),
-            time_us: T0 + i * 1_000_000,
-            trade_id: format!("{i}"),
-            price: 30_000.0 + i as f64,
-            size: 0.1,
-            side: Side::Buy as i32,
+        .map(|i| {
+            support::tick(
+                symbol,
+                T0 + i * 1_000_000,
+                format!("{i}"),
+                30_000.0 + i as f64,
+                0.1,
+                Side::Buy,
+            )
         })
         .collect()
 }
@@ -455,5 +452,139 @@ async fn responses_are_compressed_when_the_client_asks() {
         };
         assert_eq!(header.as_deref(), Some(name));
         assert_eq!(response.into_inner().candles.len(), 500);
+    }
+}
+
+/// The description of the first field violation of a refusal, checking it is INVALID_ARGUMENT
+/// about `field`.
+fn violation(status: &tonic::Status, field: &str) -> String {
+    use tonic_types::StatusExt;
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    let details = status.get_error_details();
+    let bad = details
+        .bad_request()
+        .unwrap_or_else(|| panic!("no BadRequest in {status:?}"));
+    let v = &bad.field_violations[0];
+    assert!(v.field.contains(field), "{v:?} is not about {field}");
+    v.description.clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_symbol_ingestion_refuses_gets_the_same_invalid_argument_from_every_read_rpc() {
+    use tickmesh_proto::v1::computation_service_client::ComputationServiceClient;
+    use tickmesh_proto::v1::{
+        BatchSignalsRequest, ComputeIndicatorsRequest, GenerateSignalsRequest, GetIndicatorsRequest,
+    };
+    let mut m = mesh().await;
+    let mut computation =
+        ComputationServiceClient::new(channel(m.process.addr("computation")).await);
+    for bad in ["BTC USD", "ÄPL", "EUR$USD"] {
+        let mut tick = ticks("X", 0..1).remove(0);
+        tick.symbol = bad.into();
+        let refused = m
+            .ingest
+            .ingest_tick_batch(IngestTickBatchRequest {
+                ticks: vec![tick],
+                source: "t".into(),
+            })
+            .await
+            .unwrap_err();
+        let reason = violation(&refused, "symbol");
+        assert!(reason.contains("must use only"), "{reason}");
+        let interval = Interval::Interval1d as i32;
+        let answers = [
+            (
+                "GetCandles",
+                m.query
+                    .get_candles(GetCandlesRequest {
+                        symbol: bad.into(),
+                        interval,
+                        ..Default::default()
+                    })
+                    .await
+                    .map(|_| ()),
+            ),
+            (
+                "GetLatestPrices",
+                m.query
+                    .get_latest_prices(GetLatestPricesRequest {
+                        symbols: vec![bad.into()],
+                    })
+                    .await
+                    .map(|_| ()),
+            ),
+            (
+                "GetSignals",
+                m.query
+                    .get_signals(GetSignalsRequest {
+                        symbols: vec![bad.into()],
+                        ..Default::default()
+                    })
+                    .await
+                    .map(|_| ()),
+            ),
+            (
+                "GetIndicators",
+                m.query
+                    .get_indicators(GetIndicatorsRequest {
+                        symbol: bad.into(),
+                        interval,
+                        ..Default::default()
+                    })
+                    .await
+                    .map(|_| ()),
+            ),
+            (
+                "StreamMarketData",
+                m.query
+                    .stream_market_data(StreamMarketDataRequest {
+                        symbols: vec![bad.into()],
+                        ..Default::default()
+                    })
+                    .await
+                    .map(|_| ()),
+            ),
+            (
+                "ComputeIndicators",
+                computation
+                    .compute_indicators(ComputeIndicatorsRequest {
+                        symbols: vec![bad.into()],
+                        interval,
+                        ..Default::default()
+                    })
+                    .await
+                    .map(|_| ()),
+            ),
+            (
+                "GenerateSignals",
+                computation
+                    .generate_signals(GenerateSignalsRequest {
+                        symbol: bad.into(),
+                        interval,
+                        ..Default::default()
+                    })
+                    .await
+                    .map(|_| ()),
+            ),
+            (
+                "BatchSignals",
+                computation
+                    .batch_signals(BatchSignalsRequest {
+                        symbols: vec![bad.into()],
+                        interval,
+                        ..Default::default()
+                    })
+                    .await
+                    .map(|_| ()),
+            ),
+        ];
+        for (rpc, answer) in answers {
+            let status = answer.expect_err(rpc);
+            assert_eq!(
+                violation(&status, "symbol"),
+                reason,
+                "{rpc} refuses {bad:?} differently from ingestion"
+            );
+        }
     }
 }

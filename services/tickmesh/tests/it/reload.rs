@@ -8,12 +8,12 @@ use std::time::Duration;
 
 use tickmesh_proto::v1::config_service_client::ConfigServiceClient;
 use tickmesh_proto::v1::{
-    CircuitBreakerConfig, GetConfigRequest, PerformanceOptimizationConfig, RateLimitConfig,
+    CircuitBreakerConfig, GetConfigRequest, PerformanceOptimizationConfig, RateLimitConfig, Side,
     TokenBucket, UpdateConfigRequest, WatchConfigRequest,
 };
 use tonic::{Code, Request};
 
-use crate::support::{Process, channel, serve_ingestion};
+use crate::support::{self, Process, channel, serve_ingestion};
 
 const ADMIN: &str = "admin-key-aa11bb22cc33dd44";
 const VIEWER: &str = "viewer-key-ee55ff66aa77bb88";
@@ -213,8 +213,8 @@ async fn a_swapped_config_file_is_reloaded_and_a_bad_one_is_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_log_filter_changes_without_a_restart_and_a_bad_one_is_refused() {
+    use tickmesh_proto::v1::IngestTickBatchRequest;
     use tickmesh_proto::v1::ingestion_service_client::IngestionServiceClient;
-    use tickmesh_proto::v1::{IngestTickBatchRequest, Tick};
 
     let mut keys = tempfile::NamedTempFile::new().unwrap();
     writeln!(keys, "ops admin {ADMIN}").unwrap();
@@ -235,14 +235,14 @@ async fn the_log_filter_changes_without_a_restart_and_a_bad_one_is_refused() {
         ingestion
             .ingest_tick_batch(keyed(
                 IngestTickBatchRequest {
-                    ticks: vec![Tick {
-                        symbol: "LOGS".into(),
-                        time_us: 1_736_121_600_000_000 + n,
-                        trade_id: n.to_string(),
-                        price: 1.0,
-                        size: 1.0,
-                        side: 1,
-                    }],
+                    ticks: vec![support::tick(
+                        "LOGS",
+                        1_736_121_600_000_000 + n,
+                        n.to_string(),
+                        1.0,
+                        1.0,
+                        Side::Buy,
+                    )],
                     source: "test".into(),
                 },
                 ADMIN,

@@ -15,7 +15,7 @@ use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 
-use crate::support::{Process, channel, scratch_file};
+use crate::support::{self, Process, channel, scratch_file};
 
 /// 2025-01-06T00:00:00Z.
 const T0: i64 = 1_736_121_600_000_000;
@@ -35,13 +35,15 @@ struct Call {
 
 fn batch(symbol: &str, n: i64) -> Vec<Tick> {
     (0..BATCH)
-        .map(|i| Tick {
-            symbol: symbol.to_owned(),
-            time_us: T0 + (n * BATCH + i) * 1_000,
-            trade_id: format!("{n}-{i}"),
-            price: 100.0 + (i % 100) as f64 * 0.01,
-            size: 1.0,
-            side: Side::Buy as i32,
+        .map(|i| {
+            support::tick(
+                symbol,
+                T0 + (n * BATCH + i) * 1_000,
+                format!("{n}-{i}"),
+                100.0 + (i % 100) as f64 * 0.01,
+                1.0,
+                Side::Buy,
+            )
         })
         .collect()
 }

@@ -243,3 +243,65 @@ pub fn scrape(addr: &str) -> String {
     );
     body.to_owned()
 }
+
+// --- Test data -------------------------------------------------------------------------------
+
+/// How to make the test venv, for the tests that need a program or a package from it.
+pub const VENV_HINT: &str = "run scripts/test.sh, or: python3 -m venv .venv && .venv/bin/pip install -r scripts/requirements-test.txt";
+
+/// A trade.
+pub fn tick(
+    symbol: &str,
+    time_us: i64,
+    trade_id: String,
+    price: f64,
+    size: f64,
+    side: tickmesh_proto::v1::Side,
+) -> tickmesh_proto::v1::Tick {
+    tickmesh_proto::v1::Tick {
+        symbol: symbol.to_owned(),
+        time_us,
+        trade_id,
+        price,
+        size,
+        side: side as i32,
+    }
+}
+
+/// A closed bar with the given open, high, low and close (no trade count).
+pub fn candle(
+    symbol: &str,
+    interval: tickmesh_proto::v1::Interval,
+    open_time_us: i64,
+    [open, high, low, close]: [f64; 4],
+    volume: f64,
+) -> tickmesh_proto::v1::Candle {
+    tickmesh_proto::v1::Candle {
+        symbol: symbol.to_owned(),
+        interval: interval as i32,
+        open_time_us,
+        open,
+        high,
+        low,
+        close,
+        volume,
+        trade_count: 0,
+        closed: true,
+    }
+}
+
+/// The real GOOG daily candles that the `backtesting` package ships (AGPL: read from the
+/// installed package, never copied into the repository).
+pub fn goog_csv() -> PathBuf {
+    let python = program("python3", VENV_HINT);
+    let output = run(Command::new(python).args([
+        "-c",
+        "import backtesting, os; print(os.path.join(os.path.dirname(backtesting.__file__), 'test', 'GOOG.csv'))",
+    ]));
+    assert!(
+        output.status.success(),
+        "the backtesting package is missing from the test venv ({VENV_HINT}): {}",
+        describe(&output)
+    );
+    PathBuf::from(String::from_utf8(output.stdout).unwrap().trim())
+}

@@ -12,9 +12,7 @@ use tickmesh_proto::v1::query_service_client::QueryServiceClient;
 use tickmesh_proto::v1::{GetIndicatorsRequest, IndicatorKind, IndicatorSpec, Interval};
 use tonic::Request;
 
-use crate::support::{Process, channel, program, scratch_file};
-
-const VENV_HINT: &str = "run scripts/test.sh, or: python3 -m venv .venv && .venv/bin/pip install -r scripts/requirements-test.txt";
+use crate::support::{Process, VENV_HINT, channel, program, scratch_file};
 
 /// The Python OTLP receiver; its spans arrive on the channel as JSON values.
 struct Receiver {

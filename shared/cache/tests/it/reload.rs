@@ -1,13 +1,12 @@
 //! Configuration changes while running: namespace policies and the Redis timeout apply to the
-//! next operation, settings built at start are reported as needing a restart, and the signal
-//! skip counts of several processes meet in Redis.
+//! next operation, and settings built at start are reported as needing a restart.
 
 use std::time::Duration;
 
 use bytes::Bytes;
 use tickmesh_cache::{Cache, SetOptions, Tier};
+use tickmesh_config::ConfigHandle;
 use tickmesh_config::LoadedConfig;
-use tickmesh_mesh::ConfigHandle;
 use tickmesh_proto::v1::{
     CachingStrategy, DependencyManagementApproach, EvictionPolicy, PerformanceOptimizationConfig,
 };
@@ -194,44 +193,4 @@ async fn a_cache_following_a_config_handle_takes_ttl_and_redis_timeout_changes()
     assert_eq!(value.value, Bytes::from_static(b"v"));
     cache.shutdown().await;
     other.shutdown().await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn skip_counts_of_two_processes_meet_in_redis() {
-    let redis = redis().await;
-    let a = multi_layer(&redis).await;
-    let b = multi_layer(&redis).await;
-    a.record_skips("signals", 3, 1).await.unwrap();
-    b.record_skips("signals", 1, 5).await.unwrap();
-    b.record_skips("signals", 2, 0).await.unwrap();
-    let seen_by_a = a.skip_stats(Some("signals")).await.unwrap();
-    assert!(seen_by_a.cluster_wide);
-    assert_eq!((seen_by_a.skipped, seen_by_a.computed), (3 + 1 + 2, 1 + 5));
-    assert_eq!(seen_by_a.rate(), 6.0 / 12.0);
-    assert_eq!(b.skip_stats(None).await.unwrap(), seen_by_a);
-    // Each process's own counts stay in its stats.
-    let own = a.stats();
-    let signals = own
-        .namespaces
-        .iter()
-        .find(|n| n.namespace == "signals")
-        .unwrap();
-    assert_eq!((signals.skips.skipped, signals.skips.computed), (3, 1));
-    assert_eq!(own.skip_rate, 3.0 / 4.0);
-    assert!(a.record_skips("nowhere", 1, 1).await.is_err());
-    a.shutdown().await;
-    b.shutdown().await;
-}
-
-#[tokio::test]
-async fn without_redis_the_skip_rate_is_the_processs_own() {
-    let cache = Cache::new(&config(CachingStrategy::InMemory), None)
-        .await
-        .unwrap();
-    assert_eq!(cache.skip_stats(None).await.unwrap().rate(), 0.0);
-    cache.record_skips("signals", 1, 3).await.unwrap();
-    let stats = cache.skip_stats(Some("signals")).await.unwrap();
-    assert!(!stats.cluster_wide);
-    assert_eq!((stats.skipped, stats.computed), (1, 3));
-    assert_eq!(stats.rate(), 0.25);
 }

@@ -4,8 +4,9 @@
 //! (`rpc.system`, `rpc.service`, `rpc.method`, `rpc.grpc.status_code`) whose parent is the W3C
 //! `traceparent`/`tracestate` of the incoming metadata. Client side, [`ClientTraceLayer`] opens a
 //! client span and writes its context into the outgoing metadata, so one user call that crosses
-//! services is one trace. Spans go to OTLP when [`crate::logging`] installed an exporter, and
+//! services is one trace. Spans go to OTLP when [`super::logging`] installed an exporter, and
 //! cost next to nothing when it did not.
+//! Hand-written: tower-http's trace layer knows neither W3C propagation nor the RPC attributes.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -16,7 +17,7 @@ use opentelemetry::propagation::{Extractor, Injector};
 use tracing::Instrument;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
-use crate::methods::MethodTable;
+use crate::methods::Entry;
 
 /// Target of the per-RPC spans. They go to OTLP; the log output leaves them out unless the log
 /// filter asks for them (`--log info,tickmesh_rpc=info`), so a busy server does not pay for
@@ -109,7 +110,7 @@ where
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
         let path = request.uri().path();
         // Probes and reflection would drown the real traffic.
-        if MethodTable::is_open(path) {
+        if Entry::of(&request).open {
             return Either::Left(self.inner.call(request));
         }
         let (service, method) = rpc_names(path);

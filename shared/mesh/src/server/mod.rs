@@ -1,28 +1,38 @@
-//! Serving one tickmesh service on a bound listener, with health, reflection and config.
+//! Serving one tickmesh service on a bound listener, with health, reflection and config, behind
+//! the server stack (one layer per module below, outermost first in [`serve`]).
+
+pub mod auth;
+pub mod config_service;
+pub mod config_watch;
+pub mod deadline;
+pub mod health;
+pub mod message_size;
+pub mod rate_limit;
+pub mod shed;
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use tickmesh_config::std_duration;
-use tickmesh_proto::v1::TlsConfig;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tonic::service::Routes;
+use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
-use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 use tracing::{info, warn};
 
 use tower::ServiceBuilder;
 
-use crate::auth::{AuthLayer, Keys};
-use crate::deadline::DefaultDeadlineLayer;
-use crate::message_size::MessageSizeLayer;
-use crate::rate_limit::RateLimitLayer;
-use crate::shed::ShedLayer;
-use crate::trace::ServerTraceLayer;
+use crate::methods::ClassifyLayer;
+use crate::telemetry::trace::ServerTraceLayer;
 use crate::{ConfigHandle, Metrics, Shutdown};
+use auth::{AuthLayer, Keys};
+use deadline::DefaultDeadlineLayer;
+use message_size::MessageSizeLayer;
+use rate_limit::RateLimitLayer;
+use shed::ShedLayer;
 
 /// Why a service could not be served.
 #[derive(Debug, thiserror::Error)]
@@ -41,7 +51,7 @@ pub enum ServeError {
     Task(#[from] tokio::task::JoinError),
     /// The API keys could not be loaded.
     #[error("{0}")]
-    Keys(#[from] crate::auth::KeysError),
+    Keys(#[from] auth::KeysError),
     /// The TLS settings are incomplete or a certificate file could not be read.
     #[error("tls: {0}")]
     Tls(String),
@@ -142,37 +152,6 @@ impl Running {
     }
 }
 
-/// Reads a PEM file named by a `tls.*` setting.
-pub(crate) fn read_pem(setting: &str, path: &str) -> Result<Vec<u8>, ServeError> {
-    std::fs::read(path).map_err(|e| ServeError::Tls(format!("{setting} {path}: {e}")))
-}
-
-/// The server side of `tls`: `None` (plaintext) unless `cert_file` and `key_file` are set;
-/// client certificates are required when `client_ca_file` is set (mTLS).
-fn server_tls(tls: &TlsConfig) -> Result<Option<ServerTlsConfig>, ServeError> {
-    match (tls.cert_file.is_empty(), tls.key_file.is_empty()) {
-        (true, true) => return Ok(None),
-        (false, false) => {}
-        _ => {
-            return Err(ServeError::Tls(
-                "tls.cert_file and tls.key_file go together".into(),
-            ));
-        }
-    }
-    let identity = Identity::from_pem(
-        read_pem("tls.cert_file", &tls.cert_file)?,
-        read_pem("tls.key_file", &tls.key_file)?,
-    );
-    let mut config = ServerTlsConfig::new().identity(identity);
-    if !tls.client_ca_file.is_empty() {
-        config = config.client_ca_root(Certificate::from_pem(read_pem(
-            "tls.client_ca_file",
-            &tls.client_ca_file,
-        )?));
-    }
-    Ok(Some(config))
-}
-
 /// Serves `service` on `listener` (bound by the caller, so the address is known before the
 /// first call) with `grpc.health.v1.Health` (for "" and the service name), reflection v1 and
 /// v1alpha, and `tickmesh.v1.ConfigService`. When `shutdown` fires, health goes NOT_SERVING and
@@ -197,7 +176,7 @@ pub async fn serve(
     }
 
     let health = HealthReporter::new();
-    let health_service = crate::health::DrainingHealth::server(health.clone(), shutdown);
+    let health_service = health::DrainingHealth::server(health.clone(), shutdown);
     health
         .set_service_status(name, ServingStatus::Serving)
         .await;
@@ -233,7 +212,7 @@ pub async fn serve(
         .add_service(health_service)
         .add_service(reflection().build_v1()?)
         .add_service(reflection().build_v1alpha()?)
-        .add_service(config.service(shutdown));
+        .add_service(config_service::server(config, shutdown));
 
     let drain = {
         let health = health.clone();
@@ -257,9 +236,11 @@ pub async fn serve(
     // No Server::timeout: tonic applies it to whole calls, streams included, so it would cut
     // a long IngestTicks stream. The caller's grpc-timeout is still honoured by tonic; unary
     // calls without one get server.default_timeout from DefaultDeadlineLayer.
-    // The server stack, outermost first. Metrics sit outside auth so that refused calls are
+    // The server stack, outermost first. Each request is classified once, first, and every
+    // layer behind reads its entry. Metrics sit outside auth so that refused calls are
     // counted; the message-size fix is innermost so every layer sees the corrected code.
     let stack = ServiceBuilder::new()
+        .layer(ClassifyLayer)
         .layer(ServerTraceLayer)
         .layer(metrics.layer())
         .layer(AuthLayer::new(keys))
@@ -270,7 +251,7 @@ pub async fn serve(
         )))
         .layer(MessageSizeLayer);
     let mut builder = Server::builder();
-    if let Some(tls) = server_tls(&current.config.tls.clone().unwrap_or_default())? {
+    if let Some(tls) = crate::tls::server_config(&current.config.tls.clone().unwrap_or_default())? {
         builder = builder.tls_config(tls)?;
         info!(service = name, "TLS on");
     }

@@ -6,6 +6,7 @@
 //! extensions for the layers behind it (rate limits). Missing or unknown key:
 //! UNAUTHENTICATED; scope too small: PERMISSION_DENIED. Health and reflection are open.
 //! Keys are never logged: only holder names appear in logs and metrics.
+//! Hand-written: neither tower nor tonic ships API keys with scopes.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -15,7 +16,9 @@ use futures_util::future::{Either, Ready, ready};
 
 use tickmesh_proto::v1::{AuthConfig, Scope};
 
-use crate::methods::MethodTable;
+use crate::methods::Entry;
+pub use crate::methods::scope_name;
+use crate::status::Refusal;
 
 /// Who is calling, as the auth layer established it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -111,16 +114,6 @@ fn parse_scope(word: &str) -> Option<Scope> {
         "write" => Some(Scope::Write),
         "admin" => Some(Scope::Admin),
         _ => None,
-    }
-}
-
-/// The lowercase name of a scope, as keys files and messages spell it.
-pub fn scope_name(scope: Scope) -> &'static str {
-    match scope {
-        Scope::Unspecified => "none",
-        Scope::Read => "read",
-        Scope::Write => "write",
-        Scope::Admin => "admin",
     }
 }
 
@@ -299,33 +292,22 @@ pub struct Auth<S> {
 }
 
 impl<S> Auth<S> {
-    /// Who the request comes from, or the status refusing it.
-    fn authorize<B>(&self, request: &http::Request<B>) -> Result<Caller, tonic::Status> {
-        let path = request.uri().path();
-        if !self.keys.enabled() || MethodTable::is_open(path) {
+    /// Who the request comes from, or why it is refused.
+    fn authorize<B>(&self, request: &http::Request<B>) -> Result<Caller, Refusal> {
+        let entry = Entry::of(request);
+        if !self.keys.enabled() || entry.open {
             return Ok(Caller::anonymous());
         }
-        let Some(key) = presented(request) else {
-            return Err(tonic::Status::unauthenticated(
-                "missing API key: send metadata `authorization: Bearer <key>` or `x-api-key`",
-            ));
-        };
-        let Some(caller) = self.keys.find(key) else {
-            return Err(tonic::Status::unauthenticated("unknown API key"));
-        };
-        // Paths the contracts do not know get UNIMPLEMENTED from the router; any valid key
-        // may learn that.
-        let needed = MethodTable::global()
-            .get(path)
-            .map_or(Scope::Read, |m| m.scope.unwrap_or(Scope::Admin));
+        let key = presented(request).ok_or(Refusal::MissingKey)?;
+        let caller = self.keys.find(key).ok_or(Refusal::UnknownKey)?;
+        let needed = entry.required_scope();
         if (caller.scope as i32) < (needed as i32) {
-            return Err(tonic::Status::permission_denied(format!(
-                "caller {} has scope {}; {} needs {}",
-                caller.name,
-                scope_name(caller.scope),
-                path.trim_start_matches('/'),
-                scope_name(needed)
-            )));
+            return Err(Refusal::PermissionDenied {
+                caller: caller.name.clone(),
+                has: caller.scope,
+                method: request.uri().path().trim_start_matches('/').to_owned(),
+                needs: needed,
+            });
         }
         Ok(caller.clone())
     }
@@ -352,7 +334,7 @@ where
                 request.extensions_mut().insert(caller);
                 Either::Left(self.inner.call(request))
             }
-            Err(status) => Either::Right(ready(Ok(status.into_http()))),
+            Err(refusal) => Either::Right(ready(Ok(refusal.into_http()))),
         }
     }
 }

@@ -38,10 +38,10 @@ pub struct Telemetry {
 
 /// The filter for `directives`, with per-RPC spans off unless the directives name them.
 fn log_filter(directives: &str) -> Result<EnvFilter, String> {
-    let directives = if directives.contains(crate::trace::RPC_TARGET) {
+    let directives = if directives.contains(super::trace::RPC_TARGET) {
         directives.to_owned()
     } else {
-        format!("{directives},{}=off", crate::trace::RPC_TARGET)
+        format!("{directives},{}=off", super::trace::RPC_TARGET)
     };
     EnvFilter::try_new(&directives).map_err(|e| e.to_string())
 }

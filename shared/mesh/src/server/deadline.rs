@@ -2,6 +2,8 @@
 //! (DEADLINE_EXCEEDED when it passes); a unary call that sets none gets `server.default_timeout`
 //! instead, so no call can hold a slot forever. Streams are left alone: a long `IngestTicks`
 //! or a live subscription is not a stuck call.
+//! Hand-written: tower's `Timeout` fails the call with an error (tonic would report UNKNOWN)
+//! and applies to every call, streams included.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -10,7 +12,8 @@ use std::task::{Context, Poll};
 use futures_util::future::Either;
 use std::time::Duration;
 
-use crate::methods::MethodTable;
+use crate::methods::Entry;
+use crate::status::Refusal;
 
 /// Applies a default deadline to unary calls without one.
 #[derive(Clone, Debug)]
@@ -60,9 +63,7 @@ where
     }
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        let unary = MethodTable::global()
-            .get(request.uri().path())
-            .is_some_and(|m| m.unary);
+        let unary = Entry::of(&request).unary();
         if self.timeout.is_zero() || !unary || request.headers().contains_key("grpc-timeout") {
             return Either::Left(self.inner.call(request));
         }
@@ -71,11 +72,7 @@ where
         Either::Right(Box::pin(async move {
             match tokio::time::timeout(timeout, call).await {
                 Ok(response) => response,
-                Err(_) => Ok(tonic::Status::deadline_exceeded(format!(
-                    "the call set no deadline and ran past the server's default of {timeout:?} \
-                     (server.default_timeout)"
-                ))
-                .into_http()),
+                Err(_) => Ok(Refusal::ServerDeadline { timeout }.into_http()),
             }
         }))
     }

@@ -2,6 +2,8 @@
 //! `rate_limits.callers.<name>` or `rate_limits.default_caller`. A call over the limit gets
 //! RESOURCE_EXHAUSTED at once, with a `google.rpc.RetryInfo` detail saying when a token will be
 //! there. Buckets follow configuration changes (a new version starts fresh buckets).
+//! Hand-written: tower's `RateLimit` is one rate for a whole service and makes calls wait;
+//! this one is per caller and refuses at once.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -10,12 +12,11 @@ use std::task::{Context, Poll};
 use futures_util::future::{Either, Ready, ready};
 use std::time::Instant;
 
-use tonic_types::{ErrorDetails, StatusExt};
-
+use super::auth::Caller;
 use crate::ConfigHandle;
-use crate::auth::Caller;
-use crate::methods::MethodTable;
-use crate::token_bucket::TokenBucket;
+use crate::methods::Entry;
+use crate::status::Refusal;
+use tickmesh_resilience::token_bucket::TokenBucket;
 
 #[derive(Debug, Default)]
 struct Buckets {
@@ -101,7 +102,7 @@ where
     }
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        if MethodTable::is_open(request.uri().path()) {
+        if Entry::of(&request).open {
             return Either::Left(self.inner.call(request));
         }
         let caller = request
@@ -111,18 +112,11 @@ where
             .unwrap_or_else(Caller::anonymous);
         match self.limits.admit(&caller) {
             Ok(()) => Either::Left(self.inner.call(request)),
-            Err(wait) => {
-                let status = tonic::Status::with_error_details(
-                    tonic::Code::ResourceExhausted,
-                    format!(
-                        "rate limit of caller {} exceeded; retry in {} ms",
-                        caller.name,
-                        wait.as_millis().max(1)
-                    ),
-                    ErrorDetails::with_retry_info(Some(wait)),
-                );
-                Either::Right(ready(Ok(status.into_http())))
+            Err(retry_after) => Either::Right(ready(Ok(Refusal::RateLimited {
+                caller: caller.name,
+                retry_after,
             }
+            .into_http()))),
         }
     }
 }

@@ -2,6 +2,8 @@
 //! refused at once with UNAVAILABLE instead of queueing without bound. Health checks are never
 //! refused (a busy pod is not a dead one). A call counts until its response headers go out:
 //! all of a unary or client-streaming call, the set-up of a server stream.
+//! Hand-written: tower's `LoadShed` over a `ConcurrencyLimit` takes a permit in `poll_ready`,
+//! before the request is seen, so it could not let health checks through.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -10,6 +12,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 
 use futures_util::future::{Either, Ready, ready};
+
+use crate::methods::Entry;
+use crate::status::Refusal;
 
 /// The layer of one server.
 #[derive(Clone, Debug)]
@@ -73,7 +78,7 @@ where
     }
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        if request.uri().path().starts_with("/grpc.health.v1.Health/") {
+        if Entry::of(&request).health {
             return Either::Left(Holding {
                 call: self.inner.call(request),
                 _slot: None,
@@ -83,11 +88,8 @@ where
         let slot = Slot(self.in_flight.clone());
         if before >= self.limit {
             drop(slot);
-            let status = tonic::Status::unavailable(format!(
-                "server busy: {} calls in flight (server.concurrency_limit); retry with backoff",
-                self.limit
-            ));
-            return Either::Right(ready(Ok(status.into_http())));
+            let refusal = Refusal::Overloaded { limit: self.limit };
+            return Either::Right(ready(Ok(refusal.into_http())));
         }
         Either::Left(Holding {
             call: self.inner.call(request),

@@ -1,0 +1,143 @@
+//! A circuit breaker per peer: after `circuit_breaker.failure_threshold` failures in a row the
+//! circuit opens and calls fail fast with UNAVAILABLE (and a `RetryInfo` saying when the next
+//! probe goes) until a probe succeeds.
+//! Hand-written: tower ships no circuit breaker; the state machine is
+//! `tickmesh_resilience::CircuitBreaker`, shared with the cache and replay.
+
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use tickmesh_resilience::breaker::{BreakerState, CircuitBreaker};
+use tower::BoxError;
+
+use super::{BoxFuture, header_code};
+use crate::status::Refusal;
+
+/// Marks a response the breaker produced itself, so that retries leave it alone.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct CircuitOpen;
+
+/// Fails calls fast while a peer keeps failing.
+#[derive(Clone, Debug)]
+pub struct BreakerLayer {
+    peer: Arc<str>,
+    pub(crate) breaker: Arc<Mutex<CircuitBreaker>>,
+    gauge: Option<prometheus_client::metrics::gauge::Gauge>,
+}
+
+impl BreakerLayer {
+    /// A breaker in front of `peer`, its state exported to `metrics` when given.
+    pub fn new(
+        peer: &str,
+        config: &tickmesh_proto::v1::CircuitBreakerConfig,
+        metrics: Option<&crate::Metrics>,
+    ) -> Self {
+        Self {
+            peer: Arc::from(peer),
+            breaker: Arc::new(Mutex::new(CircuitBreaker::new(peer, config))),
+            gauge: metrics.map(|m| m.circuit_state(peer)),
+        }
+    }
+
+    /// The breaker's state now (for metrics and tests).
+    pub fn state(&self) -> BreakerState {
+        self.breaker
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .state()
+    }
+
+    fn export(&self, state: BreakerState) {
+        if let Some(gauge) = &self.gauge {
+            gauge.set(match state {
+                BreakerState::Closed => 0,
+                BreakerState::HalfOpen { .. } => 1,
+                BreakerState::Open { .. } => 2,
+            });
+        }
+    }
+}
+
+impl<S> tower::Layer<S> for BreakerLayer {
+    type Service = Breaker<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Breaker {
+            inner,
+            layer: self.clone(),
+        }
+    }
+}
+
+/// The service [`BreakerLayer`] makes.
+#[derive(Clone, Debug)]
+pub struct Breaker<S> {
+    inner: S,
+    layer: BreakerLayer,
+}
+
+/// Codes that say the peer (not the request) is in trouble.
+fn is_peer_failure(code: tonic::Code) -> bool {
+    matches!(
+        code,
+        tonic::Code::Unavailable
+            | tonic::Code::DeadlineExceeded
+            | tonic::Code::Internal
+            | tonic::Code::Unknown
+            | tonic::Code::DataLoss
+    )
+}
+
+impl<S> tower::Service<http::Request<tonic::body::Body>> for Breaker<S>
+where
+    S: tower::Service<
+            http::Request<tonic::body::Body>,
+            Response = http::Response<tonic::body::Body>,
+            Error = BoxError,
+        >,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = BoxError;
+    type Future = BoxFuture<Result<S::Response, BoxError>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<tonic::body::Body>) -> Self::Future {
+        let admitted = {
+            let mut breaker = self.layer.breaker.lock().unwrap_or_else(|e| e.into_inner());
+            let admitted = breaker.admit(Instant::now());
+            self.layer.export(breaker.state());
+            admitted
+        };
+        if let Err(retry_after) = admitted {
+            let mut response = Refusal::BreakerOpen {
+                peer: self.layer.peer.clone(),
+                retry_after,
+            }
+            .into_http();
+            response.extensions_mut().insert(CircuitOpen);
+            return Box::pin(std::future::ready(Ok(response)));
+        }
+        let layer = self.layer.clone();
+        let call = self.inner.call(request);
+        Box::pin(async move {
+            let result = call.await;
+            let failed = match &result {
+                Ok(response) => header_code(response).is_some_and(is_peer_failure),
+                Err(_) => true,
+            };
+            let mut breaker = layer.breaker.lock().unwrap_or_else(|e| e.into_inner());
+            if failed {
+                breaker.failure(Instant::now());
+            } else {
+                breaker.success();
+            }
+            layer.export(breaker.state());
+            result
+        })
+    }
+}

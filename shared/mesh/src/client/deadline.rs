@@ -1,0 +1,80 @@
+//! The client-side default deadline: unary calls without one get `server.default_timeout`, sent
+//! as `grpc-timeout` so that the peer stops working on it too.
+//! Hand-written: tower's `Timeout` neither sends `grpc-timeout` nor answers with a status (its
+//! `Elapsed` error would reach the caller as UNKNOWN), and it would cut streams too.
+
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tower::BoxError;
+
+use super::BoxFuture;
+use crate::methods::Entry;
+use crate::status::Refusal;
+
+/// Gives unary calls without a deadline the default one.
+#[derive(Clone, Debug)]
+pub struct DeadlineLayer {
+    timeout: Duration,
+}
+
+impl DeadlineLayer {
+    /// Unary calls without a deadline get `timeout` (zero: none).
+    pub fn new(timeout: Duration) -> Self {
+        Self { timeout }
+    }
+}
+
+impl<S> tower::Layer<S> for DeadlineLayer {
+    type Service = Deadline<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Deadline {
+            inner,
+            timeout: self.timeout,
+        }
+    }
+}
+
+/// The service [`DeadlineLayer`] makes.
+#[derive(Clone, Debug)]
+pub struct Deadline<S> {
+    inner: S,
+    timeout: Duration,
+}
+
+impl<S> tower::Service<http::Request<tonic::body::Body>> for Deadline<S>
+where
+    S: tower::Service<
+            http::Request<tonic::body::Body>,
+            Response = http::Response<tonic::body::Body>,
+            Error = BoxError,
+        >,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = BoxError;
+    type Future = BoxFuture<Result<S::Response, BoxError>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: http::Request<tonic::body::Body>) -> Self::Future {
+        let unary = Entry::of(&request).unary();
+        if self.timeout.is_zero() || !unary || request.headers().contains_key("grpc-timeout") {
+            return Box::pin(self.inner.call(request));
+        }
+        let timeout = self.timeout;
+        if let Ok(value) = http::HeaderValue::from_str(&format!("{}m", timeout.as_millis())) {
+            request.headers_mut().insert("grpc-timeout", value);
+        }
+        let call = self.inner.call(request);
+        Box::pin(async move {
+            match tokio::time::timeout(timeout, call).await {
+                Ok(result) => result,
+                Err(_) => Ok(Refusal::ClientDeadline { timeout }.into_http()),
+            }
+        })
+    }
+}
