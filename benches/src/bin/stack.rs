@@ -65,6 +65,7 @@ fn config() -> anyhow::Result<ConfigHandle> {
             key: KEY.into(),
             scopes: vec![Scope::Read as i32],
         }],
+        peer_key_name: String::new(),
     });
     let limits = loaded
         .config

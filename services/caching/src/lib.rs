@@ -1,21 +1,26 @@
 //! The caching service: the multi-tier cache of `tickmesh-cache` (L1 in the process, L2 in
 //! Redis, the store behind them) as a gRPC service. The `latest_prices` and `signals`
 //! namespaces load from the store on a miss; the others hold what callers `Set`.
+//!
+//! Values are typed in the contract (`tickmesh.v1.CacheValue`); how they are encoded for
+//! storage ([`value`], per `serialization_method`) stays inside this service.
+
+pub mod value;
 
 use std::pin::Pin;
 use std::sync::Arc;
 
-use bytes::Bytes;
 use prost::Message;
-use tickmesh_cache::codec::{LatestPriceRecord, codec_for};
 use tickmesh_cache::{Cache, CacheError, ErrorClass, SetOptions, loader_fn};
+use tickmesh_mesh::status::bad_field;
 use tickmesh_mesh::{ConfigHandle, Service};
+use tickmesh_proto::v1::cache_value::Kind;
 use tickmesh_proto::v1::caching_service_server::{CachingService, CachingServiceServer};
 use tickmesh_proto::v1::invalidate_request::Target;
 use tickmesh_proto::v1::{
-    DeleteRequest, DeleteResponse, GetRequest, GetResponse, GetStatsRequest, GetStatsResponse,
-    InvalidateRequest, InvalidateResponse, SerializationMethod, SetRequest, SetResponse, Signal,
-    WarmRequest, WarmResponse,
+    CachedLatestPrice, DeleteRequest, DeleteResponse, GetRequest, GetResponse, GetStatsRequest,
+    GetStatsResponse, InvalidateRequest, InvalidateResponse, SerializationMethod, SetRequest,
+    SetResponse, Signal, WarmRequest, WarmResponse,
 };
 use tickmesh_store::{SignalQuery, Store};
 use tokio_stream::Stream;
@@ -57,15 +62,15 @@ fn duration(d: std::time::Duration) -> prost_types::Duration {
     }
 }
 
-/// The latest price record of `symbol` from the store ([`Store::latest_price`]).
+/// The latest price of `symbol` from the store ([`Store::latest_price`]).
 pub async fn load_latest_price(
     store: &Store,
     symbol: &str,
-) -> Result<Option<LatestPriceRecord>, tickmesh_store::StoreError> {
+) -> Result<Option<CachedLatestPrice>, tickmesh_store::StoreError> {
     Ok(store
         .latest_price(symbol)
         .await?
-        .map(|(price, time_us, size)| LatestPriceRecord {
+        .map(|(price, time_us, size)| CachedLatestPrice {
             symbol: symbol.to_owned(),
             price,
             time_us,
@@ -73,31 +78,30 @@ pub async fn load_latest_price(
         }))
 }
 
-/// Registers the store loaders of the `latest_prices` and `signals` namespaces.
+/// Registers the store loaders of the `latest_prices` and `signals` namespaces; they store
+/// typed values (as [`CachingService::set`] does), encoded per `method`.
 pub fn register_loaders(
     cache: &Cache,
     store: Arc<Store>,
     method: SerializationMethod,
 ) -> Result<(), CacheError> {
-    let prices = codec_for::<LatestPriceRecord>(method);
     let from = store.clone();
     cache.register_loader(
         LATEST_PRICES,
         Arc::new(loader_fn(move |symbol: String| {
-            let (store, codec) = (from.clone(), prices.clone());
+            let store = from.clone();
             async move {
                 match load_latest_price(&store, &symbol).await? {
-                    Some(record) => Ok(Some(codec.encode(&record)?)),
+                    Some(price) => Ok(Some(value::encode(&Kind::LatestPrice(price), method)?)),
                     None => Ok(None),
                 }
             }
         })),
     )?;
-    let signals = codec_for::<Signal>(method);
     cache.register_loader(
         SIGNALS,
         Arc::new(loader_fn(move |key: String| {
-            let (store, codec) = (store.clone(), signals.clone());
+            let store = store.clone();
             async move {
                 let Some((symbol, interval)) = key.split_once('/') else {
                     return Ok(None);
@@ -113,7 +117,8 @@ pub fn register_loaders(
                 let Some(row) = rows.iter().find(|r| r.interval_code == interval) else {
                     return Ok(None);
                 };
-                Ok(Some(codec.encode(&Signal::decode(row.body.as_slice())?)?))
+                let signal = Signal::decode(row.body.as_slice())?;
+                Ok(Some(value::encode(&Kind::Signal(signal), method)?))
             }
         })),
     )?;
@@ -186,6 +191,7 @@ pub fn prometheus_text(cache: &Cache) -> String {
 #[derive(Clone)]
 pub struct CachingApi {
     cache: Cache,
+    config: ConfigHandle,
 }
 
 impl std::fmt::Debug for CachingApi {
@@ -214,26 +220,51 @@ impl CachingService for CachingApi {
             Some(hit) => Some(hit),
             None => self.cache.get(&r.namespace, &r.key).await.map_err(status)?,
         };
-        Ok(Response::new(match hit {
-            Some(hit) => GetResponse {
-                found: true,
-                value: hit.value.to_vec(),
-                tier: hit.tier.to_proto() as i32,
-                ttl_remaining: Some(duration(hit.ttl_remaining())),
-            },
-            None => GetResponse::default(),
+        let Some(hit) = hit else {
+            return Ok(Response::new(GetResponse::default()));
+        };
+        let typed = value::decode(&hit.value).map_err(|e| {
+            tracing::warn!(error = %e, namespace = r.namespace, "cached value undecodable");
+            Status::internal(format!("cached value of {}/{}: {e}", r.namespace, r.key))
+        })?;
+        // The legacy field carries opaque bytes only: a typed value's encoding is not part of
+        // the contract.
+        let legacy = match &typed.kind {
+            Some(Kind::Opaque(bytes)) => bytes.clone(),
+            _ => Vec::new(),
+        };
+        Ok(Response::new(GetResponse {
+            found: true,
+            value: legacy,
+            tier: hit.tier.to_proto() as i32,
+            ttl_remaining: Some(duration(hit.ttl_remaining())),
+            typed: Some(typed),
         }))
     }
 
     async fn set(&self, request: Request<SetRequest>) -> Result<Response<SetResponse>, Status> {
         let r = request.into_inner();
         let ttl = tickmesh_config::std_duration(r.ttl.as_ref());
+        let kind = match r.typed {
+            None => Kind::Opaque(r.value),
+            Some(_) if !r.value.is_empty() => {
+                return Err(bad_field("value", "set either value or typed, not both"));
+            }
+            Some(typed) => typed
+                .kind
+                .ok_or_else(|| bad_field("typed", "say which kind of value"))?,
+        };
+        let method =
+            SerializationMethod::try_from(self.config.current().config.serialization_method)
+                .unwrap_or_default();
+        let encoded = value::encode(&kind, method)
+            .map_err(|e| bad_field("typed", format!("value cannot be encoded: {e}")))?;
         let stored = self
             .cache
             .set(
                 &r.namespace,
                 &r.key,
-                Bytes::from(r.value),
+                encoded,
                 SetOptions {
                     ttl: (!ttl.is_zero()).then_some(ttl),
                     ..SetOptions::default()
@@ -336,8 +367,11 @@ impl CachingService for CachingApi {
 /// The caching service over `cache`, ready for [`tickmesh_mesh::serve`].
 pub fn service(config: &ConfigHandle, cache: Cache) -> Service {
     let limit = config.current().message_limit();
-    let server = CachingServiceServer::new(CachingApi { cache })
-        .max_decoding_message_size(limit)
-        .max_encoding_message_size(limit);
+    let server = CachingServiceServer::new(CachingApi {
+        cache,
+        config: config.clone(),
+    })
+    .max_decoding_message_size(limit)
+    .max_encoding_message_size(limit);
     Service::new(tickmesh_proto::service_names::CACHING, server)
 }

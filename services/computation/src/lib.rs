@@ -11,7 +11,9 @@ pub mod signals;
 
 use std::sync::Arc;
 
+use tickmesh_mesh::client::MeshChannel;
 use tickmesh_mesh::{ConfigHandle, Metrics, Service};
+use tickmesh_proto::v1::caching_service_client::CachingServiceClient;
 use tickmesh_proto::v1::computation_service_server::{
     ComputationService, ComputationServiceServer,
 };
@@ -42,7 +44,9 @@ pub struct ComputationApi {
     store: Arc<Store>,
     pool: ComputePool,
     book: Arc<SignalBook>,
-    cache: Option<tickmesh_cache::Cache>,
+    caching: Option<CachingServiceClient<MeshChannel>>,
+    /// `authorization` metadata for the calls computation makes on its own behalf.
+    own_key: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
     relay: Option<tickmesh_bus::Relay>,
 }
 
@@ -59,7 +63,8 @@ impl ComputationApi {
             store,
             pool,
             book: Arc::new(SignalBook::new(metrics)),
-            cache: None,
+            caching: None,
+            own_key: None,
             relay: None,
         }
     }
@@ -71,10 +76,25 @@ impl ComputationApi {
         self
     }
 
-    /// Writes new signals through to `cache` (namespace `signals`, key
-    /// `<symbol>/<interval number>`), next to the store.
-    pub fn with_cache(mut self, cache: tickmesh_cache::Cache) -> Self {
-        self.cache = Some(cache);
+    /// Writes new signals through to the caching service behind `caching` (its `Set`,
+    /// namespace `signals`, key `<symbol>/<interval number>`), next to the store. Through its
+    /// gRPC API like any other peer, so one process or one per pod behave the same. These
+    /// calls have no caller whose key could be passed on: they carry `own_key`
+    /// (`auth.peer_key_name`), if any.
+    pub fn with_caching(mut self, caching: MeshChannel, own_key: Option<String>) -> Self {
+        self.own_key = own_key
+            .and_then(|key| format!("Bearer {key}").parse().ok())
+            .map(|mut value: tonic::metadata::MetadataValue<_>| {
+                // Never printed by Debug (the api derives it) or logged.
+                value.set_sensitive(true);
+                value
+            });
+        let limit = self.config.current().message_limit();
+        self.caching = Some(
+            CachingServiceClient::new(caching)
+                .max_decoding_message_size(limit)
+                .max_encoding_message_size(limit),
+        );
         self
     }
 

@@ -14,9 +14,10 @@ use tickmesh_bus::Bus;
 use tickmesh_indicators::Bar;
 use tickmesh_indicators::signals::{Evaluation, Params, SignalEngine};
 use tickmesh_mesh::{Metrics, Shutdown};
+use tickmesh_proto::v1::cache_value::Kind;
 use tickmesh_proto::v1::{
-    BatchSignalsResponse, Candle, Interval, MarketEventBatch, Signal, SymbolError,
-    market_event::Payload,
+    BatchSignalsResponse, CacheValue, Candle, Interval, MarketEventBatch, SetRequest, Signal,
+    SymbolError, market_event::Payload,
 };
 use tickmesh_store::SignalRow;
 use tokio::task::JoinHandle;
@@ -76,29 +77,16 @@ fn threshold(api: &ComputationApi) -> f64 {
         .map_or(0.5, |p| p.skip_unchanged_threshold_percent)
 }
 
-fn row(signal: &Signal) -> SignalRow {
-    SignalRow {
-        symbol: signal.symbol.clone(),
-        interval_code: signal.interval as i16,
-        time_us: signal.time_us,
-        strategy: signal.strategy as i16,
-        action: signal.action as i16,
-        confidence: signal.confidence,
-        price: signal.price,
-        body: signal.encode_to_vec(),
-    }
-}
-
-/// Stores new signals (a signal already stored for its bar stays as it is).
 /// Namespace of the caching service that holds the latest signal of each (symbol, interval).
 const SIGNALS_NAMESPACE: &str = "signals";
 
-/// Stores new signals with their bus events (through the outbox), then writes the newest of
-/// each (symbol, interval) through to the cache.
-/// A cache that cannot take it (Redis down, say) only costs a later load from the store.
+/// Stores new signals (a signal already stored for its bar stays as it is) with their bus
+/// events (through the outbox), then writes the newest of each (symbol, interval) through to
+/// the caching service (`Set`). A cache that cannot take it (caching service or Redis down,
+/// say) only costs a later load from the store.
 async fn store(api: &ComputationApi, signals: &[Signal]) -> Result<(), Status> {
     api.store
-        .insert_signals(signals.iter().map(row).collect())
+        .insert_signals(signals.iter().map(SignalRow::of).collect())
         .await
         .map_err(convert::store_error)?;
     // Their events were queued in the outbox in the same transaction: nothing stored goes
@@ -106,12 +94,7 @@ async fn store(api: &ComputationApi, signals: &[Signal]) -> Result<(), Status> {
     if let Some(relay) = &api.relay {
         relay.wake();
     }
-    if let Some(cache) = &api.cache {
-        let method = tickmesh_proto::v1::SerializationMethod::try_from(
-            api.config.current().config.serialization_method,
-        )
-        .unwrap_or_default();
-        let codec = tickmesh_cache::codec::codec_for::<Signal>(method);
+    if let Some(caching) = &api.caching {
         let mut newest: HashMap<(String, i32), &Signal> = HashMap::new();
         for signal in signals {
             let key = (signal.symbol.clone(), signal.interval);
@@ -120,23 +103,26 @@ async fn store(api: &ComputationApi, signals: &[Signal]) -> Result<(), Status> {
             }
         }
         for ((symbol, interval), signal) in newest {
-            let Ok(value) = codec.encode(signal) else {
-                continue;
+            // The cache takes the adaptive TTL's symbol from the key, up to its `/`.
+            let set = SetRequest {
+                namespace: SIGNALS_NAMESPACE.into(),
+                key: format!("{symbol}/{interval}"),
+                typed: Some(CacheValue {
+                    kind: Some(Kind::Signal(signal.clone())),
+                }),
+                ..SetRequest::default()
             };
-            let options = tickmesh_cache::SetOptions {
-                symbol: Some(&symbol),
-                ..Default::default()
-            };
-            if let Err(e) = cache
-                .set(
-                    SIGNALS_NAMESPACE,
-                    &format!("{symbol}/{interval}"),
-                    value,
-                    options,
-                )
-                .await
-            {
-                warn!(error = %e, symbol, "signal not written through to the cache");
+            let mut set = tonic::Request::new(set);
+            if let Some(key) = &api.own_key {
+                set.metadata_mut().insert("authorization", key.clone());
+            }
+            if let Err(status) = caching.clone().set(set).await {
+                warn!(
+                    error = %status.message(),
+                    code = ?status.code(),
+                    symbol,
+                    "signal not written through to the cache"
+                );
             }
         }
     }

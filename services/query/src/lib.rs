@@ -10,17 +10,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use prost::Message;
-use tickmesh_cache::codec::{Codec, LatestPriceRecord, codec_for};
 use tickmesh_mesh::client::MeshChannel;
 use tickmesh_mesh::{ConfigHandle, Service, Shutdown};
+use tickmesh_proto::v1::cache_value::Kind;
 use tickmesh_proto::v1::caching_service_client::CachingServiceClient;
 use tickmesh_proto::v1::computation_service_client::ComputationServiceClient;
 use tickmesh_proto::v1::query_service_server::{QueryService, QueryServiceServer};
 use tickmesh_proto::v1::{
-    ComputeIndicatorsRequest, EventKind, GetCandlesRequest, GetCandlesResponse,
+    CacheValue, ComputeIndicatorsRequest, EventKind, GetCandlesRequest, GetCandlesResponse,
     GetIndicatorsRequest, GetIndicatorsResponse, GetLatestPricesRequest, GetLatestPricesResponse,
-    GetRequest, GetSignalsRequest, GetSignalsResponse, Interval, LatestPrice, SetRequest, Signal,
-    SignalAction, SortOrder, Strategy, StreamMarketDataRequest, StreamMarketDataResponse,
+    GetRequest, GetSignalsRequest, GetSignalsResponse, IndicatorSeriesList, Interval, LatestPrice,
+    SetRequest, Signal, SignalAction, SortOrder, Strategy, StreamMarketDataRequest,
+    StreamMarketDataResponse,
 };
 use tickmesh_store::{CandleQuery, SignalKey, SignalQuery, Store};
 use tokio_stream::Stream;
@@ -73,7 +74,6 @@ pub struct QueryApi {
     shutdown: Shutdown,
     computation: Option<ComputationServiceClient<MeshChannel>>,
     caching: Option<CachingServiceClient<MeshChannel>>,
-    prices: Arc<dyn Codec<LatestPriceRecord>>,
     latest: Arc<LatestPrices>,
     config: tokio::sync::watch::Receiver<tickmesh_mesh::ConfigSnapshot>,
 }
@@ -117,17 +117,18 @@ impl QueryApi {
                     ))
                     .await?
                     .into_inner();
-                if got.found {
-                    let record = self.prices.decode(&got.value).map_err(|e| {
-                        Status::internal(format!("cached price of {symbol} undecodable: {e}"))
-                    })?;
-                    Some(LatestPrice {
-                        symbol: record.symbol,
-                        price: record.price,
-                        time_us: record.time_us,
-                    })
-                } else {
-                    None
+                match got.typed.and_then(|v| v.kind) {
+                    _ if !got.found => None,
+                    Some(Kind::LatestPrice(cached)) => Some(LatestPrice {
+                        symbol: cached.symbol,
+                        price: cached.price,
+                        time_us: cached.time_us,
+                    }),
+                    _ => {
+                        return Err(Status::internal(format!(
+                            "cached value of {symbol} is not a latest price"
+                        )));
+                    }
                 }
             }
             None => latest_price(&self.store, symbol).await?,
@@ -373,10 +374,12 @@ impl QueryService for QueryApi {
                 .await?
                 .into_inner();
             if got.found
-                && let Ok(mut cached) = GetIndicatorsResponse::decode(got.value.as_slice())
+                && let Some(Kind::Indicators(cached)) = got.typed.and_then(|v| v.kind)
             {
-                cached.cache_hit = true;
-                return Ok(Response::new(cached));
+                return Ok(Response::new(GetIndicatorsResponse {
+                    series: cached.series,
+                    cache_hit: true,
+                }));
             }
         }
         let compute = ComputeIndicatorsRequest {
@@ -397,10 +400,6 @@ impl QueryService for QueryApi {
                 error.symbol, error.reason
             )));
         }
-        let response = GetIndicatorsResponse {
-            series: computed.series,
-            cache_hit: false,
-        };
         if let Some(mut caching) = self.caching.clone() {
             let set = caching
                 .set(on_behalf_of(
@@ -408,8 +407,12 @@ impl QueryService for QueryApi {
                     SetRequest {
                         namespace: INDICATORS.into(),
                         key,
-                        value: response.encode_to_vec(),
-                        ttl: None,
+                        typed: Some(CacheValue {
+                            kind: Some(Kind::Indicators(IndicatorSeriesList {
+                                series: computed.series.clone(),
+                            })),
+                        }),
+                        ..SetRequest::default()
                     },
                 ))
                 .await;
@@ -418,7 +421,10 @@ impl QueryService for QueryApi {
                 tracing::debug!(error = %status.message(), "indicator series not cached");
             }
         }
-        Ok(Response::new(response))
+        Ok(Response::new(GetIndicatorsResponse {
+            series: computed.series,
+            cache_hit: false,
+        }))
     }
 
     type StreamMarketDataStream = MarketDataStream;
@@ -476,9 +482,6 @@ pub fn service(
 ) -> Service {
     let current = config.current();
     let limit = current.message_limit();
-    let method =
-        tickmesh_proto::v1::SerializationMethod::try_from(current.config.serialization_method)
-            .unwrap_or_default();
     let live = Live::spawn(bus, metrics, shutdown);
     let server = QueryServiceServer::new(QueryApi {
         store,
@@ -493,7 +496,6 @@ pub fn service(
                 .max_decoding_message_size(limit)
                 .max_encoding_message_size(limit)
         }),
-        prices: codec_for::<LatestPriceRecord>(method),
         latest: live.latest(),
         config: config.subscribe(),
         live,

@@ -95,8 +95,10 @@ impl Target {
                     deps.store.clone(),
                     deps.compute_pool.clone(),
                     &deps.metrics,
-                )
-                .with_cache(deps.cache.clone());
+                );
+                if let Some(caching) = peers.caching.clone() {
+                    api = api.with_caching(caching, peers.own_key.clone());
+                }
                 if let Some(relay) = relay {
                     api = api.with_relay(relay.clone());
                 }
@@ -259,6 +261,9 @@ pub enum AppError {
     /// A peer service address is malformed.
     #[error("{0}")]
     Peer(String),
+    /// The API keys (for `auth.peer_key_name`) could not be loaded.
+    #[error(transparent)]
+    Keys(#[from] tickmesh_mesh::server::auth::KeysError),
 }
 
 /// Client stacks to the peer services a service calls.
@@ -266,6 +271,8 @@ pub enum AppError {
 struct Peers {
     computation: Option<MeshChannel>,
     caching: Option<MeshChannel>,
+    /// The key this process sends on its own calls to peers (`auth.peer_key_name`).
+    own_key: Option<String>,
 }
 
 impl Peers {
@@ -277,27 +284,46 @@ impl Peers {
         deps: &Deps,
         shutdown: &Shutdown,
     ) -> Result<Self, AppError> {
-        // Only the query service calls peers.
-        if !listeners.iter().any(|(target, _)| *target == Target::Query) {
-            return Ok(Self::default());
-        }
+        // The query service calls computation and caching; computation calls caching (its
+        // signal write-through).
+        let serves = |wanted: Target| listeners.iter().any(|(target, _)| *target == wanted);
+        let query = serves(Target::Query);
+        let auth = config.current().config.auth.clone().unwrap_or_default();
+        // Only computation calls a peer on its own behalf (the signal write-through).
+        let own_key = if serves(Target::Computation)
+            && auth.enabled
+            && !auth.peer_key_name.is_empty()
+        {
+            Some(tickmesh_mesh::server::auth::Keys::load(&auth)?.peer_secret(&auth.peer_key_name)?)
+        } else {
+            None
+        };
         Ok(Self {
-            computation: Self::peer(
-                Target::Computation,
-                deps.computation_addr.as_deref(),
-                listeners,
-                config,
-                deps,
-                shutdown,
-            )?,
-            caching: Self::peer(
-                Target::Caching,
-                deps.caching_addr.as_deref(),
-                listeners,
-                config,
-                deps,
-                shutdown,
-            )?,
+            own_key,
+            computation: if query {
+                Self::peer(
+                    Target::Computation,
+                    deps.computation_addr.as_deref(),
+                    listeners,
+                    config,
+                    deps,
+                    shutdown,
+                )?
+            } else {
+                None
+            },
+            caching: if query || serves(Target::Computation) {
+                Self::peer(
+                    Target::Caching,
+                    deps.caching_addr.as_deref(),
+                    listeners,
+                    config,
+                    deps,
+                    shutdown,
+                )?
+            } else {
+                None
+            },
         })
     }
 

@@ -47,7 +47,7 @@ struct Cli {
     #[arg(long, global = true, env = "TICKMESH_COMPUTATION_ADDR")]
     computation_addr: Option<String>,
     /// `host:port` of the caching service when it is not in this process (the query service
-    /// reads latest prices and cached indicators through it).
+    /// reads latest prices and cached indicators through it; computation writes signals).
     #[arg(long, global = true, env = "TICKMESH_CACHING_ADDR")]
     caching_addr: Option<String>,
     /// The market-event bus: `redis://host:port/` for Redis Streams; in-process when unset.

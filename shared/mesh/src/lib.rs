@@ -7,10 +7,12 @@
 //!   deadline, power-of-two-choices balancing over the resolved replicas);
 //! - [`telemetry`]: logs, traces and metrics;
 //! - shared by both stacks: what the contracts say about each method ([`methods`]), the typed
-//!   refusals and their one conversion to a status ([`status`]), TLS files ([`tls`]), and the
-//!   process's shutdown signal ([`shutdown`]).
+//!   refusals and their one conversion to a status ([`status`]), the plumbing every hand-written
+//!   layer shares ([`layer`]), TLS files ([`tls`]), and the process's shutdown signal
+//!   ([`shutdown`]).
 
 pub mod client;
+pub mod layer;
 pub mod methods;
 pub mod server;
 pub mod shutdown;

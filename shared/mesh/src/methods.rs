@@ -8,9 +8,10 @@
 
 use std::collections::HashMap;
 use std::sync::OnceLock;
-use std::task::{Context, Poll};
 
 use prost_reflect::{DescriptorPool, Value};
+
+use crate::layer::{Layered, OnCall};
 use tickmesh_proto::v1::Scope;
 
 /// One RPC as the contract declares it.
@@ -166,35 +167,20 @@ impl Entry {
 pub struct ClassifyLayer;
 
 impl<S> tower::Layer<S> for ClassifyLayer {
-    type Service = Classify<S>;
+    type Service = Layered<Self, S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        Classify { inner }
+        Layered::new(*self, inner)
     }
 }
 
-/// The service [`ClassifyLayer`] makes.
-#[derive(Clone, Debug)]
-pub struct Classify<S> {
-    inner: S,
-}
-
-impl<S, B> tower::Service<http::Request<B>> for Classify<S>
-where
-    S: tower::Service<http::Request<B>>,
-{
-    type Response = S::Response;
-    type Error = S::Error;
+impl<S: tower::Service<http::Request<B>>, B> OnCall<S, B> for ClassifyLayer {
     type Future = S::Future;
 
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
+    fn call(&self, inner: &mut S, mut request: http::Request<B>) -> Self::Future {
         let entry = Entry::classify(request.uri().path());
         request.extensions_mut().insert(entry);
-        self.inner.call(request)
+        inner.call(request)
     }
 }
 

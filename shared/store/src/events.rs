@@ -302,19 +302,7 @@ mod tests {
                 ..Signal::default()
             })
             .collect();
-        let rows: Vec<SignalRow> = signals
-            .iter()
-            .map(|s| SignalRow {
-                symbol: s.symbol.clone(),
-                interval_code: s.interval as i16,
-                time_us: s.time_us,
-                strategy: s.strategy as i16,
-                action: s.action as i16,
-                confidence: s.confidence,
-                price: s.price,
-                body: s.encode_to_vec(),
-            })
-            .collect();
+        let rows: Vec<SignalRow> = signals.iter().map(SignalRow::of).collect();
         for now in [0, 1_763_700_000_000_000] {
             let prost = MarketEventBatch {
                 events: signals

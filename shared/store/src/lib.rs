@@ -236,9 +236,10 @@ impl Store {
     /// The query plan of `sql` as text (PostgreSQL `EXPLAIN` in a read-only transaction,
     /// SQLite `EXPLAIN QUERY PLAN`), so tests can check that the main queries use an index.
     pub async fn explain(&self, sql: &str) -> Result<String, StoreError> {
-        match &self.backend {
-            Backend::Postgres(pg) => pg.explain(sql).await,
-            Backend::Sqlite(lite) => lite.explain(sql).await,
-        }
+        let lines = match &self.backend {
+            Backend::Postgres(pg) => pg.explain(sql).await?,
+            Backend::Sqlite(lite) => lite.explain(sql).await?,
+        };
+        Ok(lines.join("\n"))
     }
 }

@@ -73,6 +73,22 @@ pub struct SignalRow {
     pub body: Vec<u8>,
 }
 
+impl SignalRow {
+    /// The row `signal` is stored as: its key and filter columns, and the whole message.
+    pub fn of(signal: &tickmesh_proto::v1::Signal) -> Self {
+        Self {
+            symbol: signal.symbol.clone(),
+            interval_code: signal.interval as i16,
+            time_us: signal.time_us,
+            strategy: signal.strategy as i16,
+            action: signal.action as i16,
+            confidence: signal.confidence,
+            price: signal.price,
+            body: prost::Message::encode_to_vec(signal),
+        }
+    }
+}
+
 /// An event waiting in the outbox.
 #[derive(Debug, Clone, PartialEq, Queryable, Selectable)]
 #[diesel(table_name = outbox)]

@@ -247,7 +247,7 @@ impl Pg {
     /// The plan with sequential scans disabled for this one statement, so it shows whether an
     /// index can serve the query whatever the table size (on a small table the planner would
     /// pick a sequential scan anyway).
-    pub(crate) async fn explain(&self, sql: &str) -> Result<String, StoreError> {
+    pub(crate) async fn explain(&self, sql: &str) -> Result<Vec<String>, StoreError> {
         let mut conn = self.read.get().await?;
         let conn: &mut AsyncPgConnection = &mut conn;
         let explain = format!("EXPLAIN {sql}");
@@ -263,11 +263,7 @@ impl Pg {
                 diesel::sql_query(explain).load(c).await
             })
             .await?;
-        Ok(lines
-            .into_iter()
-            .map(|l| l.line)
-            .collect::<Vec<_>>()
-            .join("\n"))
+        Ok(lines.into_iter().map(|l| l.line).collect())
     }
 }
 

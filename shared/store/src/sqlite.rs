@@ -181,16 +181,12 @@ impl Lite {
         .await
     }
 
-    pub(crate) async fn explain(&self, sql: &str) -> Result<String, StoreError> {
+    pub(crate) async fn explain(&self, sql: &str) -> Result<Vec<String>, StoreError> {
         let mut conn = self.pool.get().await?;
         let lines: Vec<PlanLine> = diesel::sql_query(format!("EXPLAIN QUERY PLAN {sql}"))
             .load(&mut *conn)
             .await?;
-        Ok(lines
-            .into_iter()
-            .map(|l| l.detail)
-            .collect::<Vec<_>>()
-            .join("\n"))
+        Ok(lines.into_iter().map(|l| l.detail).collect())
     }
 }
 

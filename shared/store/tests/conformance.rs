@@ -319,16 +319,7 @@ fn signal(symbol: &str, minute: i64, strategy: i32) -> (Signal, SignalRow) {
         indicators: [("rsi_14".to_owned(), 31.5)].into(),
         ..Signal::default()
     };
-    let row = SignalRow {
-        symbol: signal.symbol.clone(),
-        interval_code: signal.interval as i16,
-        time_us: signal.time_us,
-        strategy: signal.strategy as i16,
-        action: signal.action as i16,
-        confidence: signal.confidence,
-        price: signal.price,
-        body: signal.encode_to_vec(),
-    };
+    let row = SignalRow::of(&signal);
     (signal, row)
 }
 

@@ -47,6 +47,7 @@ async fn a_ttl_changed_by_update_config_applies_to_the_next_write_without_a_rest
         namespace: "indicators".into(),
         key: key.into(),
         value: b"series".to_vec(),
+        typed: None,
         ttl: None,
     };
     let running = config_client

@@ -123,7 +123,9 @@ async fn two_caching_processes_load_a_miss_once_and_invalidate_each_other() {
         for call in calls {
             let got = call.await.unwrap().unwrap();
             assert!(got.found, "no caller sees an error or a miss");
-            values.insert(got.value);
+            // The typed value (a latest price is never in the opaque `value`).
+            assert!(got.typed.is_some(), "a found value is typed");
+            values.insert(got.typed.map(|v| prost::Message::encode_to_vec(&v)));
         }
         assert_eq!(values.len(), 1, "every caller got the same value");
         let (loads_after, l2) = stats().await;
@@ -180,6 +182,7 @@ async fn two_caching_processes_load_a_miss_once_and_invalidate_each_other() {
             key: "BTC-USD/2/demo".into(),
             value: vec![round],
             ttl: None,
+            typed: None,
         })
         .await
         .unwrap();

@@ -286,8 +286,12 @@ async fn signals_come_from_the_bus_on_demand_and_skip_unchanged_prices() {
         .into_inner();
     assert!(cached.found);
     assert_eq!(cached.tier, tickmesh_proto::v1::CacheTier::L1 as i32);
-    let cached =
-        <tickmesh_proto::v1::Signal as prost::Message>::decode(cached.value.as_slice()).unwrap();
+    // Typed in the contract: no codec needed to read it.
+    let Some(tickmesh_proto::v1::cache_value::Kind::Signal(cached)) =
+        cached.typed.and_then(|v| v.kind)
+    else {
+        panic!("the cached value is a signal");
+    };
     assert_eq!(cached.symbol, "GOOG");
 
     let mut client = ComputationServiceClient::new(channel(mesh.addr("computation")).await);
@@ -650,4 +654,115 @@ async fn signals_stored_while_redis_is_down_reach_a_connected_subscriber_exactly
         panic!("a signal arrived again or unasked for: {extra:?} (seen {seen:?})");
     }
     assert!(seen.values().all(|&n| n == 1), "{seen:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_auth_on_the_signal_write_through_carries_the_peer_key() {
+    use std::io::Write;
+    use tickmesh_proto::v1::caching_service_client::CachingServiceClient;
+    use tickmesh_proto::v1::{CacheTier, GetRequest, cache_value::Kind};
+
+    const FEEDER: &str = "feeder-key-5e1f0a7c93b2";
+    const VIEWER: &str = "viewer-key-a04c7d2e61f8";
+    const COMPUTATION: &str = "computation-key-77c2e9b4d105";
+    let mut keys = tempfile::NamedTempFile::new().unwrap();
+    writeln!(
+        keys,
+        "feeder write {FEEDER}\nviewer read {VIEWER}\ncomputation write {COMPUTATION}"
+    )
+    .unwrap();
+    let mesh = Process::start(&["up", "--base-port", "0"], |c| {
+        c.env("TICKMESH_AUTH__ENABLED", "true")
+            .env("TICKMESH_AUTH__KEYS_FILE", keys.path())
+            .env("TICKMESH_AUTH__PEER_KEY_NAME", "computation");
+    });
+    fn keyed<T>(message: T, key: &str) -> tonic::Request<T> {
+        let mut request = tonic::Request::new(message);
+        request
+            .metadata_mut()
+            .insert("authorization", format!("Bearer {key}").parse().unwrap());
+        request
+    }
+    let candles: Vec<Candle> = (0..80)
+        .map(|d| {
+            let close = 100.0 + 8.0 * (d as f64 * 0.35).sin();
+            support::candle(
+                "AUTHED",
+                Interval::Interval1d,
+                1_700_006_400_000_000 + d * DAY,
+                [close, close + 1.0, close - 1.0, close],
+                10.0,
+            )
+        })
+        .collect();
+    IngestionServiceClient::new(channel(mesh.addr("ingestion")).await)
+        .ingest_candles(keyed(
+            IngestCandlesRequest {
+                candles,
+                source: "t".into(),
+            },
+            FEEDER,
+        ))
+        .await
+        .unwrap();
+    // The worker's newest signal reaches the caching service's L1 through its Set, with the
+    // peer key (a refused Set would leave only the store loader to answer, from the source).
+    let mut caching = CachingServiceClient::new(channel(mesh.addr("caching")).await);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let got = caching
+            .get(keyed(
+                GetRequest {
+                    namespace: "signals".into(),
+                    key: format!("AUTHED/{}", Interval::Interval1d as i32),
+                },
+                VIEWER,
+            ))
+            .await
+            .unwrap()
+            .into_inner();
+        if got.found && got.tier == CacheTier::L1 as i32 {
+            let Some(Kind::Signal(signal)) = got.typed.and_then(|v| v.kind) else {
+                panic!("the cached value is a signal");
+            };
+            assert_eq!(signal.symbol, "AUTHED");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no signal written through: {got:?}\n{}",
+            mesh.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        !mesh.log().contains("signal not written through"),
+        "{}",
+        mesh.log()
+    );
+}
+
+#[test]
+fn a_peer_key_name_without_such_a_key_stops_start_up_naming_the_field() {
+    use std::io::Write;
+    let mut keys = tempfile::NamedTempFile::new().unwrap();
+    writeln!(keys, "viewer read viewer-key-a04c7d2e61f8").unwrap();
+    let output = run(tickmesh()
+        .args([
+            "serve",
+            "--target",
+            "computation",
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .env("TICKMESH_AUTH__ENABLED", "true")
+        .env("TICKMESH_AUTH__KEYS_FILE", keys.path())
+        .env("TICKMESH_AUTH__PEER_KEY_NAME", "viewer"));
+    assert!(!output.status.success(), "{}", describe(&output));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("auth.peer_key_name \"viewer\"") && stderr.contains("write scope"),
+        "{}",
+        describe(&output)
+    );
 }

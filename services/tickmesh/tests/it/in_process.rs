@@ -57,6 +57,7 @@ async fn the_caching_service_serves_the_cache_and_refuses_bad_input() {
         key: key.into(),
         value,
         ttl: None,
+        typed: None,
     };
     let get = |namespace: &str, key: &str| GetRequest {
         namespace: namespace.into(),

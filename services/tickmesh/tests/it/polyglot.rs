@@ -1,9 +1,15 @@
 //! Clients in other languages, run as users run them: grpcurl through reflection, the Python
-//! example (grpcio stubs generated from proto/) and the Node example (grpc-js).
+//! example (grpcio stubs generated from proto/), the Node example (grpc-js), and a Python client
+//! reading a typed cached value.
 
 use std::process::Command;
 
-use crate::support::{Process, SERVICES, VENV_HINT, describe, in_repo, program, run};
+use tickmesh_proto::v1::ingestion_service_client::IngestionServiceClient;
+use tickmesh_proto::v1::{IngestTickBatchRequest, Side};
+
+use crate::support::{
+    Process, SERVICES, VENV_HINT, channel, describe, in_repo, program, run, tick,
+};
 
 fn up() -> Process {
     Process::start(&["up", "--base-port", "0"], |_| {})
@@ -110,4 +116,43 @@ fn the_node_example_client_checks_health_and_reads_the_config() {
         );
         assert!(String::from_utf8_lossy(&output.stdout).contains("failure_threshold=5"));
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_python_client_reads_a_typed_cached_value_without_the_rust_codec() {
+    let python = program("python3", VENV_HINT);
+    let mesh = up();
+    let mut ingest = IngestionServiceClient::new(channel(mesh.addr("ingestion")).await);
+    ingest
+        .ingest_tick_batch(IngestTickBatchRequest {
+            ticks: vec![tick(
+                "BTC-USD",
+                1_709_251_200_000_000,
+                "1".into(),
+                61_234.5,
+                0.25,
+                Side::Buy,
+            )],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    // The caching service loads the price from the store and stores it in its own encoding;
+    // the Python stubs read it from the contract's `CacheValue`.
+    let output = run(Command::new(&python)
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/it/cache_client.py"
+        ))
+        .args([mesh.addr("caching"), "latest_prices", "BTC-USD"]));
+    assert!(output.status.success(), "{}", describe(&output));
+    let got: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(got["found"], true, "{got}");
+    assert_eq!(got["kind"], "latest_price", "{got}");
+    assert_eq!(got["value"]["symbol"], "BTC-USD", "{got}");
+    assert_eq!(got["value"]["price"], 61_234.5, "{got}");
+    assert_eq!(got["value"]["size"], 0.25, "{got}");
+    assert_eq!(got["value"]["timeUs"], "1709251200000000", "{got}");
+    // A typed value's storage bytes do not leave the caching service.
+    assert_eq!(got["legacy_bytes"], 0, "{got}");
 }

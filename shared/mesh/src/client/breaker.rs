@@ -5,13 +5,14 @@
 //! `tickmesh_resilience::CircuitBreaker`, shared with the cache and replay.
 
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 use std::time::Instant;
 
 use tickmesh_resilience::breaker::{BreakerState, CircuitBreaker};
+use tonic::body::Body;
 use tower::BoxError;
 
 use super::{BoxFuture, header_code};
+use crate::layer::{GrpcService, Layered, OnCall};
 use crate::status::Refusal;
 
 /// Marks a response the breaker produced itself, so that retries leave it alone.
@@ -60,21 +61,11 @@ impl BreakerLayer {
 }
 
 impl<S> tower::Layer<S> for BreakerLayer {
-    type Service = Breaker<S>;
+    type Service = Layered<Self, S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        Breaker {
-            inner,
-            layer: self.clone(),
-        }
+        Layered::new(self.clone(), inner)
     }
-}
-
-/// The service [`BreakerLayer`] makes.
-#[derive(Clone, Debug)]
-pub struct Breaker<S> {
-    inner: S,
-    layer: BreakerLayer,
 }
 
 /// Codes that say the peer (not the request) is in trouble.
@@ -89,41 +80,27 @@ fn is_peer_failure(code: tonic::Code) -> bool {
     )
 }
 
-impl<S> tower::Service<http::Request<tonic::body::Body>> for Breaker<S>
-where
-    S: tower::Service<
-            http::Request<tonic::body::Body>,
-            Response = http::Response<tonic::body::Body>,
-            Error = BoxError,
-        >,
-    S::Future: Send + 'static,
-{
-    type Response = S::Response;
-    type Error = BoxError;
+impl<S: GrpcService<Body, Error = BoxError>> OnCall<S, Body> for BreakerLayer {
     type Future = BoxFuture<Result<S::Response, BoxError>>;
 
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, request: http::Request<tonic::body::Body>) -> Self::Future {
+    fn call(&self, inner: &mut S, request: http::Request<Body>) -> Self::Future {
         let admitted = {
-            let mut breaker = self.layer.breaker.lock().unwrap_or_else(|e| e.into_inner());
+            let mut breaker = self.breaker.lock().unwrap_or_else(|e| e.into_inner());
             let admitted = breaker.admit(Instant::now());
-            self.layer.export(breaker.state());
+            self.export(breaker.state());
             admitted
         };
         if let Err(retry_after) = admitted {
             let mut response = Refusal::BreakerOpen {
-                peer: self.layer.peer.clone(),
+                peer: self.peer.clone(),
                 retry_after,
             }
             .into_http();
             response.extensions_mut().insert(CircuitOpen);
             return Box::pin(std::future::ready(Ok(response)));
         }
-        let layer = self.layer.clone();
-        let call = self.inner.call(request);
+        let layer = self.clone();
+        let call = inner.call(request);
         Box::pin(async move {
             let result = call.await;
             let failed = match &result {

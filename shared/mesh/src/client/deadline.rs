@@ -3,12 +3,13 @@
 //! Hand-written: tower's `Timeout` neither sends `grpc-timeout` nor answers with a status (its
 //! `Elapsed` error would reach the caller as UNKNOWN), and it would cut streams too.
 
-use std::task::{Context, Poll};
 use std::time::Duration;
 
+use tonic::body::Body;
 use tower::BoxError;
 
 use super::BoxFuture;
+use crate::layer::{GrpcService, Layered, OnCall};
 use crate::methods::Entry;
 use crate::status::Refusal;
 
@@ -26,50 +27,26 @@ impl DeadlineLayer {
 }
 
 impl<S> tower::Layer<S> for DeadlineLayer {
-    type Service = Deadline<S>;
+    type Service = Layered<Self, S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        Deadline {
-            inner,
-            timeout: self.timeout,
-        }
+        Layered::new(self.clone(), inner)
     }
 }
 
-/// The service [`DeadlineLayer`] makes.
-#[derive(Clone, Debug)]
-pub struct Deadline<S> {
-    inner: S,
-    timeout: Duration,
-}
-
-impl<S> tower::Service<http::Request<tonic::body::Body>> for Deadline<S>
-where
-    S: tower::Service<
-            http::Request<tonic::body::Body>,
-            Response = http::Response<tonic::body::Body>,
-            Error = BoxError,
-        >,
-    S::Future: Send + 'static,
-{
-    type Response = S::Response;
-    type Error = BoxError;
+impl<S: GrpcService<Body, Error = BoxError>> OnCall<S, Body> for DeadlineLayer {
     type Future = BoxFuture<Result<S::Response, BoxError>>;
 
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, mut request: http::Request<tonic::body::Body>) -> Self::Future {
+    fn call(&self, inner: &mut S, mut request: http::Request<Body>) -> Self::Future {
         let unary = Entry::of(&request).unary();
         if self.timeout.is_zero() || !unary || request.headers().contains_key("grpc-timeout") {
-            return Box::pin(self.inner.call(request));
+            return Box::pin(inner.call(request));
         }
         let timeout = self.timeout;
         if let Ok(value) = http::HeaderValue::from_str(&format!("{}m", timeout.as_millis())) {
             request.headers_mut().insert("grpc-timeout", value);
         }
-        let call = self.inner.call(request);
+        let call = inner.call(request);
         Box::pin(async move {
             match tokio::time::timeout(timeout, call).await {
                 Ok(result) => result,

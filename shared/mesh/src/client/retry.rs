@@ -11,6 +11,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::BodyExt;
 use tickmesh_config::std_duration;
+use tonic::body::Body;
 use tower::BoxError;
 use tower::retry::budget::{Budget, TpsBudget};
 use tower::util::MapRequest;
@@ -18,6 +19,7 @@ use tracing::debug;
 
 use super::breaker::CircuitOpen;
 use super::{BoxFuture, header_code};
+use crate::layer::GrpcService;
 use crate::methods::Entry;
 
 /// A request body as the retry layer holds it: buffered when the call may be sent again,
@@ -200,22 +202,18 @@ impl<S> tower::Layer<S> for RetryLayer {
 
 /// The service [`RetryLayer`] makes: buffers the body of a retryable call, then hands it to
 /// tower's `Retry`.
+///
+/// Not a [`crate::layer::Layered`]: the service behind takes a buffered body, not the body
+/// this one is given.
 #[derive(Clone, Debug)]
 pub struct Retry<S> {
     inner: tower::retry::Retry<RetryPolicy, MapRequest<S, Unbuffer>>,
     policy: RetryPolicy,
 }
 
-impl<S> tower::Service<http::Request<tonic::body::Body>> for Retry<S>
+impl<S> tower::Service<http::Request<Body>> for Retry<S>
 where
-    S: tower::Service<
-            http::Request<tonic::body::Body>,
-            Response = http::Response<tonic::body::Body>,
-            Error = BoxError,
-        > + Clone
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
+    S: GrpcService<Body, Error = BoxError> + Clone + Send + 'static,
 {
     type Response = S::Response;
     type Error = BoxError;
@@ -225,7 +223,7 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, request: http::Request<tonic::body::Body>) -> Self::Future {
+    fn call(&mut self, request: http::Request<Body>) -> Self::Future {
         // Every call earns the budget its share, retried or not.
         self.policy.budget.deposit();
         if !Entry::of(&request).retryable() || self.policy.max_attempts <= 1 {

@@ -10,12 +10,12 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
 use futures_util::future::{Either, Ready, ready};
 
 use tickmesh_proto::v1::{AuthConfig, Scope};
 
+use crate::layer::{GrpcService, Layered, OnCall};
 use crate::methods::Entry;
 pub use crate::methods::scope_name;
 use crate::status::Refusal;
@@ -70,6 +70,14 @@ pub enum KeysError {
         index: usize,
         /// What is wrong.
         reason: String,
+    },
+    /// `auth.peer_key_name` names no usable key.
+    #[error("auth.peer_key_name {name:?}: {reason}")]
+    PeerKey {
+        /// The name asked for.
+        name: String,
+        /// Why it cannot be used.
+        reason: &'static str,
     },
     /// Auth is on and there is no key at all: nobody could call.
     #[error("auth.enabled is true but no API key is configured (auth.keys or auth.keys_file)")]
@@ -172,6 +180,29 @@ impl Keys {
         })
     }
 
+    /// The secret of the key named `name`, if it has at least the `write` scope: what a process
+    /// sends on its own calls to peers (`auth.peer_key_name`).
+    pub fn peer_secret(&self, name: &str) -> Result<String, KeysError> {
+        let key = self
+            .keys
+            .as_ref()
+            .and_then(|keys| keys.iter().find(|k| &*k.caller.name == name))
+            .ok_or_else(|| KeysError::PeerKey {
+                name: name.to_owned(),
+                reason: "no key of that name is configured",
+            })?;
+        if (key.caller.scope as i32) < (Scope::Write as i32) {
+            return Err(KeysError::PeerKey {
+                name: name.to_owned(),
+                reason: "it needs the write scope",
+            });
+        }
+        String::from_utf8(key.secret.clone()).map_err(|_| KeysError::PeerKey {
+            name: name.to_owned(),
+            reason: "the key is not text",
+        })
+    }
+
     /// The holder of `presented`, comparing against every key in constant time.
     fn find(&self, presented: &[u8]) -> Option<&Caller> {
         let keys = self.keys.as_ref()?;
@@ -271,27 +302,7 @@ impl AuthLayer {
     pub fn new(keys: Keys) -> Self {
         Self { keys }
     }
-}
 
-impl<S> tower::Layer<S> for AuthLayer {
-    type Service = Auth<S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        Auth {
-            inner,
-            keys: self.keys.clone(),
-        }
-    }
-}
-
-/// The service [`AuthLayer`] makes.
-#[derive(Clone, Debug)]
-pub struct Auth<S> {
-    inner: S,
-    keys: Keys,
-}
-
-impl<S> Auth<S> {
     /// Who the request comes from, or why it is refused.
     fn authorize<B>(&self, request: &http::Request<B>) -> Result<Caller, Refusal> {
         let entry = Entry::of(request);
@@ -313,26 +324,23 @@ impl<S> Auth<S> {
     }
 }
 
-impl<S, B> tower::Service<http::Request<B>> for Auth<S>
-where
-    S: tower::Service<http::Request<B>, Response = http::Response<tonic::body::Body>>,
-    S::Future: Send + 'static,
-    S::Error: Send + 'static,
-{
-    type Response = S::Response;
-    type Error = S::Error;
+impl<S> tower::Layer<S> for AuthLayer {
+    type Service = Layered<Self, S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Layered::new(self.clone(), inner)
+    }
+}
+
+impl<S: GrpcService<B>, B> OnCall<S, B> for AuthLayer {
     // No box of its own: the inner call, or the refusal.
     type Future = Either<S::Future, Ready<Result<S::Response, S::Error>>>;
 
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
+    fn call(&self, inner: &mut S, mut request: http::Request<B>) -> Self::Future {
         match self.authorize(&request) {
             Ok(caller) => {
                 request.extensions_mut().insert(caller);
-                Either::Left(self.inner.call(request))
+                Either::Left(inner.call(request))
             }
             Err(refusal) => Either::Right(ready(Ok(refusal.into_http()))),
         }
@@ -351,7 +359,33 @@ mod tests {
             enabled: true,
             keys_file: file.into(),
             keys,
+            peer_key_name: String::new(),
         }
+    }
+
+    #[test]
+    fn a_peer_key_is_found_by_name_and_needs_the_write_scope() {
+        let key = |name: &str, scope: Scope| ApiKey {
+            name: name.into(),
+            key: format!("{name}-secret-0123456789"),
+            scopes: vec![scope as i32],
+        };
+        let keys = Keys::load(&config(
+            vec![key("computation", Scope::Write), key("viewer", Scope::Read)],
+            "",
+        ))
+        .unwrap();
+        assert_eq!(
+            keys.peer_secret("computation").unwrap(),
+            "computation-secret-0123456789"
+        );
+        let read_only = keys.peer_secret("viewer").unwrap_err().to_string();
+        assert!(read_only.contains("write scope"), "{read_only}");
+        let missing = keys.peer_secret("nobody").unwrap_err().to_string();
+        assert!(
+            missing.contains("auth.peer_key_name \"nobody\""),
+            "{missing}"
+        );
     }
 
     #[test]

@@ -7,11 +7,11 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::task::{Context, Poll};
 
 use futures_util::future::Either;
 use std::time::Duration;
 
+use crate::layer::{GrpcService, Layered, OnCall};
 use crate::methods::Entry;
 use crate::status::Refusal;
 
@@ -29,46 +29,25 @@ impl DefaultDeadlineLayer {
 }
 
 impl<S> tower::Layer<S> for DefaultDeadlineLayer {
-    type Service = DefaultDeadline<S>;
+    type Service = Layered<Self, S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        DefaultDeadline {
-            inner,
-            timeout: self.timeout,
-        }
+        Layered::new(self.clone(), inner)
     }
 }
 
-/// The service [`DefaultDeadlineLayer`] makes.
-#[derive(Clone, Debug)]
-pub struct DefaultDeadline<S> {
-    inner: S,
-    timeout: Duration,
-}
-
-impl<S, B> tower::Service<http::Request<B>> for DefaultDeadline<S>
-where
-    S: tower::Service<http::Request<B>, Response = http::Response<tonic::body::Body>>,
-    S::Future: Send + 'static,
-    S::Error: Send + 'static,
-{
-    type Response = S::Response;
-    type Error = S::Error;
+impl<S: GrpcService<B>, B> OnCall<S, B> for DefaultDeadlineLayer {
     // The inner call as it is when the caller set a deadline, else boxed with the default.
     type Future =
         Either<S::Future, Pin<Box<dyn Future<Output = Result<S::Response, S::Error>> + Send>>>;
 
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+    fn call(&self, inner: &mut S, request: http::Request<B>) -> Self::Future {
         let unary = Entry::of(&request).unary();
         if self.timeout.is_zero() || !unary || request.headers().contains_key("grpc-timeout") {
-            return Either::Left(self.inner.call(request));
+            return Either::Left(inner.call(request));
         }
         let timeout = self.timeout;
-        let call = self.inner.call(request);
+        let call = inner.call(request);
         Either::Right(Box::pin(async move {
             match tokio::time::timeout(timeout, call).await {
                 Ok(response) => response,

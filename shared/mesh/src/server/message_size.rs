@@ -5,42 +5,26 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::task::{Context, Poll};
+
+use crate::layer::{GrpcService, Layered, OnCall};
 
 /// Rewrites the status of oversized requests.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct MessageSizeLayer;
 
 impl<S> tower::Layer<S> for MessageSizeLayer {
-    type Service = MessageSize<S>;
+    type Service = Layered<Self, S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        MessageSize { inner }
+        Layered::new(*self, inner)
     }
 }
 
-/// The service [`MessageSizeLayer`] makes.
-#[derive(Clone, Debug)]
-pub struct MessageSize<S> {
-    inner: S,
-}
-
-impl<S, B> tower::Service<http::Request<B>> for MessageSize<S>
-where
-    S: tower::Service<http::Request<B>, Response = http::Response<tonic::body::Body>>,
-    S::Future: Send + 'static,
-    S::Error: Send + 'static,
-{
-    type Response = S::Response;
-    type Error = S::Error;
+impl<S: GrpcService<B>, B> OnCall<S, B> for MessageSizeLayer {
     type Future = Pin<Box<dyn Future<Output = Result<S::Response, S::Error>> + Send>>;
 
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        let call = self.inner.call(request);
+    fn call(&self, inner: &mut S, request: http::Request<B>) -> Self::Future {
+        let call = inner.call(request);
         Box::pin(async move {
             let mut response = call.await?;
             let headers = response.headers_mut();

@@ -7,13 +7,13 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 
 use futures_util::future::{Either, Ready, ready};
 use std::time::Instant;
 
 use super::auth::Caller;
 use crate::ConfigHandle;
+use crate::layer::{GrpcService, Layered, OnCall};
 use crate::methods::Entry;
 use crate::status::Refusal;
 use tickmesh_resilience::token_bucket::TokenBucket;
@@ -69,49 +69,28 @@ impl RateLimitLayer {
 }
 
 impl<S> tower::Layer<S> for RateLimitLayer {
-    type Service = RateLimit<S>;
+    type Service = Layered<Self, S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        RateLimit {
-            inner,
-            limits: self.clone(),
-        }
+        Layered::new(self.clone(), inner)
     }
 }
 
-/// The service [`RateLimitLayer`] makes.
-#[derive(Clone, Debug)]
-pub struct RateLimit<S> {
-    inner: S,
-    limits: RateLimitLayer,
-}
-
-impl<S, B> tower::Service<http::Request<B>> for RateLimit<S>
-where
-    S: tower::Service<http::Request<B>, Response = http::Response<tonic::body::Body>>,
-    S::Future: Send + 'static,
-    S::Error: Send + 'static,
-{
-    type Response = S::Response;
-    type Error = S::Error;
+impl<S: GrpcService<B>, B> OnCall<S, B> for RateLimitLayer {
     // No box of its own: the inner call, or the refusal.
     type Future = Either<S::Future, Ready<Result<S::Response, S::Error>>>;
 
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+    fn call(&self, inner: &mut S, request: http::Request<B>) -> Self::Future {
         if Entry::of(&request).open {
-            return Either::Left(self.inner.call(request));
+            return Either::Left(inner.call(request));
         }
         let caller = request
             .extensions()
             .get::<Caller>()
             .cloned()
             .unwrap_or_else(Caller::anonymous);
-        match self.limits.admit(&caller) {
-            Ok(()) => Either::Left(self.inner.call(request)),
+        match self.admit(&caller) {
+            Ok(()) => Either::Left(inner.call(request)),
             Err(retry_after) => Either::Right(ready(Ok(Refusal::RateLimited {
                 caller: caller.name,
                 retry_after,

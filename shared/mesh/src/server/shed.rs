@@ -13,6 +13,7 @@ use std::task::{Context, Poll};
 
 use futures_util::future::{Either, Ready, ready};
 
+use crate::layer::{GrpcService, Layered, OnCall};
 use crate::methods::Entry;
 use crate::status::Refusal;
 
@@ -34,23 +35,11 @@ impl ShedLayer {
 }
 
 impl<S> tower::Layer<S> for ShedLayer {
-    type Service = Shed<S>;
+    type Service = Layered<Self, S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        Shed {
-            inner,
-            limit: self.limit,
-            in_flight: self.in_flight.clone(),
-        }
+        Layered::new(self.clone(), inner)
     }
-}
-
-/// The service [`ShedLayer`] makes.
-#[derive(Clone, Debug)]
-pub struct Shed<S> {
-    inner: S,
-    limit: usize,
-    in_flight: Arc<AtomicUsize>,
 }
 
 /// Gives the slot back however the call ends (including cancellation).
@@ -62,25 +51,18 @@ impl Drop for Slot {
     }
 }
 
-impl<S, B> tower::Service<http::Request<B>> for Shed<S>
+impl<S, B> OnCall<S, B> for ShedLayer
 where
-    S: tower::Service<http::Request<B>, Response = http::Response<tonic::body::Body>>,
-    S::Future: Send + Unpin + 'static,
-    S::Error: Send + 'static,
+    S: GrpcService<B>,
+    S::Future: Unpin,
 {
-    type Response = S::Response;
-    type Error = S::Error;
     // No box of its own: the inner call holding its slot, or the refusal.
     type Future = Either<Holding<S::Future>, Ready<Result<S::Response, S::Error>>>;
 
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+    fn call(&self, inner: &mut S, request: http::Request<B>) -> Self::Future {
         if Entry::of(&request).health {
             return Either::Left(Holding {
-                call: self.inner.call(request),
+                call: inner.call(request),
                 _slot: None,
             });
         }
@@ -92,7 +74,7 @@ where
             return Either::Right(ready(Ok(refusal.into_http())));
         }
         Either::Left(Holding {
-            call: self.inner.call(request),
+            call: inner.call(request),
             _slot: Some(slot),
         })
     }

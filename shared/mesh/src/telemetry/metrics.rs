@@ -23,6 +23,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 use crate::Shutdown;
+use crate::layer::{Layered, OnCall};
 use crate::methods::Entry;
 
 /// Labels of a finished call.
@@ -364,44 +365,28 @@ pub struct MetricsLayer {
 }
 
 impl<S> tower::Layer<S> for MetricsLayer {
-    type Service = MetricsService<S>;
+    type Service = Layered<Self, S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        MetricsService {
-            inner,
-            metrics: self.metrics.clone(),
-        }
+        Layered::new(self.clone(), inner)
     }
 }
 
-/// The service [`MetricsLayer`] makes.
-#[derive(Clone, Debug)]
-pub struct MetricsService<S> {
-    inner: S,
-    metrics: Metrics,
-}
-
-impl<S, B, R> tower::Service<http::Request<B>> for MetricsService<S>
+impl<S, B, R> OnCall<S, B> for MetricsLayer
 where
     S: tower::Service<http::Request<B>, Response = http::Response<R>>,
-    S::Future: Send + Unpin + 'static,
+    S::Future: Unpin,
 {
-    type Response = S::Response;
-    type Error = S::Error;
     // No box of its own: the inner call, counted when it completes.
     type Future = Measured<S::Future>;
 
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+    fn call(&self, inner: &mut S, request: http::Request<B>) -> Self::Future {
         let method = self
             .metrics
             .method(request.uri().path(), Entry::of(&request));
         method.in_flight.inc();
         Measured {
-            call: self.inner.call(request),
+            call: inner.call(request),
             metrics: Some((method, Arc::clone(&self.metrics.inner), Instant::now())),
         }
     }

@@ -10,13 +10,13 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::task::{Context, Poll};
 
 use futures_util::future::Either;
 use opentelemetry::propagation::{Extractor, Injector};
 use tracing::Instrument;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
+use crate::layer::{GrpcService, Layered, OnCall};
 use crate::methods::Entry;
 
 /// Target of the per-RPC spans. They go to OTLP; the log output leaves them out unless the log
@@ -78,40 +78,23 @@ fn record_status(span: &tracing::Span, code: i64) {
 pub struct ServerTraceLayer;
 
 impl<S> tower::Layer<S> for ServerTraceLayer {
-    type Service = ServerTrace<S>;
+    type Service = Layered<Self, S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        ServerTrace { inner }
+        Layered::new(*self, inner)
     }
 }
 
-/// The service [`ServerTraceLayer`] makes.
-#[derive(Clone, Debug)]
-pub struct ServerTrace<S> {
-    inner: S,
-}
-
-impl<S, B> tower::Service<http::Request<B>> for ServerTrace<S>
-where
-    S: tower::Service<http::Request<B>, Response = http::Response<tonic::body::Body>>,
-    S::Future: Send + 'static,
-    S::Error: Send + 'static,
-{
-    type Response = S::Response;
-    type Error = S::Error;
+impl<S: GrpcService<B>, B> OnCall<S, B> for ServerTraceLayer {
     // The inner call as it is when nobody records the span, else boxed with it.
     type Future =
         Either<S::Future, Pin<Box<dyn Future<Output = Result<S::Response, S::Error>> + Send>>>;
 
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+    fn call(&self, inner: &mut S, request: http::Request<B>) -> Self::Future {
         let path = request.uri().path();
         // Probes and reflection would drown the real traffic.
         if Entry::of(&request).open {
-            return Either::Left(self.inner.call(request));
+            return Either::Left(inner.call(request));
         }
         let (service, method) = rpc_names(path);
         let span = tracing::info_span!(
@@ -127,14 +110,14 @@ where
         );
         // Nobody records RPC spans (no OTLP, and the log filter leaves them out).
         if span.is_disabled() {
-            return Either::Left(self.inner.call(request));
+            return Either::Left(inner.call(request));
         }
         let parent = opentelemetry::global::get_text_map_propagator(|propagator| {
             propagator.extract(&HeaderExtractor(request.headers()))
         });
         // Fails only when no OpenTelemetry layer is installed: then there is nothing to link.
         let _ = span.set_parent(parent);
-        let call = self.inner.call(request).instrument(span.clone());
+        let call = inner.call(request).instrument(span.clone());
         Either::Right(Box::pin(async move {
             let response = call.await;
             if let Ok(response) = &response {
@@ -150,34 +133,17 @@ where
 pub struct ClientTraceLayer;
 
 impl<S> tower::Layer<S> for ClientTraceLayer {
-    type Service = ClientTrace<S>;
+    type Service = Layered<Self, S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        ClientTrace { inner }
+        Layered::new(*self, inner)
     }
 }
 
-/// The service [`ClientTraceLayer`] makes.
-#[derive(Clone, Debug)]
-pub struct ClientTrace<S> {
-    inner: S,
-}
-
-impl<S, B> tower::Service<http::Request<B>> for ClientTrace<S>
-where
-    S: tower::Service<http::Request<B>, Response = http::Response<tonic::body::Body>>,
-    S::Future: Send + 'static,
-    S::Error: Send + 'static,
-{
-    type Response = S::Response;
-    type Error = S::Error;
+impl<S: GrpcService<B>, B> OnCall<S, B> for ClientTraceLayer {
     type Future = Pin<Box<dyn Future<Output = Result<S::Response, S::Error>> + Send>>;
 
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
+    fn call(&self, inner: &mut S, mut request: http::Request<B>) -> Self::Future {
         let path = request.uri().path().to_owned();
         let (service, method) = rpc_names(&path);
         let span = tracing::info_span!(
@@ -195,7 +161,7 @@ where
         opentelemetry::global::get_text_map_propagator(|propagator| {
             propagator.inject_context(&context, &mut HeaderInjector(request.headers_mut()));
         });
-        let call = self.inner.call(request).instrument(span.clone());
+        let call = inner.call(request).instrument(span.clone());
         Box::pin(async move {
             let response = call.await;
             if let Ok(response) = &response {
