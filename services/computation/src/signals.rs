@@ -102,29 +102,35 @@ async fn store(api: &ComputationApi, signals: &[Signal]) -> Result<(), Status> {
                 newest.insert(key, signal);
             }
         }
-        for ((symbol, interval), signal) in newest {
-            // The cache takes the adaptive TTL's symbol from the key, up to its `/`.
-            let set = SetRequest {
-                namespace: SIGNALS_NAMESPACE.into(),
-                key: format!("{symbol}/{interval}"),
-                typed: Some(CacheValue {
-                    kind: Some(Kind::Signal(signal.clone())),
-                }),
-                ..SetRequest::default()
-            };
-            let mut set = tonic::Request::new(set);
-            if let Some(key) = &api.own_key {
-                set.metadata_mut().insert("authorization", key.clone());
-            }
-            if let Err(status) = caching.clone().set(set).await {
-                warn!(
-                    error = %status.message(),
-                    code = ?status.code(),
-                    symbol,
-                    "signal not written through to the cache"
-                );
-            }
-        }
+        // One call per (symbol, interval), all in flight at once over the one HTTP/2
+        // connection: a cycle of many symbols does not wait out a round trip per symbol
+        // before its events are acked.
+        let sets = newest
+            .into_iter()
+            .map(|((symbol, interval), signal)| async move {
+                // The cache takes the adaptive TTL's symbol from the key, up to its `/`.
+                let set = SetRequest {
+                    namespace: SIGNALS_NAMESPACE.into(),
+                    key: format!("{symbol}/{interval}"),
+                    typed: Some(CacheValue {
+                        kind: Some(Kind::Signal(signal.clone())),
+                    }),
+                    ..SetRequest::default()
+                };
+                let mut set = tonic::Request::new(set);
+                if let Some(key) = &api.own_key {
+                    set.metadata_mut().insert("authorization", key.clone());
+                }
+                if let Err(status) = caching.clone().set(set).await {
+                    warn!(
+                        error = %status.message(),
+                        code = ?status.code(),
+                        symbol,
+                        "signal not written through to the cache"
+                    );
+                }
+            });
+        futures_util::future::join_all(sets).await;
     }
     Ok(())
 }

@@ -245,16 +245,7 @@ async fn history(store: &Store, filter: &Filter, from_us: i64) -> Result<Vec<Mar
                 continue;
             }
             if let Ok(signal) = tickmesh_proto::v1::Signal::decode(row.body.as_slice()) {
-                out.push(MarketEvent {
-                    event_id: events::signal_id(
-                        &signal.symbol,
-                        signal.interval,
-                        signal.time_us,
-                        signal.strategy,
-                    ),
-                    published_time_us: 0,
-                    payload: Some(Payload::Signal(signal)),
-                });
+                out.push(events::signal_event(signal, 0));
             }
         }
     }

@@ -298,32 +298,18 @@ impl Peers {
         } else {
             None
         };
+        let peer = |wanted: bool, target: Target, addr: Option<&str>| match wanted {
+            true => Self::peer(target, addr, listeners, config, deps, shutdown),
+            false => Ok(None),
+        };
         Ok(Self {
             own_key,
-            computation: if query {
-                Self::peer(
-                    Target::Computation,
-                    deps.computation_addr.as_deref(),
-                    listeners,
-                    config,
-                    deps,
-                    shutdown,
-                )?
-            } else {
-                None
-            },
-            caching: if query || serves(Target::Computation) {
-                Self::peer(
-                    Target::Caching,
-                    deps.caching_addr.as_deref(),
-                    listeners,
-                    config,
-                    deps,
-                    shutdown,
-                )?
-            } else {
-                None
-            },
+            computation: peer(query, Target::Computation, deps.computation_addr.as_deref())?,
+            caching: peer(
+                query || serves(Target::Computation),
+                Target::Caching,
+                deps.caching_addr.as_deref(),
+            )?,
         })
     }
 

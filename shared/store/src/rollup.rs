@@ -32,13 +32,6 @@ const fn stored_intervals() -> [(i16, i64); Interval::STORED.len()] {
     out
 }
 
-/// Length in microseconds of a bar of `interval_code` (`tickmesh.v1.Interval` as its number).
-pub fn interval_us(interval_code: i32) -> Option<i64> {
-    Interval::from_code(interval_code)
-        .filter(|i| Interval::STORED.contains(i))
-        .and_then(Interval::length_us)
-}
-
 /// SQL for the length in microseconds of the bar of a row's `interval_code`, built from
 /// [`INTERVALS`].
 pub(crate) fn bar_length_sql() -> String {
@@ -298,9 +291,10 @@ mod tests {
         assert_eq!(INTERVALS.len(), 7);
         assert_eq!(INTERVALS[0], (1, 1_000_000));
         assert_eq!(INTERVALS[6], (7, 86_400_000_000));
-        assert_eq!(interval_us(2), Some(60_000_000));
-        assert_eq!(interval_us(0), None);
-        assert_eq!(interval_us(99), None);
+        let length = |code| Interval::from_code(code).and_then(Interval::length_us);
+        assert_eq!(length(2), Some(60_000_000));
+        assert_eq!(length(0), None);
+        assert_eq!(length(99), None);
     }
 
     #[test]
