@@ -14,6 +14,8 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tracing::info;
 
+use crate::startup::{Dependency, Waiting};
+
 /// One of the four tickmesh services.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Target {
@@ -178,7 +180,47 @@ impl Deps {
         bus_url: Option<&str>,
         config: &ConfigHandle,
     ) -> Result<Deps, AppError> {
-        let store = Store::open(store).await?;
+        let opened = Self::open_with(store, bus_url, config, None).await?;
+        Ok(opened.unwrap_or_else(|| unreachable!("only waiting for a dependency is cut short")))
+    }
+
+    /// As [`Deps::open`], but a store or bus that cannot be reached yet is tried again and again
+    /// (see [`crate::startup`]) while `waiting` answers on the service ports; `None` when
+    /// `shutdown` fires first.
+    pub async fn open_waiting(
+        store: &StoreOptions,
+        bus_url: Option<&str>,
+        config: &ConfigHandle,
+        waiting: &Waiting,
+        shutdown: &Shutdown,
+    ) -> Result<Option<Deps>, AppError> {
+        Self::open_with(store, bus_url, config, Some((waiting, shutdown))).await
+    }
+
+    async fn open_with(
+        store: &StoreOptions,
+        bus_url: Option<&str>,
+        config: &ConfigHandle,
+        patience: Option<(&Waiting, &Shutdown)>,
+    ) -> Result<Option<Deps>, AppError> {
+        let store = match patience {
+            None => Store::open(store).await?,
+            Some((waiting, shutdown)) => {
+                let opened = waiting
+                    .reach(
+                        Dependency::Store,
+                        &store.url,
+                        shutdown,
+                        StoreError::is_transient,
+                        || Store::open(store),
+                    )
+                    .await?;
+                match opened {
+                    Some(store) => store,
+                    None => return Ok(None),
+                }
+            }
+        };
         tracing::info!(backend = ?store.kind(), "store open");
         let store_arc = Arc::new(store);
         let capacity = config
@@ -218,11 +260,27 @@ impl Deps {
         metrics.add_text_source(Arc::new(move || {
             tickmesh_caching::prometheus_text(&scraped)
         }));
-        let bus = match bus_url {
-            Some(url) => Bus::redis(url, BUS_STREAM, capacity).await?,
-            None => Bus::in_process(capacity),
+        let bus = match (bus_url, patience) {
+            (Some(url), None) => Bus::redis(url, BUS_STREAM, capacity).await?,
+            (Some(url), Some((waiting, shutdown))) => {
+                let connect = || Bus::redis(url, BUS_STREAM, capacity);
+                match waiting
+                    .reach(
+                        Dependency::Bus,
+                        url,
+                        shutdown,
+                        BusError::is_transient,
+                        connect,
+                    )
+                    .await?
+                {
+                    Some(bus) => bus,
+                    None => return Ok(None),
+                }
+            }
+            (None, _) => Bus::in_process(capacity),
         };
-        Ok(Deps {
+        Ok(Some(Deps {
             store: store_arc,
             bus,
             replay_dir: None,
@@ -232,7 +290,7 @@ impl Deps {
             caching_addr: None,
             cache,
             computation_addr: None,
-        })
+        }))
     }
 }
 
@@ -374,6 +432,14 @@ impl App {
         deps: &Deps,
         shutdown: &Shutdown,
     ) -> Result<App, AppError> {
+        let listeners = Self::bind(targets).await?;
+        Self::build_on(listeners, config, deps, shutdown).await
+    }
+
+    /// Binds the listener of every target, in order; the first that fails is the error.
+    pub async fn bind(
+        targets: &[(Target, SocketAddr)],
+    ) -> Result<Vec<(Target, TcpListener)>, AppError> {
         let mut listeners = Vec::with_capacity(targets.len());
         for &(target, addr) in targets {
             let listener = TcpListener::bind(addr)
@@ -385,6 +451,16 @@ impl App {
                 })?;
             listeners.push((target, listener));
         }
+        Ok(listeners)
+    }
+
+    /// Serves each target on its listener, bound already (by [`App::bind`]).
+    pub async fn build_on(
+        listeners: Vec<(Target, TcpListener)>,
+        config: &ConfigHandle,
+        deps: &Deps,
+        shutdown: &Shutdown,
+    ) -> Result<App, AppError> {
         let peers = Peers::new(&listeners, config, deps, shutdown)?;
         let mut running = Vec::with_capacity(listeners.len());
         let mut background = Vec::new();

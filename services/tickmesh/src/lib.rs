@@ -4,5 +4,6 @@
 pub mod app;
 pub mod demo;
 pub mod replay;
+pub mod startup;
 
 pub use app::{App, AppError, Deps, Target};

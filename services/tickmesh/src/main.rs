@@ -9,6 +9,7 @@ use std::time::Instant;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
+use tickmesh::startup::Waiting;
 use tickmesh::{App, Deps, Target};
 use tickmesh_mesh::telemetry::logging::{self, LogFormat};
 use tickmesh_mesh::{ConfigHandle, Shutdown};
@@ -224,21 +225,49 @@ fn main() -> ExitCode {
         }
         let mut store = tickmesh_store::StoreOptions::new(&cli.store);
         store.read_url = cli.store_read_url.clone();
-        if let Some(ingestion) = config.current().config.ingestion {
+        let current = config.current();
+        if let Some(ingestion) = current.config.ingestion {
             store.write_batch_rows = ingestion.write_batch_rows as usize;
         }
-        let mut deps = Deps::open(&store, cli.bus.as_deref(), &config).await?;
+        if let Some(timeout) = current.config.store.and_then(|s| s.connect_timeout) {
+            store.connect_timeout = tickmesh_config::std_duration(Some(&timeout));
+        }
+        let (targets, ready_file, metrics_addr) = match command {
+            Command::Up(args) => up_targets(args)?,
+            Command::Serve(args) => serve_targets(args),
+            Command::Config(_) | Command::Migrate | Command::Replay(_) | Command::Demo(_) => {
+                unreachable!("handled before the services start")
+            }
+        };
+        let shutdown = Shutdown::new();
+        shutdown
+            .on_signals()
+            .context("cannot install the signal handlers")?;
+        // Every port is bound before anything else, so a taken one fails at once.
+        let metrics_listener = tokio::net::TcpListener::bind(metrics_addr)
+            .await
+            .with_context(|| format!("cannot listen on {metrics_addr} for metrics"))?;
+        let listeners = App::bind(&targets).await?;
+        // Health answers (NOT_SERVING) while the store or the bus cannot be reached yet.
+        let waiting = Waiting::start(listeners).await;
+        let opened =
+            Deps::open_waiting(&store, cli.bus.as_deref(), &config, &waiting, &shutdown).await?;
+        let listeners = waiting.finish().await;
+        let Some(mut deps) = opened else {
+            info!("stopped while waiting for a dependency");
+            return Ok(());
+        };
         deps.replay_dir = cli.replay_dir.clone();
         deps.computation_addr = cli.computation_addr.clone();
         deps.caching_addr = cli.caching_addr.clone();
         deps.config_file = cli.config.clone();
-        match command {
-            Command::Up(args) => up(args, &config, &deps, started).await,
-            Command::Serve(args) => serve(args, &config, &deps, started).await,
-            Command::Config(_) | Command::Migrate | Command::Replay(_) | Command::Demo(_) => {
-                unreachable!("handled before the services start")
-            }
-        }
+        let serving = Serving {
+            listeners,
+            ready_file,
+            metrics_listener,
+            shutdown,
+        };
+        run(serving, &config, &deps, started).await
     });
     // Pending spans go out before the runtime (which carries the exporter) stops.
     runtime.block_on(async move { telemetry.shutdown() });
@@ -261,19 +290,18 @@ fn trace_service_name(command: &Command) -> String {
     }
 }
 
-async fn up(
-    args: UpArgs,
-    config: &ConfigHandle,
-    deps: &Deps,
-    started: Instant,
-) -> anyhow::Result<()> {
+/// What a command serves: its services and addresses, its ready file, its metrics address.
+type Plan = (Vec<(Target, SocketAddr)>, Option<PathBuf>, SocketAddr);
+
+/// The services `up` runs: all four, on consecutive ports from `--base-port`.
+fn up_targets(args: UpArgs) -> anyhow::Result<Plan> {
     if args.base_port > u16::MAX - 3 {
         anyhow::bail!(
             "--base-port {} leaves no room for the three ports after it",
             args.base_port
         );
     }
-    let targets: Vec<(Target, SocketAddr)> = Target::ALL
+    let targets = Target::ALL
         .iter()
         .zip(0u16..)
         .map(|(&target, i)| {
@@ -284,56 +312,45 @@ async fn up(
             (target, SocketAddr::new(args.bind, port))
         })
         .collect();
-    run(
-        &targets,
-        args.ready_file.as_deref(),
-        args.metrics_addr,
-        config,
-        deps,
-        started,
-    )
-    .await
+    Ok((targets, args.ready_file, args.metrics_addr))
 }
 
-async fn serve(
-    args: ServeArgs,
-    config: &ConfigHandle,
-    deps: &Deps,
-    started: Instant,
-) -> anyhow::Result<()> {
+/// The one service `serve` runs.
+fn serve_targets(args: ServeArgs) -> Plan {
     let addr = args.listen.unwrap_or_else(|| {
         SocketAddr::new(
             IpAddr::V4(Ipv4Addr::UNSPECIFIED),
             args.target.default_port(),
         )
     });
-    run(
-        &[(args.target, addr)],
-        args.ready_file.as_deref(),
+    (
+        vec![(args.target, addr)],
+        args.ready_file,
         args.metrics_addr,
-        config,
-        deps,
-        started,
     )
-    .await
+}
+
+/// What `up` and `serve` have bound before their dependencies are open.
+struct Serving {
+    listeners: Vec<(Target, tokio::net::TcpListener)>,
+    ready_file: Option<PathBuf>,
+    metrics_listener: tokio::net::TcpListener,
+    shutdown: Shutdown,
 }
 
 async fn run(
-    targets: &[(Target, SocketAddr)],
-    ready_file: Option<&Path>,
-    metrics_addr: SocketAddr,
+    serving: Serving,
     config: &ConfigHandle,
     deps: &Deps,
     started: Instant,
 ) -> anyhow::Result<()> {
-    let shutdown = Shutdown::new();
-    shutdown
-        .on_signals()
-        .context("cannot install the signal handlers")?;
-    let metrics_listener = tokio::net::TcpListener::bind(metrics_addr)
-        .await
-        .with_context(|| format!("cannot listen on {metrics_addr} for metrics"))?;
-    let app = App::build(targets, config, deps, &shutdown).await?;
+    let Serving {
+        listeners,
+        ready_file,
+        metrics_listener,
+        shutdown,
+    } = serving;
+    let app = App::build_on(listeners, config, deps, &shutdown).await?;
     if let Some(path) = &deps.config_file {
         tickmesh_mesh::server::config_watch::spawn(path.clone(), config.clone(), &shutdown);
     }
@@ -345,7 +362,7 @@ async fn run(
         services = addrs.len(),
         "all services serving; Ctrl-C or SIGTERM stops them"
     );
-    if let Some(path) = ready_file {
+    if let Some(path) = &ready_file {
         write_ready_file(path, &addrs, metrics_addr, startup_us)
             .with_context(|| format!("cannot write the ready file {}", path.display()))?;
     }

@@ -204,6 +204,7 @@ impl Settings {
                 failure_threshold: 5,
                 success_threshold: 2,
                 open_duration: Some(prost_types_duration(Duration::from_secs(60))),
+                probe_interval: Some(prost_types_duration(Duration::from_millis(500))),
             }),
         })
     }

@@ -14,6 +14,9 @@ type Check = Result<(), ConfigError>;
 /// cache degrading to L1 and the source.
 pub const MAX_REDIS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
+/// Longest `store.connect_timeout`: past this, every write during an outage hangs its caller.
+pub const MAX_CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
 fn fail(field: &str, reason: impl Into<String>) -> Check {
     Err(ConfigError::invalid(field, reason))
 }
@@ -175,6 +178,17 @@ pub fn validate(config: &PerformanceOptimizationConfig) -> Check {
         "circuit_breaker.open_duration",
         breaker.open_duration.as_ref(),
     )?;
+    // Unset keeps a fixed wait of open_duration (configurations written before the field).
+    if let Some(interval) = breaker.probe_interval.as_ref() {
+        positive_duration("circuit_breaker.probe_interval", Some(interval))?;
+        if crate::std_duration(Some(interval)) > crate::std_duration(breaker.open_duration.as_ref())
+        {
+            return fail(
+                "circuit_breaker.probe_interval",
+                "must not be longer than circuit_breaker.open_duration",
+            );
+        }
+    }
 
     let retry = config.retry.unwrap_or_default();
     at_least("retry.max_attempts", retry.max_attempts.into(), 1)?;
@@ -240,6 +254,35 @@ pub fn validate(config: &PerformanceOptimizationConfig) -> Check {
         "server.shutdown_grace_period",
         server.shutdown_grace_period.as_ref(),
     )?;
+
+    // Unset keeps the built-in bound, so configurations written before the field still load.
+    if let Some(timeout) = server.stream_send_timeout.as_ref() {
+        positive_duration("server.stream_send_timeout", Some(timeout))?;
+    }
+
+    let store = config.store.unwrap_or_default();
+    if let Some(timeout) = store.connect_timeout.as_ref() {
+        positive_duration("store.connect_timeout", Some(timeout))?;
+        if crate::std_duration(Some(timeout)) > MAX_CONNECT_TIMEOUT {
+            return fail(
+                "store.connect_timeout",
+                format!("must be at most {MAX_CONNECT_TIMEOUT:?}"),
+            );
+        }
+    }
+    let bus = config.bus.unwrap_or_default();
+    if let Some(idle) = bus.claim_idle.as_ref() {
+        positive_duration("bus.claim_idle", Some(idle))?;
+    }
+    if let Some(limit) = bus.consumer_idle_limit.as_ref() {
+        positive_duration("bus.consumer_idle_limit", Some(limit))?;
+        if crate::std_duration(Some(limit)) < crate::std_duration(bus.claim_idle.as_ref()) {
+            return fail(
+                "bus.consumer_idle_limit",
+                "must not be shorter than bus.claim_idle",
+            );
+        }
+    }
 
     let ingestion = config.ingestion.unwrap_or_default();
     at_least(

@@ -267,3 +267,44 @@ fn a_configuration_written_before_redis_timeout_still_validates() {
     config.cache.as_mut().unwrap().redis_timeout = None;
     tickmesh_config::validate(&config).unwrap();
 }
+
+#[test]
+fn the_reliability_bounds_have_their_defaults_and_are_checked() {
+    let config = load(None, no_env()).unwrap().config;
+    let secs = |d: Option<prost_types::Duration>| {
+        let d = d.unwrap();
+        d.seconds as f64 + f64::from(d.nanos) / 1e9
+    };
+    assert_eq!(secs(config.store.unwrap().connect_timeout), 3.0);
+    assert_eq!(secs(config.bus.unwrap().claim_idle), 3.0);
+    assert_eq!(secs(config.bus.unwrap().consumer_idle_limit), 600.0);
+    assert_eq!(secs(config.circuit_breaker.unwrap().probe_interval), 0.5);
+    assert_eq!(secs(config.server.unwrap().stream_send_timeout), 5.0);
+
+    // The environment reaches them like any other field.
+    let over = load(None, env(&[("TICKMESH_BUS__CLAIM_IDLE", "1.5s")])).unwrap();
+    assert_eq!(secs(over.config.bus.unwrap().claim_idle), 1.5);
+
+    let dir = tempfile::tempdir().unwrap();
+    for (yaml, field) in [
+        ("store:\n  connect_timeout: 0s\n", "store.connect_timeout"),
+        ("store:\n  connect_timeout: 61s\n", "store.connect_timeout"),
+        ("bus:\n  claim_idle: 0s\n", "bus.claim_idle"),
+        (
+            "bus:\n  claim_idle: 10s\n  consumer_idle_limit: 5s\n",
+            "bus.consumer_idle_limit",
+        ),
+        (
+            "circuit_breaker:\n  probe_interval: 61s\n",
+            "circuit_breaker.probe_interval",
+        ),
+        (
+            "server:\n  stream_send_timeout: 0s\n",
+            "server.stream_send_timeout",
+        ),
+    ] {
+        let path = write(&dir, "bad.yaml", yaml);
+        let err = load(Some(&path), no_env()).unwrap_err();
+        assert_eq!(invalid_field(err), field, "{yaml}");
+    }
+}

@@ -115,6 +115,7 @@ fn config(max_attempts: u32, failure_threshold: u32) -> PerformanceOptimizationC
                 seconds: 0,
                 nanos: 300_000_000,
             }),
+            probe_interval: None,
         }),
         discovery: Some(DiscoveryConfig {
             resolve_interval: Some(prost_types::Duration {

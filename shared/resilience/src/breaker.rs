@@ -137,6 +137,7 @@ mod tests {
                     seconds: 10,
                     nanos: 0,
                 }),
+                probe_interval: None,
             },
         )
     }

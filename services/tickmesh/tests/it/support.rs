@@ -19,8 +19,13 @@ pub const SERVICES: [(&str, &str); 4] = [
 ];
 
 /// The `tickmesh` command with no `TICKMESH_*` variables inherited from the test environment.
+///
+/// `TICKMESH_TEST_BINARY=/path/to/tickmesh` runs the tests against another build (an older
+/// commit's, to see a regression test fail there).
 pub fn tickmesh() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_tickmesh"));
+    let binary = std::env::var_os("TICKMESH_TEST_BINARY")
+        .unwrap_or_else(|| env!("CARGO_BIN_EXE_tickmesh").into());
+    let mut command = Command::new(binary);
     for (name, _) in std::env::vars() {
         if name.starts_with("TICKMESH_") {
             command.env_remove(name);
@@ -60,6 +65,13 @@ pub struct Process {
 impl Process {
     /// Starts `tickmesh ARGS --ready-file F` and waits until F says every service is SERVING.
     pub fn start(args: &[&str], configure: impl FnOnce(&mut Command)) -> Process {
+        let mut process = Self::spawn(args, configure);
+        process.wait_ready(Duration::from_secs(30));
+        process
+    }
+
+    /// Starts `tickmesh ARGS --ready-file F` without waiting for it to serve.
+    pub fn spawn(args: &[&str], configure: impl FnOnce(&mut Command)) -> Process {
         let dir = tempfile::tempdir().unwrap();
         let ready = dir.path().join("ready.json");
         let mut command = tickmesh();
@@ -71,14 +83,21 @@ impl Process {
             .stderr(std::fs::File::create(dir.path().join("stderr.log")).unwrap());
         configure(&mut command);
         let child = command.spawn().expect("tickmesh starts");
-        let mut process = Process {
+        Process {
             child,
             addrs: BTreeMap::new(),
             startup_us: 0,
             metrics: String::new(),
             _dir: dir,
-        };
-        let deadline = Instant::now() + Duration::from_secs(30);
+        }
+    }
+
+    /// Waits until the ready file says every service is SERVING, at most `limit`, and reads the
+    /// addresses from it.
+    pub fn wait_ready(&mut self, limit: Duration) {
+        let process = self;
+        let ready = process._dir.path().join("ready.json");
+        let deadline = Instant::now() + limit;
         while !ready.exists() {
             if let Some(status) = process.child.try_wait().unwrap() {
                 panic!(
@@ -88,7 +107,7 @@ impl Process {
             }
             assert!(
                 Instant::now() < deadline,
-                "tickmesh not ready in 30 s:\n{}",
+                "tickmesh not ready in {limit:?}:\n{}",
                 process.log()
             );
             std::thread::sleep(Duration::from_millis(5));
@@ -105,7 +124,6 @@ impl Process {
             }
         }
         process.startup_us = json["startup_us"].as_u64().unwrap();
-        process
     }
 
     /// Address of one target.

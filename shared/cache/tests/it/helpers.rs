@@ -29,6 +29,7 @@ pub fn config(strategy: CachingStrategy) -> PerformanceOptimizationConfig {
         failure_threshold: 3,
         success_threshold: 2,
         open_duration: secs_f(0.5),
+        probe_interval: None,
     });
     with_namespace(
         &mut config,

@@ -1,0 +1,1 @@
+//! Reliability regression tests (issue 15): see the module's tests.
