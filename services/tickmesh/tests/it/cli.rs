@@ -194,7 +194,7 @@ fn a_taken_port_fails_start_up_with_a_clear_message() {
 /// Parses Prometheus text with the reference Python parser and returns the value of
 /// `tickmesh_grpc_requests_total` for (service, method, code), failing if the text does not
 /// parse.
-fn requests_total(text: &str, service: &str, method: &str, code: &str) -> f64 {
+pub(crate) fn requests_total(text: &str, service: &str, method: &str, code: &str) -> f64 {
     use std::io::Write;
     const PARSE: &str = r#"
 import sys

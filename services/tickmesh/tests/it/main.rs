@@ -4,6 +4,7 @@
 // Helpers outside #[test] functions unwrap too: a panic is a failed test, as .clippy.toml says.
 #![allow(clippy::unwrap_used)]
 
+mod attacks;
 mod cache_reload;
 mod caching;
 mod cli;

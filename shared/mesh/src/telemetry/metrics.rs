@@ -46,6 +46,18 @@ pub struct MethodLabels {
     pub method: String,
 }
 
+/// The label values of every call to a path the contracts do not declare.
+const UNKNOWN: &str = "unknown";
+/// The key those calls share in the handle map (not a valid request path).
+const UNKNOWN_PATH: &str = "unknown";
+/// The methods of the services open without a key, which the contracts' table does not hold.
+const OPEN_METHODS: [&str; 4] = [
+    "/grpc.health.v1.Health/Check",
+    "/grpc.health.v1.Health/Watch",
+    "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+    "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+];
+
 /// Latency buckets in seconds, from 50 µs: most calls here finish in well under a millisecond.
 const BUCKETS: [f64; 16] = [
     0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
@@ -221,7 +233,14 @@ impl Metrics {
     }
 
     /// The metric handles of the method at `path` (classified as `entry`), created on first use.
+    ///
+    /// Paths come from clients: only the methods the contracts declare (and those of health and
+    /// reflection) get series of their own. Any other path counts under the one
+    /// `service="unknown", method="unknown"` series, so made-up paths cannot grow the process
+    /// or `/metrics`.
     fn method(&self, path: &str, entry: Entry) -> Arc<MethodMetrics> {
+        let known = entry.method.is_some() || OPEN_METHODS.contains(&path);
+        let path = if known { path } else { UNKNOWN_PATH };
         let inner = &self.inner;
         if let Some(found) = inner
             .methods
@@ -231,10 +250,13 @@ impl Metrics {
         {
             return found.clone();
         }
-        let (service, method) = path
-            .trim_start_matches('/')
-            .split_once('/')
-            .unwrap_or(("unknown", "unknown"));
+        let (service, method) = match known {
+            true => path
+                .trim_start_matches('/')
+                .split_once('/')
+                .unwrap_or((UNKNOWN, UNKNOWN)),
+            false => (UNKNOWN, UNKNOWN),
+        };
         let labels = MethodLabels {
             service: service.to_owned(),
             method: method.to_owned(),
@@ -250,15 +272,12 @@ impl Metrics {
             ok: inner.requests.get_or_create(&ok).clone(),
             labels,
         });
-        // Paths come from clients: only methods the contracts know are cached, so a client
-        // cannot grow the map with made-up paths.
-        if entry.method.is_some() {
-            inner
-                .methods
-                .write()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(path.to_owned(), handles.clone());
-        }
+        // A bounded set of keys: the declared methods, the open ones and UNKNOWN_PATH.
+        inner
+            .methods
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(path.to_owned(), handles.clone());
         handles
     }
 
