@@ -3,6 +3,7 @@
 
 use std::path::Path;
 
+use tickmesh_proto::domain::quote;
 use tickmesh_proto::v1::{Candle, Interval, Side, Tick};
 use tickmesh_store::time::days_from_civil;
 
@@ -248,7 +249,7 @@ impl CsvSource {
         let text = record.get(index).unwrap_or("").trim();
         text.parse().map_err(|_| SourceError::Row {
             line: self.line,
-            reason: format!("{name} {text:?} is not a number"),
+            reason: format!("{name} {} is not a number", quote(text)),
         })
     }
 
@@ -264,7 +265,7 @@ impl CsvSource {
             let raw = record.get(self.time).unwrap_or("");
             let time_us = parse_time_us(raw).ok_or_else(|| SourceError::Row {
                 line: self.line,
-                reason: format!("cannot read the time {raw:?}"),
+                reason: format!("cannot read the time {}", quote(raw)),
             })?;
             match self.kind {
                 RowKind::Candles => {

@@ -178,16 +178,10 @@ pub fn validate(config: &PerformanceOptimizationConfig) -> Check {
         "circuit_breaker.open_duration",
         breaker.open_duration.as_ref(),
     )?;
-    // Unset keeps a fixed wait of open_duration (configurations written before the field).
+    // Unset keeps a fixed wait of open_duration (configurations written before the field); a
+    // longer one than open_duration is cut to it.
     if let Some(interval) = breaker.probe_interval.as_ref() {
         positive_duration("circuit_breaker.probe_interval", Some(interval))?;
-        if crate::std_duration(Some(interval)) > crate::std_duration(breaker.open_duration.as_ref())
-        {
-            return fail(
-                "circuit_breaker.probe_interval",
-                "must not be longer than circuit_breaker.open_duration",
-            );
-        }
     }
 
     let retry = config.retry.unwrap_or_default();
@@ -256,8 +250,38 @@ pub fn validate(config: &PerformanceOptimizationConfig) -> Check {
     )?;
 
     // Unset keeps the built-in bound, so configurations written before the field still load.
-    if let Some(timeout) = server.stream_send_timeout.as_ref() {
-        positive_duration("server.stream_send_timeout", Some(timeout))?;
+    for (field, value) in [
+        ("server.stream_send_timeout", &server.stream_send_timeout),
+        ("server.max_timeout", &server.max_timeout),
+        ("server.request_body_timeout", &server.request_body_timeout),
+        ("server.handshake_timeout", &server.handshake_timeout),
+        ("server.keepalive_interval", &server.keepalive_interval),
+        ("server.keepalive_timeout", &server.keepalive_timeout),
+    ] {
+        if let Some(duration) = value.as_ref() {
+            positive_duration(field, Some(duration))?;
+        }
+    }
+    if server.max_timeout.is_some()
+        && crate::std_duration(server.max_timeout.as_ref())
+            < crate::std_duration(server.default_timeout.as_ref())
+    {
+        return fail(
+            "server.max_timeout",
+            "must not be shorter than server.default_timeout",
+        );
+    }
+    within(
+        "server.caller_concurrency_share",
+        server.caller_concurrency_share,
+        0.0,
+        1.0,
+    )?;
+    if server.max_connections_per_peer > server.max_connections && server.max_connections > 0 {
+        return fail(
+            "server.max_connections_per_peer",
+            "must not exceed server.max_connections",
+        );
     }
 
     let store = config.store.unwrap_or_default();

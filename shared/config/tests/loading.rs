@@ -295,8 +295,13 @@ fn the_reliability_bounds_have_their_defaults_and_are_checked() {
             "bus.consumer_idle_limit",
         ),
         (
-            "circuit_breaker:\n  probe_interval: 61s\n",
+            "circuit_breaker:\n  probe_interval: 0s\n",
             "circuit_breaker.probe_interval",
+        ),
+        ("server:\n  max_timeout: 1s\n", "server.max_timeout"),
+        (
+            "server:\n  caller_concurrency_share: 1.5\n",
+            "server.caller_concurrency_share",
         ),
         (
             "server:\n  stream_send_timeout: 0s\n",

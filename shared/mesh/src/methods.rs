@@ -21,6 +21,8 @@ pub struct Method {
     pub scope: Option<Scope>,
     /// Neither side streams.
     pub unary: bool,
+    /// The server streams its answer (a live subscription, a watch, a replay's progress).
+    pub server_streaming: bool,
     /// `NO_SIDE_EFFECTS` or `IDEMPOTENT`: a failed attempt may be sent again.
     pub idempotent: bool,
 }
@@ -73,6 +75,7 @@ impl MethodTable {
                     Method {
                         scope,
                         unary: !method.is_client_streaming() && !method.is_server_streaming(),
+                        server_streaming: method.is_server_streaming(),
                         idempotent,
                     },
                 );
@@ -148,6 +151,11 @@ impl Entry {
         self.method.is_some_and(|m| m.unary)
     }
 
+    /// A known method whose answer is a stream the server sends.
+    pub fn server_streaming(&self) -> bool {
+        self.method.is_some_and(|m| m.server_streaming)
+    }
+
     /// A known unary method a failed attempt of which may be sent again.
     pub fn retryable(&self) -> bool {
         self.method.is_some_and(|m| m.unary && m.idempotent)
@@ -217,6 +225,7 @@ mod tests {
             Some(Method {
                 scope: Some(Scope::Write),
                 unary: false,
+                server_streaming: false,
                 idempotent: false
             })
         );
@@ -228,6 +237,7 @@ mod tests {
             Some(Method {
                 scope: Some(Scope::Write),
                 unary: true,
+                server_streaming: false,
                 idempotent: true
             })
         );
@@ -239,6 +249,7 @@ mod tests {
             Some(Method {
                 scope: Some(Scope::Admin),
                 unary: true,
+                server_streaming: false,
                 idempotent: false
             })
         );
@@ -248,6 +259,7 @@ mod tests {
             Some(Method {
                 scope: Some(Scope::Read),
                 unary: true,
+                server_streaming: false,
                 idempotent: true
             })
         );

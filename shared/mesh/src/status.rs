@@ -53,6 +53,36 @@ pub enum Refusal {
         /// `server.concurrency_limit`.
         limit: usize,
     },
+    /// The caller holds its whole share of the server's call slots.
+    #[error(
+        "caller {caller} has {limit} calls in flight, its share of this server \
+         (server.caller_concurrency_share); retry with backoff"
+    )]
+    CallerBusy {
+        /// The key holder, or the client's address when auth is off.
+        caller: Arc<str>,
+        /// The share, in calls.
+        limit: usize,
+    },
+    /// The caller has as many server streams open as it may.
+    #[error("caller {caller} has {limit} streams open ({setting}); close one first")]
+    TooManyStreams {
+        /// The key holder, or the client's address.
+        caller: Arc<str>,
+        /// The limit.
+        limit: usize,
+        /// The setting that sets it.
+        setting: &'static str,
+    },
+    /// A unary call's request message did not arrive in time after its headers.
+    #[error(
+        "the request message did not arrive within {timeout:?} of the call's headers \
+         (server.request_body_timeout)"
+    )]
+    BodyTimeout {
+        /// `server.request_body_timeout`.
+        timeout: Duration,
+    },
     /// The client's circuit to the peer is open.
     #[error("circuit to {peer} is open; next probe in {} ms", retry_after.as_millis())]
     BreakerOpen {
@@ -100,7 +130,10 @@ impl Refusal {
         match self {
             Self::MissingKey | Self::UnknownKey => Code::Unauthenticated,
             Self::PermissionDenied { .. } => Code::PermissionDenied,
-            Self::RateLimited { .. } => Code::ResourceExhausted,
+            Self::RateLimited { .. } | Self::CallerBusy { .. } | Self::TooManyStreams { .. } => {
+                Code::ResourceExhausted
+            }
+            Self::BodyTimeout { .. } => Code::DeadlineExceeded,
             Self::Overloaded { .. } | Self::BreakerOpen { .. } => Code::Unavailable,
             Self::ServerDeadline { .. } | Self::ClientDeadline { .. } => Code::DeadlineExceeded,
             Self::BadField { .. } => Code::InvalidArgument,
@@ -123,7 +156,9 @@ impl From<Refusal> for tonic::Status {
                 ErrorDetails::with_retry_info(Some(*retry_after))
             }
             // No better hint than "with backoff": when a slot frees up depends on other calls.
-            Refusal::Overloaded { .. } => ErrorDetails::with_retry_info(None),
+            Refusal::Overloaded { .. } | Refusal::CallerBusy { .. } => {
+                ErrorDetails::with_retry_info(None)
+            }
             Refusal::BadField { field, reason } => {
                 let mut details = ErrorDetails::new();
                 details.add_bad_request_violation(field, reason);

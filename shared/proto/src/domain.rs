@@ -8,6 +8,19 @@ use std::ops::Deref;
 
 use crate::v1::Interval;
 
+/// Most characters of client input an error message quotes ([`quote`]).
+pub const MAX_QUOTED_CHARS: usize = 64;
+
+/// Client input as an error message quotes it: debug-quoted, cut after
+/// [`MAX_QUOTED_CHARS`] characters with its length, so a huge field cannot become a huge
+/// `grpc-message`.
+pub fn quote(text: &str) -> String {
+    match text.char_indices().nth(MAX_QUOTED_CHARS) {
+        None => format!("{text:?}"),
+        Some((cut, _)) => format!("{:?}... ({} bytes)", &text[..cut], text.len()),
+    }
+}
+
 /// Longest symbol, in bytes (every allowed character is one byte).
 pub const MAX_SYMBOL_LEN: usize = 32;
 
@@ -179,5 +192,19 @@ mod tests {
         assert_eq!(Interval::from_code(0), None);
         assert_eq!(Interval::from_code(7), Some(Interval::Interval1d));
         assert_eq!(Interval::from_code(99), None);
+    }
+}
+
+#[cfg(test)]
+mod quote_tests {
+    use super::quote;
+
+    #[test]
+    fn long_input_is_cut_with_its_length() {
+        assert_eq!(quote("12x"), "\"12x\"");
+        let long = "é".repeat(1_000);
+        let quoted = quote(&long);
+        assert!(quoted.ends_with("... (2000 bytes)"), "{quoted}");
+        assert_eq!(quoted.chars().filter(|c| *c == 'é').count(), 64);
     }
 }

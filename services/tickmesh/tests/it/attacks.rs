@@ -46,3 +46,351 @@ async fn made_up_paths_count_under_one_series_and_metrics_stay_bounded() {
         "/metrics grew by {grown} bytes for {MADE_UP_PATHS} made-up paths"
     );
 }
+
+const MALLORY: &str = "mallory-key-0123456789abcdef";
+const ALICE: &str = "alice-key-0123456789abcdef";
+
+/// `tickmesh up` with auth on and two read keys (mallory attacks, alice is the victim).
+fn secured_up(env: &[(&str, &str)]) -> (Process, tempfile::NamedTempFile) {
+    use std::io::Write;
+    let mut keys = tempfile::NamedTempFile::new().unwrap();
+    writeln!(keys, "mallory read {MALLORY}\nalice read {ALICE}").unwrap();
+    let path = keys.path().to_owned();
+    let env: Vec<(String, String)> = env
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+    let process = Process::start(&["up", "--base-port", "0"], |c| {
+        c.env("TICKMESH_AUTH__ENABLED", "true")
+            .env("TICKMESH_AUTH__KEYS_FILE", &path)
+            .envs(env);
+    });
+    (process, keys)
+}
+
+fn keyed<T>(message: T, key: &str) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request
+        .metadata_mut()
+        .insert("authorization", format!("Bearer {key}").parse().unwrap());
+    request
+}
+
+/// `n` victim calls (GetConfig with alice's key), each with a deadline; the failures.
+async fn victim_failures(addr: &str, n: usize) -> Vec<tonic::Status> {
+    use tickmesh_proto::v1::GetConfigRequest;
+    use tickmesh_proto::v1::config_service_client::ConfigServiceClient;
+    let mut client = ConfigServiceClient::new(channel(addr).await);
+    let mut failures = Vec::new();
+    for _ in 0..n {
+        let mut request = keyed(GetConfigRequest {}, ALICE);
+        request.set_timeout(std::time::Duration::from_secs(5));
+        if let Err(status) = client.get_config(request).await {
+            failures.push(status);
+        }
+    }
+    failures
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caller_holding_calls_open_leaves_the_other_callers_their_slots() {
+    use tickmesh_proto::v1::{GetLatestPricesRequest, GetLatestPricesResponse};
+    // 64 slots, a quarter of them per caller; a request message may take 2 s to arrive.
+    let (mesh, _keys) = secured_up(&[
+        ("TICKMESH_SERVER__CONCURRENCY_LIMIT", "64"),
+        ("TICKMESH_SERVER__CALLER_CONCURRENCY_SHARE", "0.25"),
+        ("TICKMESH_SERVER__REQUEST_BODY_TIMEOUT", "2s"),
+    ]);
+    let addr = mesh.addr("query").to_owned();
+    let grpc = tonic::client::Grpc::new(channel(&addr).await);
+    // 100 unary calls that send their headers (with an enormous deadline) and never a message.
+    let mut held = Vec::new();
+    for _ in 0..100 {
+        let mut grpc = grpc.clone();
+        held.push(tokio::spawn(async move {
+            grpc.ready().await.unwrap();
+            let mut request = keyed(
+                futures_util::stream::pending::<GetLatestPricesRequest>(),
+                MALLORY,
+            );
+            request
+                .metadata_mut()
+                .insert("grpc-timeout", "99999999S".parse().unwrap());
+            let path = PathAndQuery::from_static("/tickmesh.v1.QueryService/GetLatestPrices");
+            let codec = ProstCodec::<GetLatestPricesRequest, GetLatestPricesResponse>::default();
+            let started = std::time::Instant::now();
+            let status = grpc
+                .client_streaming(request, path, codec)
+                .await
+                .unwrap_err();
+            (status, started.elapsed())
+        }));
+    }
+    // Let the attack take what it can, then the victim calls while it holds it.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let failures = victim_failures(&addr, 50).await;
+    assert!(
+        failures.is_empty(),
+        "the victim was refused: {failures:?}\n{}",
+        mesh.log()
+    );
+    let mut codes = std::collections::BTreeMap::new();
+    for call in held {
+        let (status, took) = tokio::time::timeout(std::time::Duration::from_secs(20), call)
+            .await
+            .expect("every held call ends (request_body_timeout)")
+            .unwrap();
+        assert!(
+            took < std::time::Duration::from_secs(15),
+            "{status:?} after {took:?}"
+        );
+        *codes.entry(format!("{:?}", status.code())).or_insert(0) += 1;
+    }
+    // A quarter of 64 held until the body timeout, the rest refused as over the share.
+    assert_eq!(
+        codes,
+        [
+            ("DeadlineExceeded".to_owned(), 16),
+            ("ResourceExhausted".to_owned(), 84)
+        ]
+        .into(),
+        "{}",
+        mesh.log()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_streams_and_keyless_health_watches_are_limited_per_caller() {
+    use tickmesh_proto::v1::StreamMarketDataRequest;
+    use tickmesh_proto::v1::query_service_client::QueryServiceClient;
+    let (mesh, _keys) = secured_up(&[
+        ("TICKMESH_SERVER__CALLER_STREAM_LIMIT", "8"),
+        ("TICKMESH_SERVER__WATCH_STREAM_LIMIT", "4"),
+    ]);
+    let addr = mesh.addr("query").to_owned();
+    let mut query = QueryServiceClient::new(channel(&addr).await);
+    let subscribe = || StreamMarketDataRequest {
+        symbols: vec!["GOOG".into()],
+        ..Default::default()
+    };
+    let mut open = Vec::new();
+    let mut refused = Vec::new();
+    for _ in 0..20 {
+        match query.stream_market_data(keyed(subscribe(), MALLORY)).await {
+            Ok(stream) => open.push(stream.into_inner()),
+            Err(status) => refused.push(status),
+        }
+    }
+    assert_eq!((open.len(), refused.len()), (8, 12), "{refused:?}");
+    assert!(
+        refused
+            .iter()
+            .all(|s| s.code() == tonic::Code::ResourceExhausted
+                && s.message().contains("server.caller_stream_limit")),
+        "{refused:?}"
+    );
+    // Another caller still gets a stream; mallory gets one again once one of hers ends.
+    query
+        .stream_market_data(keyed(subscribe(), ALICE))
+        .await
+        .expect("another caller is not limited by mallory's streams");
+    drop(open.pop());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match query.stream_market_data(keyed(subscribe(), MALLORY)).await {
+            Ok(stream) => {
+                open.push(stream.into_inner());
+                break;
+            }
+            Err(status) => {
+                assert!(std::time::Instant::now() < deadline, "{status:?}");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        }
+    }
+
+    // Health watches need no key: limited per address.
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel(&addr).await);
+    let mut watches = Vec::new();
+    let mut watch_refused = 0;
+    for _ in 0..10 {
+        let request = tonic_health::pb::HealthCheckRequest {
+            service: String::new(),
+        };
+        match health.watch(request).await {
+            Ok(stream) => watches.push(stream.into_inner()),
+            Err(status) => {
+                assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
+                watch_refused += 1;
+            }
+        }
+    }
+    assert_eq!((watches.len(), watch_refused), (4, 6));
+    // Health checks themselves are never limited.
+    assert_eq!(
+        crate::support::health(&addr, "").await,
+        tonic_health::pb::health_check_response::ServingStatus::Serving
+    );
+}
+
+/// Whether the server closed `stream` within `limit` (a read sees EOF or an error).
+async fn closed_within(stream: &mut tokio::net::TcpStream, limit: std::time::Duration) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; 4096];
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        match tokio::time::timeout_at(deadline, stream.read(&mut buf)).await {
+            Err(_) => return false,
+            Ok(Ok(0) | Err(_)) => return true,
+            // The server's own SETTINGS frame: keep reading.
+            Ok(Ok(_)) => {}
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_connections_time_out_and_excess_ones_are_refused() {
+    use tokio::io::AsyncWriteExt;
+    let mesh = Process::start(&["up", "--base-port", "0"], |c| {
+        c.env("TICKMESH_SERVER__HANDSHAKE_TIMEOUT", "1s")
+            .env("TICKMESH_SERVER__MAX_CONNECTIONS_PER_PEER", "20");
+    });
+    let addr = mesh.addr("query").to_owned();
+    // Half a preface, then nothing: closed after the handshake timeout.
+    let mut half = Vec::new();
+    for _ in 0..10 {
+        let mut stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        stream.write_all(b"PRI * HTTP/2.0\r\n").await.unwrap();
+        half.push(stream);
+    }
+    for stream in &mut half {
+        assert!(
+            closed_within(stream, std::time::Duration::from_secs(10)).await,
+            "a connection with half a preface is still open"
+        );
+    }
+    drop(half);
+    // 30 connections from one address with a cap of 20: the last 10 are closed at once.
+    let mut silent = Vec::new();
+    for _ in 0..30 {
+        silent.push(tokio::net::TcpStream::connect(&addr).await.unwrap());
+    }
+    let mut closed_at_once = 0;
+    for stream in silent.iter_mut().skip(20) {
+        closed_at_once +=
+            usize::from(closed_within(stream, std::time::Duration::from_millis(500)).await);
+    }
+    assert_eq!(closed_at_once, 10, "{}", mesh.log());
+    drop(silent);
+    // Nothing to restart: a normal client is served once they are gone.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while crate::support::try_health(&addr, "").await.is_none() {
+        assert!(std::time::Instant::now() < deadline, "{}", mesh.log());
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let log = mesh.log();
+    let lines =
+        log.matches("no HTTP/2 preface").count() + log.matches("connections refused").count();
+    assert!(
+        lines <= 4,
+        "the refusals are logged once per 10 s, not per connection:\n{log}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn running_out_of_file_descriptors_backs_off_logs_and_recovers() {
+    let mesh = Process::start(&["up", "--base-port", "0"], |c| {
+        // Handshakes may take their time here: the descriptors must stay taken.
+        c.env("TICKMESH_SERVER__HANDSHAKE_TIMEOUT", "60s")
+            .env("TICKMESH_SERVER__MAX_CONNECTIONS_PER_PEER", "4096");
+    });
+    let pid = mesh.child.id().to_string();
+    let limited = std::process::Command::new("prlimit")
+        .args(["--pid", &pid, "--nofile=256:256"])
+        .status()
+        .expect("prlimit (util-linux) is installed");
+    assert!(limited.success());
+    let addr = mesh.addr("query").to_owned();
+    let mut hogs = Vec::new();
+    for _ in 0..400 {
+        // The kernel completes the handshake from the backlog even when accept fails.
+        if let Ok(Ok(stream)) = tokio::time::timeout(
+            std::time::Duration::from_millis(200),
+            tokio::net::TcpStream::connect(&addr),
+        )
+        .await
+        {
+            hogs.push(stream);
+        }
+    }
+    let cpu = |pid: &str| -> f64 {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .unwrap()
+            .1
+            .split_whitespace()
+            .collect();
+        // utime and stime, in clock ticks (100 per second on Linux).
+        (fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap()) / 100.0
+    };
+    let before = cpu(&pid);
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    let spent = cpu(&pid) - before;
+    // A busy accept loop burns a whole core (3 s here); backing off costs next to nothing.
+    assert!(spent < 1.0, "{spent:.2} s of CPU in 3 s out of descriptors");
+    let log = mesh.log();
+    assert!(log.contains("accepting connections failed"), "{log}");
+    assert!(
+        log.matches("accepting connections failed").count() <= 2,
+        "logged once per 10 s:\n{log}"
+    );
+    drop(hogs);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    while crate::support::try_health(&addr, "").await.is_none() {
+        assert!(std::time::Instant::now() < deadline, "{}", mesh.log());
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_huge_bad_field_is_quoted_in_a_bounded_status() {
+    use tickmesh_proto::v1::ReplaySourceRequest;
+    use tickmesh_proto::v1::ingestion_service_client::IngestionServiceClient;
+    let dir = tempfile::tempdir().unwrap();
+    let huge = "x".repeat(4 * 1024 * 1024);
+    std::fs::write(
+        dir.path().join("big.csv"),
+        format!("time,open,high,low,close,volume\n2024-01-02,{huge},1,1,1,1\n"),
+    )
+    .unwrap();
+    let mesh = Process::start(&["up", "--base-port", "0"], |c| {
+        c.env("TICKMESH_REPLAY_DIR", dir.path());
+    });
+    let mut client = IngestionServiceClient::new(channel(mesh.addr("ingestion")).await);
+    let request = ReplaySourceRequest {
+        source: "big".into(),
+        symbol: "GOOG".into(),
+        interval: tickmesh_proto::v1::Interval::Interval1d as i32,
+        ..Default::default()
+    };
+    let outcome = match client.replay_source(request).await {
+        Err(status) => status,
+        Ok(stream) => {
+            let mut stream = stream.into_inner();
+            loop {
+                match stream.message().await {
+                    Ok(Some(_)) => continue,
+                    Ok(None) => panic!("a row with a 4 MB price is not replayed"),
+                    Err(status) => break status,
+                }
+            }
+        }
+    };
+    assert!(outcome.message().contains("is not a number"), "{outcome:?}");
+    assert!(
+        outcome.message().len() < 2_048,
+        "the status quotes {} bytes of input",
+        outcome.message().len()
+    );
+}

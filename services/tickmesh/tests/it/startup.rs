@@ -10,7 +10,7 @@ use tickmesh_proto::v1::{IngestTickBatchRequest, Side, Tick};
 use tonic::Code;
 use tonic_health::pb::health_check_response::ServingStatus;
 
-use crate::support::{self, Process, channel, health, serve_ingestion};
+use crate::support::{self, Process, channel, health, serve_ingestion, try_health};
 
 const INGESTION: &str = "tickmesh.v1.IngestionService";
 
@@ -69,24 +69,6 @@ where
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-}
-
-/// The health status at `addr`, or None while nothing answers there.
-async fn try_health(addr: &str, service: &str) -> Option<ServingStatus> {
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-        .unwrap()
-        .connect_timeout(Duration::from_millis(500))
-        .timeout(Duration::from_secs(2))
-        .connect()
-        .await
-        .ok()?;
-    let response = tonic_health::pb::health_client::HealthClient::new(channel)
-        .check(tonic_health::pb::HealthCheckRequest {
-            service: service.to_owned(),
-        })
-        .await
-        .ok()?;
-    ServingStatus::try_from(response.into_inner().status).ok()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -204,6 +204,24 @@ pub async fn health(addr: &str, service: &str) -> ServingStatus {
     ServingStatus::try_from(response.into_inner().status).unwrap()
 }
 
+/// The health status at `addr`, or None while nothing answers there.
+pub async fn try_health(addr: &str, service: &str) -> Option<ServingStatus> {
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect_timeout(Duration::from_millis(500))
+        .timeout(Duration::from_secs(2))
+        .connect()
+        .await
+        .ok()?;
+    let response = tonic_health::pb::health_client::HealthClient::new(channel)
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: service.to_owned(),
+        })
+        .await
+        .ok()?;
+    ServingStatus::try_from(response.into_inner().status).ok()
+}
+
 /// Finds a program the tests need, failing with how to install it. The test venv
 /// (`.venv/bin`) comes first, so its python (with grpcio) wins over the system one.
 pub fn program(name: &str, hint: &str) -> PathBuf {

@@ -30,6 +30,11 @@ pub struct Caller {
 }
 
 impl Caller {
+    /// Whether this is the one caller of a server with auth off (or of an open service).
+    pub fn is_anonymous(&self) -> bool {
+        Arc::ptr_eq(&self.name, &Self::anonymous().name)
+    }
+
     /// The caller of a server with auth switched off.
     pub fn anonymous() -> Self {
         // One name for every anonymous call: a clone is a reference count, not an allocation.

@@ -1,6 +1,9 @@
 //! Oversized messages get RESOURCE_EXHAUSTED, as gRPC's status code guide says, not the
 //! OUT_OF_RANGE tonic's decoder reports. The limit itself is `server.max_message_bytes`, set on
 //! every generated server; this layer only corrects the code of the refusal.
+//! It also bounds what a refusal sends back: a `grpc-message` longer than
+//! [`MAX_STATUS_MESSAGE`] bytes is cut, and `grpc-status-details-bin` over [`MAX_DETAILS`] is
+//! dropped, so no input a handler quotes can make a response header of megabytes.
 //! Hand-written: it rewrites a status tonic produced, which no shipped layer does.
 
 use std::future::Future;
@@ -40,8 +43,42 @@ impl<S: GrpcService<B>, B> OnCall<S, B> for MessageSizeLayer {
                     http::HeaderValue::from_static("8"), // RESOURCE_EXHAUSTED
                 );
             }
+            bound_status(headers);
             Ok(response)
         })
+    }
+}
+
+/// Longest `grpc-message` sent, in (percent-encoded) bytes.
+pub const MAX_STATUS_MESSAGE: usize = 1024;
+/// Largest `grpc-status-details-bin` sent, in (base64) bytes.
+pub const MAX_DETAILS: usize = 16 * 1024;
+
+/// Cuts an overlong status message (never inside a `%XX` escape) and drops overlong details.
+fn bound_status(headers: &mut http::HeaderMap) {
+    if let Some(message) = headers.get("grpc-message")
+        && message.len() > MAX_STATUS_MESSAGE
+    {
+        let bytes = message.as_bytes();
+        let mut cut = MAX_STATUS_MESSAGE;
+        // An escape is three bytes; back off if the cut falls in one.
+        if let Some(percent) = bytes[cut.saturating_sub(2)..cut]
+            .iter()
+            .rposition(|b| *b == b'%')
+        {
+            cut = cut - 2 + percent;
+        }
+        let mut bounded = bytes[..cut].to_vec();
+        bounded.extend_from_slice(b"...%20(cut)");
+        if let Ok(value) = http::HeaderValue::from_bytes(&bounded) {
+            headers.insert("grpc-message", value);
+        }
+    }
+    if headers
+        .get("grpc-status-details-bin")
+        .is_some_and(|details| details.len() > MAX_DETAILS)
+    {
+        headers.remove("grpc-status-details-bin");
     }
 }
 
@@ -51,6 +88,29 @@ const TOO_LARGE_ENCODED: &[u8] = b"Error,%20decoded%20message%20length%20too%20l
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_long_status_message_is_cut_outside_an_escape() {
+        let status = tonic::Status::invalid_argument(format!(
+            "price {} is not a number",
+            "é".repeat(100_000)
+        ));
+        let mut response = status.into_http::<tonic::body::Body>();
+        super::bound_status(response.headers_mut());
+        let message = response.headers()["grpc-message"].as_bytes().to_vec();
+        assert!(
+            message.len() <= super::MAX_STATUS_MESSAGE + 16,
+            "{}",
+            message.len()
+        );
+        let text = String::from_utf8(message).unwrap();
+        assert!(text.ends_with("...%20(cut)"), "{text}");
+        // Still valid percent-encoding: every % starts a full escape.
+        let body = text.trim_end_matches("...%20(cut)");
+        for (i, _) in body.match_indices('%') {
+            assert!(i + 3 <= body.len(), "{body}");
+        }
+    }
+
     #[test]
     fn the_encoded_prefix_is_what_tonic_sends() {
         let status = tonic::Status::out_of_range(

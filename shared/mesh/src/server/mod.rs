@@ -4,11 +4,14 @@
 pub mod auth;
 pub mod config_service;
 pub mod config_watch;
+pub mod connections;
 pub mod deadline;
 pub mod health;
 pub mod message_size;
+pub mod peer;
 pub mod rate_limit;
 pub mod shed;
+pub mod streams;
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -18,7 +21,6 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tonic::service::Routes;
 use tonic::transport::Server;
-use tonic::transport::server::TcpIncoming;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 use tracing::{info, warn};
@@ -29,10 +31,11 @@ use crate::methods::ClassifyLayer;
 use crate::telemetry::trace::ServerTraceLayer;
 use crate::{ConfigHandle, Metrics, Shutdown};
 use auth::{AuthLayer, Keys};
-use deadline::DefaultDeadlineLayer;
+use deadline::{BodyTimeoutLayer, DefaultDeadlineLayer};
 use message_size::MessageSizeLayer;
 use rate_limit::RateLimitLayer;
 use shed::ShedLayer;
+use streams::StreamLimitLayer;
 
 /// Why a service could not be served.
 #[derive(Debug, thiserror::Error)]
@@ -230,9 +233,24 @@ pub async fn serve(
     };
 
     // Server::tcp_nodelay only applies to listeners tonic binds itself; ours is bound by the
-    // caller, so nodelay is set on its incoming stream. Without it, small responses wait on
-    // delayed ACKs (40 ms stalls).
-    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    // caller, so nodelay is set by its incoming stream. Without it, small responses wait on
+    // delayed ACKs (40 ms stalls). The same stream caps connections and times out handshakes.
+    let or = |value: Option<&prost_types::Duration>, default: Duration| match value {
+        Some(d) => std_duration(Some(d)),
+        None => default,
+    };
+    let count = |value: u32, default: usize| match value {
+        0 => default,
+        n => n as usize,
+    };
+    let incoming = connections::incoming(
+        listener,
+        connections::Limits {
+            max: count(settings.max_connections, 4096),
+            per_peer: count(settings.max_connections_per_peer, 512),
+            handshake: or(settings.handshake_timeout.as_ref(), Duration::from_secs(5)),
+        },
+    );
     // No Server::timeout: tonic applies it to whole calls, streams included, so it would cut
     // a long IngestTicks stream. The caller's grpc-timeout is still honoured by tonic; unary
     // calls without one get server.default_timeout from DefaultDeadlineLayer.
@@ -245,9 +263,24 @@ pub async fn serve(
         .layer(metrics.layer())
         .layer(AuthLayer::new(keys))
         .layer(RateLimitLayer::new(config))
-        .layer(ShedLayer::new(settings.concurrency_limit as usize))
-        .layer(DefaultDeadlineLayer::new(std_duration(
-            settings.default_timeout.as_ref(),
+        .layer(ShedLayer::new(
+            settings.concurrency_limit as usize,
+            match settings.caller_concurrency_share {
+                0.0 => 0.5,
+                share => share,
+            },
+        ))
+        .layer(StreamLimitLayer::new(
+            count(settings.caller_stream_limit, 256),
+            count(settings.watch_stream_limit, 16),
+        ))
+        .layer(
+            DefaultDeadlineLayer::new(std_duration(settings.default_timeout.as_ref()))
+                .with_max(or(settings.max_timeout.as_ref(), Duration::from_secs(300))),
+        )
+        .layer(BodyTimeoutLayer::new(or(
+            settings.request_body_timeout.as_ref(),
+            Duration::from_secs(10),
         )))
         .layer(MessageSizeLayer);
     let mut builder = Server::builder();
@@ -258,6 +291,15 @@ pub async fn serve(
     let server = builder
         .layer(stack)
         .max_connection_age(std_duration(settings.max_connection_age.as_ref()))
+        .max_concurrent_streams(count(settings.max_concurrent_streams, 256) as u32)
+        .http2_keepalive_interval(Some(or(
+            settings.keepalive_interval.as_ref(),
+            Duration::from_secs(30),
+        )))
+        .http2_keepalive_timeout(Some(or(
+            settings.keepalive_timeout.as_ref(),
+            Duration::from_secs(10),
+        )))
         .add_routes(routes)
         .serve_with_incoming_shutdown(incoming, drain);
     let task = tokio::spawn(server);

@@ -36,6 +36,56 @@ pub struct Telemetry {
     base: String,
 }
 
+/// Warnings of the HTTP/2 stack (h2, hyper) about what a peer did, such as a connection
+/// cut for too many stream resets: counted here, logged at most once per [`QUIET_EVERY`].
+static PROTOCOL_WARNINGS: std::sync::LazyLock<prometheus_client::metrics::counter::Counter> =
+    std::sync::LazyLock::new(Default::default);
+/// How often one protocol warning reaches the log at most.
+pub const QUIET_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+static LAST_PROTOCOL_LOG: std::sync::Mutex<Option<std::time::Instant>> =
+    std::sync::Mutex::new(None);
+
+/// The counter of the HTTP/2 stack's warnings (`tickmesh_protocol_warnings_total`).
+pub fn protocol_warnings() -> &'static prometheus_client::metrics::counter::Counter {
+    &PROTOCOL_WARNINGS
+}
+
+/// Whether an event goes to the log: the HTTP/2 stack's warnings (a peer can cause one per
+/// connection, thousands a second) are counted and let through once per [`QUIET_EVERY`].
+fn not_a_flood(meta: &tracing::Metadata<'_>) -> bool {
+    if !protocol_warning(meta) {
+        return true;
+    }
+    PROTOCOL_WARNINGS.inc();
+    let mut last = LAST_PROTOCOL_LOG.lock().unwrap_or_else(|e| e.into_inner());
+    let due = last.is_none_or(|at| at.elapsed() >= QUIET_EVERY);
+    if due {
+        *last = Some(std::time::Instant::now());
+    }
+    due
+}
+
+/// A warning (or error) event of the HTTP/2 stack.
+fn protocol_warning(meta: &tracing::Metadata<'_>) -> bool {
+    let target = meta.target();
+    (target.starts_with("h2") || target.starts_with("hyper"))
+        && meta.is_event()
+        && *meta.level() <= tracing::Level::WARN
+}
+
+/// [`not_a_flood`] as a per-layer filter: asked at every protocol warning (its answer changes
+/// with time), never for anything else (which it always lets through).
+fn quiet_filter<S>() -> impl tracing_subscriber::layer::Filter<S> {
+    use tracing_subscriber::filter::DynFilterFn;
+    DynFilterFn::new(|meta, _cx| not_a_flood(meta)).with_callsite_filter(|meta| {
+        if protocol_warning(meta) {
+            tracing::subscriber::Interest::sometimes()
+        } else {
+            tracing::subscriber::Interest::always()
+        }
+    })
+}
+
 /// The filter for `directives`, with per-RPC spans off unless the directives name them.
 fn log_filter(directives: &str) -> Result<EnvFilter, String> {
     let directives = if directives.contains(super::trace::RPC_TARGET) {
@@ -148,9 +198,16 @@ pub fn init(filter: &str, format: LogFormat, service_name: &str) -> Telemetry {
         .with_writer(std::io::stderr)
         .with_target(false);
     let fmt: Box<dyn Layer<Registry> + Send + Sync> = if json {
-        fmt.json().flatten_event(true).with_filter(filter).boxed()
+        fmt.json()
+            .flatten_event(true)
+            .with_filter(filter)
+            .with_filter(quiet_filter())
+            .boxed()
     } else {
-        fmt.compact().with_filter(filter).boxed()
+        fmt.compact()
+            .with_filter(filter)
+            .with_filter(quiet_filter())
+            .boxed()
     };
     let (provider, problem) = match tracer_provider(service_name) {
         Ok(provider) => (provider, None),

@@ -167,6 +167,12 @@ impl Metrics {
             "Open StreamMarketData streams (the query service's autoscaling metric)",
             active_streams.clone(),
         );
+        registry.register(
+            "protocol_warnings",
+            "Warnings of the HTTP/2 stack about peers (e.g. connections cut for too many \
+             stream resets); the log shows at most one per 10 s",
+            super::logging::protocol_warnings().clone(),
+        );
         let circuit_state = Family::<PeerLabels, Gauge>::default();
         registry.register(
             "circuit_state",
