@@ -12,6 +12,10 @@
 //! event stays pending until acked, and a pending event idle for longer than the subscription's
 //! `claim_idle` is handed to the next consumer of the group that asks (the one that held it may
 //! have died; a slow one simply gets it a second time), so consumers must be idempotent.
+//! On Redis, a consumer of the group with nothing pending that has not asked for anything for
+//! longer than the subscription's `consumer_idle_limit` (the consumer of a process that is gone)
+//! is removed from the group by the next subscription that reads (`XGROUP DELCONSUMER`); the
+//! in-process log keeps no consumers, only the group's pending entries.
 //!
 //! Where the two differ: the Redis stream is trimmed to about `max_len` entries whatever the
 //! groups have read, while the in-process log never drops an entry a group has not acked;
@@ -31,8 +35,13 @@ pub use crate::redis_streams::RedisBus;
 use crate::redis_streams::RedisSubscription;
 pub use crate::relay::Relay;
 
-/// How long a delivery may stay un-acked before another consumer of the group may claim it.
-pub const DEFAULT_CLAIM_IDLE: Duration = Duration::from_secs(30);
+/// How long a delivery may stay un-acked before another consumer of the group may claim it
+/// (`bus.claim_idle`'s default).
+pub const DEFAULT_CLAIM_IDLE: Duration = Duration::from_secs(3);
+
+/// How long a consumer with nothing pending may go without reading before it is removed from
+/// its group (`bus.consumer_idle_limit`'s default).
+pub const DEFAULT_CONSUMER_IDLE_LIMIT: Duration = Duration::from_secs(600);
 
 /// The event bus; cheap to clone, clones publish to and subscribe on the same bus.
 #[derive(Debug, Clone)]
@@ -77,8 +86,10 @@ impl Bus {
     /// Subscribes as `consumer` of `group`, creating the group at the end of the stream (it sees
     /// only events published from now on) if it does not exist yet.
     ///
-    /// The subscription claims idle deliveries after [`DEFAULT_CLAIM_IDLE`]; see
-    /// [`Subscription::with_claim_idle`]. On Redis it holds a connection of its own.
+    /// The subscription claims idle deliveries after [`DEFAULT_CLAIM_IDLE`] and removes
+    /// departed consumers after [`DEFAULT_CONSUMER_IDLE_LIMIT`]; see
+    /// [`Subscription::with_claim_idle`] and [`Subscription::with_consumer_idle_limit`]. On
+    /// Redis it holds a connection of its own.
     pub async fn subscribe(&self, group: &str, consumer: &str) -> Result<Subscription, BusError> {
         let inner = match self {
             Bus::InProcess(bus) => Inner::InProcess(bus.subscribe(group, consumer)),
@@ -87,6 +98,7 @@ impl Bus {
         Ok(Subscription {
             inner,
             claim_idle: DEFAULT_CLAIM_IDLE,
+            consumer_idle_limit: DEFAULT_CONSUMER_IDLE_LIMIT,
         })
     }
 }
@@ -104,6 +116,7 @@ pub struct Delivery {
 pub struct Subscription {
     inner: Inner,
     claim_idle: Duration,
+    consumer_idle_limit: Duration,
 }
 
 enum Inner {
@@ -121,6 +134,28 @@ impl Subscription {
     /// How long a delivery may stay un-acked before this consumer claims it from another.
     pub fn claim_idle(&self) -> Duration {
         self.claim_idle
+    }
+
+    /// Changes [`Subscription::claim_idle`] from the next read on (a configuration reload).
+    pub fn set_claim_idle(&mut self, claim_idle: Duration) {
+        self.claim_idle = claim_idle;
+    }
+
+    /// Sets how long another consumer of the group with nothing pending may go without reading
+    /// before this subscription removes it from the group (Redis only).
+    pub fn with_consumer_idle_limit(mut self, limit: Duration) -> Self {
+        self.consumer_idle_limit = limit;
+        self
+    }
+
+    /// How long another consumer with nothing pending may stay idle before it is removed.
+    pub fn consumer_idle_limit(&self) -> Duration {
+        self.consumer_idle_limit
+    }
+
+    /// Changes [`Subscription::consumer_idle_limit`] from the next sweep on.
+    pub fn set_consumer_idle_limit(&mut self, limit: Duration) {
+        self.consumer_idle_limit = limit;
     }
 
     /// The consumer group this subscription reads in.
@@ -144,6 +179,10 @@ impl Subscription {
     /// Deliveries idle for longer than `claim_idle` in the group (`XAUTOCLAIM`) come first;
     /// only when there are none does it read new events (`XREADGROUP ... BLOCK wait ... >`).
     /// Dropping the future loses nothing: what was read stays pending and is claimed later.
+    ///
+    /// On Redis, every half `consumer_idle_limit` (at most once a minute) this also removes
+    /// the group's other consumers that have nothing pending and were idle past the limit; a
+    /// failure to do so is logged, not returned.
     pub async fn next_batch(
         &mut self,
         max: usize,
@@ -151,7 +190,10 @@ impl Subscription {
     ) -> Result<Vec<Delivery>, BusError> {
         match &mut self.inner {
             Inner::InProcess(sub) => Ok(sub.next_batch(max, wait, self.claim_idle).await),
-            Inner::Redis(sub) => sub.next_batch(max, wait, self.claim_idle).await,
+            Inner::Redis(sub) => {
+                sub.sweep_departed(self.consumer_idle_limit).await;
+                sub.next_batch(max, wait, self.claim_idle).await
+            }
         }
     }
 
@@ -188,6 +230,7 @@ impl std::fmt::Debug for Subscription {
             .field("group", &self.group())
             .field("consumer", &self.consumer())
             .field("claim_idle", &self.claim_idle)
+            .field("consumer_idle_limit", &self.consumer_idle_limit)
             .finish()
     }
 }

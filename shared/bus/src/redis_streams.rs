@@ -11,7 +11,8 @@ use bb8_redis::bb8::Pool;
 use redis::aio::MultiplexedConnection;
 use redis::streams::{StreamAutoClaimReply, StreamId, StreamReadReply};
 use redis::{AsyncConnectionConfig, Client, Cmd, FromRedisValue, RedisError};
-use tracing::{debug, warn};
+use tokio::time::Instant;
+use tracing::{debug, info, warn};
 
 use crate::Delivery;
 use crate::error::{BusError, parse_id};
@@ -24,6 +25,11 @@ const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
 const POOL_SIZE: u32 = 8;
 /// The stream field holding an event's bytes.
 const BODY_FIELD: &str = "body";
+/// Removes the group's departed consumers: KEYS stream, ARGV group, own name, idle limit (ms).
+const REMOVE_DEPARTED: &str = include_str!("redis_streams/remove_departed.lua");
+/// Bounds of the time between two sweeps for departed consumers (half the idle limit).
+const SWEEP_EVERY_MIN: Duration = Duration::from_millis(100);
+const SWEEP_EVERY_MAX: Duration = Duration::from_secs(60);
 
 /// The Redis Streams bus; cheap to clone, clones share the pool.
 #[derive(Clone)]
@@ -98,6 +104,8 @@ impl RedisBus {
             group: group.to_owned(),
             consumer: consumer.to_owned(),
             claim_cursor: START.to_owned(),
+            // The first read sweeps: a restarted process removes its predecessors at once.
+            next_sweep: Instant::now(),
         };
         sub.create_group("$").await?;
         Ok(sub)
@@ -126,6 +134,8 @@ pub(crate) struct RedisSubscription {
     consumer: String,
     /// Where the next `XAUTOCLAIM` continues its scan of the pending entries.
     claim_cursor: String,
+    /// When [`RedisSubscription::sweep_departed`] looks at the group's consumers next.
+    next_sweep: Instant,
 }
 
 impl RedisSubscription {
@@ -183,6 +193,53 @@ impl RedisSubscription {
             .flat_map(|key| key.ids)
             .collect();
         self.deliveries(ids).await
+    }
+
+    /// Removes the other consumers of the group that have nothing pending and were idle for
+    /// longer than `limit` (`XINFO CONSUMERS`, then `XGROUP DELCONSUMER`, atomically in one
+    /// script), if half the limit (within 100 ms and 1 min) passed since the last sweep.
+    ///
+    /// Such a consumer belonged to a process that is gone: every live one asks at least once
+    /// per blocking read, and one that holds entries is never removed (they stay claimable).
+    /// Should a live consumer be removed after all (a read wait longer than the limit), its next
+    /// read makes it again. A failure is logged; the next sweep tries again.
+    pub(crate) async fn sweep_departed(&mut self, limit: Duration) {
+        let now = Instant::now();
+        if now < self.next_sweep {
+            return;
+        }
+        self.next_sweep = now + (limit / 2).clamp(SWEEP_EVERY_MIN, SWEEP_EVERY_MAX);
+        let mut cmd = redis::cmd("EVAL");
+        cmd.arg(REMOVE_DEPARTED)
+            .arg(1)
+            .arg(&self.key)
+            .arg(&self.group)
+            .arg(&self.consumer)
+            .arg(millis(limit));
+        match self.query::<Vec<String>>(&cmd, COMMAND_TIMEOUT).await {
+            Ok(removed) => {
+                for consumer in removed {
+                    info!(
+                        key = %self.key,
+                        group = %self.group,
+                        consumer,
+                        idle_limit_ms = millis(limit),
+                        "removed a departed consumer from the group"
+                    );
+                }
+            }
+            // No group or no stream (Redis lost them): the read that follows makes them again.
+            Err(Failure::Redis(err))
+                if err.code() == Some("NOGROUP") || err.to_string().contains("no such key") => {}
+            Err(failure) => {
+                warn!(
+                    key = %self.key,
+                    group = %self.group,
+                    error = %BusError::from(failure),
+                    "departed consumers not removed; trying again at the next sweep"
+                );
+            }
+        }
     }
 
     /// `XACK key group ids...`; acking in a group Redis lost (it restarted) acks nothing.

@@ -296,6 +296,63 @@ async fn redis_trims_the_stream_to_about_max_len() {
     );
 }
 
+/// The consumer names of `group` (`XINFO CONSUMERS`).
+fn consumers(redis: &Redis, group: &str) -> Vec<String> {
+    let text = redis.command(&["XINFO", "CONSUMERS", KEY, group]).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    lines
+        .windows(2)
+        .filter(|w| w[0] == "name")
+        .map(|w| w[1].to_owned())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_removes_a_consumer_idle_past_the_limit_only_once_nothing_is_pending() {
+    const LIMIT: Duration = Duration::from_millis(300);
+    let harness = redis().await;
+    let redis = harness.redis.as_ref().unwrap();
+    let bus = &harness.bus;
+    let mut live = bus
+        .subscribe("g", "live")
+        .await
+        .unwrap()
+        .with_claim_idle(CLAIM_IDLE)
+        .with_consumer_idle_limit(LIMIT);
+    let mut done = bus.subscribe("g", "done").await.unwrap();
+    let mut holder = bus.subscribe("g", "holder").await.unwrap();
+    bus.publish(events("e", 0..2)).await.unwrap();
+    let finished = read(&mut done, 1).await;
+    done.ack(&ids(&finished)).await.unwrap();
+    let held = read(&mut holder, 1).await;
+    // Both processes are gone: one with nothing pending, one holding an entry.
+    drop((done, holder));
+    assert_eq!(consumers(redis, "g"), ["done", "holder"]);
+
+    // Sweeps run every half limit as `live` reads; `done` goes once idle past the limit, while
+    // `holder` stays as long as it holds its entry, however idle. Before CLAIM_IDLE (200 ms)
+    // nothing is claimed, after it `live` takes the held entry: read until then.
+    let deadline = Instant::now() + PATIENCE;
+    let mut claimed = Vec::new();
+    while consumers(redis, "g").contains(&"done".to_owned()) {
+        assert!(Instant::now() < deadline, "{:?}", consumers(redis, "g"));
+        claimed.extend(live.next_batch(10, BRIEF).await.unwrap());
+        if claimed.is_empty() {
+            assert!(consumers(redis, "g").contains(&"holder".to_owned()));
+        }
+    }
+    claimed.extend(read(&mut live, 1 - claimed.len().min(1)).await);
+    assert_eq!(claimed, held, "the held entry was claimed, not dropped");
+    live.ack(&ids(&claimed)).await.unwrap();
+    // With nothing pending any more, `holder` goes too once past the limit; `live` stays.
+    let deadline = Instant::now() + PATIENCE;
+    while consumers(redis, "g").contains(&"holder".to_owned()) {
+        assert!(Instant::now() < deadline, "{:?}", consumers(redis, "g"));
+        assert_nothing(&mut live).await;
+    }
+    assert_eq!(consumers(redis, "g"), ["live"]);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_going_away_is_a_transient_error_and_its_return_is_noticed() {
     let Harness { bus, redis } = redis().await;
