@@ -124,8 +124,9 @@ struct ServeArgs {
     /// Once the service is SERVING, write its address to this file as JSON.
     #[arg(long)]
     ready_file: Option<PathBuf>,
-    /// Where `GET /metrics` (Prometheus text format) is served.
-    #[arg(long, env = "TICKMESH_METRICS_ADDR", default_value = "0.0.0.0:9400")]
+    /// Where `GET /metrics` (Prometheus text format) is served: loopback unless asked (the
+    /// Kubernetes manifests bind `0.0.0.0:9400` for the scraper); it takes no key.
+    #[arg(long, env = "TICKMESH_METRICS_ADDR", default_value = "127.0.0.1:9400")]
     metrics_addr: SocketAddr,
 }
 
