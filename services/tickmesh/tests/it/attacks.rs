@@ -76,20 +76,43 @@ fn keyed<T>(message: T, key: &str) -> tonic::Request<T> {
     request
 }
 
-/// `n` victim calls (GetConfig with alice's key), each with a deadline; the failures.
-async fn victim_failures(addr: &str, n: usize) -> Vec<tonic::Status> {
+/// `n` victim calls (GetConfig with alice's key), each with a deadline: the failures and the
+/// 99th percentile of the latencies.
+async fn victim(addr: &str, n: usize) -> (Vec<tonic::Status>, std::time::Duration) {
     use tickmesh_proto::v1::GetConfigRequest;
     use tickmesh_proto::v1::config_service_client::ConfigServiceClient;
     let mut client = ConfigServiceClient::new(channel(addr).await);
     let mut failures = Vec::new();
+    let mut latencies = Vec::with_capacity(n);
     for _ in 0..n {
         let mut request = keyed(GetConfigRequest {}, ALICE);
         request.set_timeout(std::time::Duration::from_secs(5));
+        let started = std::time::Instant::now();
         if let Err(status) = client.get_config(request).await {
             failures.push(status);
         }
+        latencies.push(started.elapsed());
     }
-    failures
+    latencies.sort();
+    let p99 = latencies[(latencies.len() * 99 / 100).min(latencies.len() - 1)];
+    (failures, p99)
+}
+
+/// Resident memory of a process, in bytes.
+fn rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    kb * 1024
+}
+
+/// The victim's p99 under attack may be 3x its baseline; below 5 ms a busy 2-core machine's
+/// scheduling noise is larger than any effect of the attack.
+fn within_3x(attacked: std::time::Duration, baseline: std::time::Duration) -> bool {
+    attacked <= 3 * baseline.max(std::time::Duration::from_millis(5))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -102,6 +125,9 @@ async fn a_caller_holding_calls_open_leaves_the_other_callers_their_slots() {
         ("TICKMESH_SERVER__REQUEST_BODY_TIMEOUT", "2s"),
     ]);
     let addr = mesh.addr("query").to_owned();
+    let (failures, baseline) = victim(&addr, 200).await;
+    assert!(failures.is_empty(), "{failures:?}");
+    let rss_before = rss(mesh.child.id());
     let grpc = tonic::client::Grpc::new(channel(&addr).await);
     // 100 unary calls that send their headers (with an enormous deadline) and never a message.
     let mut held = Vec::new();
@@ -128,12 +154,18 @@ async fn a_caller_holding_calls_open_leaves_the_other_callers_their_slots() {
     }
     // Let the attack take what it can, then the victim calls while it holds it.
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-    let failures = victim_failures(&addr, 50).await;
+    let (failures, attacked) = victim(&addr, 200).await;
     assert!(
         failures.is_empty(),
         "the victim was refused: {failures:?}\n{}",
         mesh.log()
     );
+    assert!(
+        within_3x(attacked, baseline),
+        "victim p99 {attacked:?} under attack, {baseline:?} before"
+    );
+    let grown = rss(mesh.child.id()).saturating_sub(rss_before);
+    assert!(grown < 32 << 20, "RSS grew by {} MiB", grown >> 20);
     let mut codes = std::collections::BTreeMap::new();
     for call in held {
         let (status, took) = tokio::time::timeout(std::time::Duration::from_secs(20), call)
@@ -209,23 +241,40 @@ async fn server_streams_and_keyless_health_watches_are_limited_per_caller() {
         }
     }
 
-    // Health watches need no key: limited per address.
-    let mut health = tonic_health::pb::health_client::HealthClient::new(channel(&addr).await);
+    // Health watches need no key: limited per address, however many connections carry them.
+    let rss_before = rss(mesh.child.id());
+    let (failures, baseline) = victim(&addr, 200).await;
+    assert!(failures.is_empty(), "{failures:?}");
     let mut watches = Vec::new();
     let mut watch_refused = 0;
-    for _ in 0..10 {
-        let request = tonic_health::pb::HealthCheckRequest {
-            service: String::new(),
-        };
-        match health.watch(request).await {
-            Ok(stream) => watches.push(stream.into_inner()),
-            Err(status) => {
-                assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
-                watch_refused += 1;
+    for _ in 0..20 {
+        let mut health = tonic_health::pb::health_client::HealthClient::new(channel(&addr).await);
+        for _ in 0..100 {
+            let request = tonic_health::pb::HealthCheckRequest {
+                service: String::new(),
+            };
+            match health.watch(request).await {
+                Ok(stream) => watches.push(stream.into_inner()),
+                Err(status) => {
+                    assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
+                    watch_refused += 1;
+                }
             }
         }
     }
-    assert_eq!((watches.len(), watch_refused), (4, 6));
+    assert_eq!((watches.len(), watch_refused), (4, 1_996));
+    let (failures, attacked) = victim(&addr, 200).await;
+    assert!(failures.is_empty(), "{failures:?}");
+    assert!(
+        within_3x(attacked, baseline),
+        "victim p99 {attacked:?} under attack, {baseline:?} before"
+    );
+    let grown = rss(mesh.child.id()).saturating_sub(rss_before);
+    assert!(
+        grown < 32 << 20,
+        "RSS grew by {} MiB for 2,000 watch attempts",
+        grown >> 20
+    );
     // Health checks themselves are never limited.
     assert_eq!(
         crate::support::health(&addr, "").await,
