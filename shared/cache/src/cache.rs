@@ -8,6 +8,7 @@
 
 mod invalidate;
 mod load;
+mod missed;
 mod namespace;
 mod read;
 mod reconfigure;
@@ -22,6 +23,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use jiff::Timestamp;
 use tickmesh_proto::v1::PerformanceOptimizationConfig;
+use tickmesh_resilience::BreakerState;
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
@@ -45,6 +47,7 @@ pub use write::{SetOptions, Stored};
 
 use invalidate::subscriber_loop;
 use load::Outcome;
+use missed::MissedInvalidations;
 use namespace::{Namespace, Namespaces};
 
 /// How often the L2 health probe pings Redis.
@@ -94,6 +97,8 @@ struct Inner {
     /// Loads in flight by (namespace id, key).
     flights: Flights<(u64, Box<str>), Outcome>,
     tokens: AtomicU64,
+    /// Invalidations Redis missed, sent again when it is back.
+    missed: MissedInvalidations,
     shutdown: watch::Sender<bool>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
 }
@@ -149,6 +154,7 @@ impl Cache {
             namespaces: Namespaces::new(),
             flights: Flights::default(),
             tokens: AtomicU64::new(0),
+            missed: MissedInvalidations::default(),
             shutdown,
             tasks: Mutex::new(Vec::new()),
         });
@@ -244,6 +250,11 @@ impl Cache {
     /// Whether L2 is in use and Redis answers (the circuit is closed).
     pub fn l2_available(&self) -> bool {
         self.inner.l2.as_ref().is_some_and(L2::available)
+    }
+
+    /// The state of the circuit breaker in front of Redis; `None` without L2.
+    pub fn l2_circuit(&self) -> Option<BreakerState> {
+        self.inner.l2.as_ref().map(L2::circuit)
     }
 
     /// The tiers in use.
@@ -348,7 +359,8 @@ fn new_origin() -> String {
 }
 
 /// Pings Redis through the breaker, so the circuit opens when Redis goes away and closes again
-/// when it is back even while every read is an L1 hit and nothing else touches Redis.
+/// when it is back even while every read is an L1 hit and nothing else touches Redis; once it
+/// answers, sends the invalidations it missed meanwhile.
 async fn probe_loop(inner: Weak<Inner>, mut shutdown: watch::Receiver<bool>) {
     let mut tick = tokio::time::interval(PROBE_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -360,6 +372,9 @@ async fn probe_loop(inner: Weak<Inner>, mut shutdown: watch::Receiver<bool>) {
         let Some(inner) = inner.upgrade() else { return };
         if let Some(l2) = &inner.l2 {
             let _ = l2.ping().await;
+            if inner.missed.pending() && l2.available() {
+                inner.replay_missed(l2).await;
+            }
         }
     }
 }

@@ -261,6 +261,11 @@ impl L2 {
         self.breaker.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// The circuit's state now.
+    pub fn circuit(&self) -> BreakerState {
+        self.breaker().state()
+    }
+
     /// Whether the circuit is closed and the last call reached Redis.
     pub fn available(&self) -> bool {
         self.last_ok.load(Ordering::Relaxed) && self.breaker().state() == BreakerState::Closed

@@ -11,7 +11,11 @@
 //! - Writes and invalidations (key, glob pattern, namespace) drop the L1 copies of every other
 //!   process through Redis pub/sub ([`pubsub::CHANNEL`]).
 //! - When Redis is down nobody sees an error: a circuit breaker stops waiting on it, answers
-//!   come from L1 and the source, [`Cache::l2_available`] says so, and it recovers by itself.
+//!   come from L1 and the source, [`Cache::l2_available`] says so, and it recovers by itself
+//!   (the open circuit probes after `circuit_breaker.probe_interval`, doubling per failed probe
+//!   up to `open_duration`). Writes and invalidations that did not reach Redis meanwhile are
+//!   sent again (L2 delete and pub/sub message) once it answers, and a process whose
+//!   subscription dropped forgets its L1 when it is back, so no stale copy outlives an outage.
 //! - Configuration changes apply while running ([`Cache::apply_config`],
 //!   [`Cache::follow_config`]): policies, adaptive TTL rules, `cache.redis_timeout`; what was
 //!   built at start (strategy, L1 size, breaker) is logged as needing a restart.
@@ -39,3 +43,4 @@ pub use l2::{RedisConn, RedisManager, RedisPool};
 pub use loader::{FnLoader, Loader, SharedLoader, loader_fn};
 pub use settings::{DEFAULT_REDIS_TIMEOUT, Eviction, Policy, Tiers};
 pub use stats::{CacheStats, NamespaceStats, TierStats};
+pub use tickmesh_resilience::BreakerState;

@@ -10,7 +10,7 @@ pub const CHANNEL: &str = "tickmesh:cache:invalidate";
 const VERSION: &str = "v1";
 
 /// What an invalidation drops.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub(crate) enum Target {
     /// One key.
     Key(String),

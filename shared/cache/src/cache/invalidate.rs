@@ -89,31 +89,76 @@ impl Inner {
             dropped.l1 = self.drop_l1(l1, ns, &target).await;
         }
         if let Some(l2) = &self.l2 {
-            let message = pubsub::encode(&self.origin, &ns.name, &target);
-            let publish = self
-                .l1
-                .is_some()
-                .then_some((pubsub::CHANNEL, message.as_str()));
-            let result = match &target {
-                Target::Key(key) => l2
-                    .delete(&key::data_key(&ns.name, key), publish)
-                    .await
-                    .map(u64::from),
-                Target::Pattern(pattern) => {
-                    self.delete_and_publish(l2, &key::data_pattern(&ns.name, pattern), publish)
-                        .await
-                }
-                Target::Namespace => {
-                    self.delete_and_publish(l2, &key::data_pattern(&ns.name, "*"), publish)
-                        .await
-                }
-            };
-            match result {
+            match self.invalidate_l2(l2, ns, &target).await {
                 Ok(n) => dropped.l2 = n,
-                Err(err) => debug!(error = %err, "L2 invalidation skipped"),
+                Err(err) => {
+                    debug!(error = %err, "L2 invalidation skipped; sent again when redis is back");
+                    self.missed.record(&ns.name, target);
+                }
             }
         }
         dropped
+    }
+
+    /// Deletes the target from L2 and, when processes have an L1, tells them to drop it.
+    async fn invalidate_l2(
+        &self,
+        l2: &L2,
+        ns: &Namespace,
+        target: &Target,
+    ) -> Result<u64, L2Error> {
+        let message = pubsub::encode(&self.origin, &ns.name, target);
+        let publish = self
+            .l1
+            .is_some()
+            .then_some((pubsub::CHANNEL, message.as_str()));
+        match target {
+            Target::Key(key) => l2
+                .delete(&key::data_key(&ns.name, key), publish)
+                .await
+                .map(u64::from),
+            Target::Pattern(pattern) => {
+                self.delete_and_publish(l2, &key::data_pattern(&ns.name, pattern), publish)
+                    .await
+            }
+            Target::Namespace => {
+                self.delete_and_publish(l2, &key::data_pattern(&ns.name, "*"), publish)
+                    .await
+            }
+        }
+    }
+
+    /// Sends the invalidations Redis missed while it was away (see [`super::missed`]); those
+    /// that fail again wait for the next try.
+    pub(super) async fn replay_missed(&self, l2: &L2) {
+        let (mut sent, mut failed) = (0u64, 0u64);
+        for (name, targets) in self.missed.take() {
+            // Namespaces are never removed; one that is not there was never made here.
+            let Some(ns) = self.find_namespace(&name) else {
+                continue;
+            };
+            for target in targets {
+                match self.invalidate_l2(l2, ns, &target).await {
+                    Ok(_) => sent += 1,
+                    Err(err) => {
+                        debug!(error = %err, namespace = name, "missed invalidation not sent yet");
+                        self.missed.record(&name, target);
+                        failed += 1;
+                    }
+                }
+            }
+        }
+        if failed == 0 {
+            info!(
+                invalidations = sent,
+                "sent the invalidations redis missed while away"
+            );
+        } else {
+            warn!(
+                invalidations = sent,
+                failed, "some invalidations redis missed are not sent yet; retrying"
+            );
+        }
     }
 
     async fn delete_and_publish(

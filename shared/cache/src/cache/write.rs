@@ -98,7 +98,13 @@ impl Inner {
                 .await
             {
                 Ok(()) => stored.l2 = true,
-                Err(err) => debug!(error = %err, "L2 write skipped"),
+                Err(err) => {
+                    debug!(error = %err, "L2 write skipped");
+                    // Redis may keep the old value and other processes their copies of it.
+                    if matches!(mode, WriteMode::Set | WriteMode::Refresh) {
+                        self.missed.record(&ns.name, Target::Key(key.to_owned()));
+                    }
+                }
             }
         }
         if let Some(l1) = &self.l1 {

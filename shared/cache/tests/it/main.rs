@@ -11,6 +11,7 @@ mod helpers;
 mod bad_input;
 mod degradation;
 mod invalidation;
+mod outage;
 mod policies;
 mod refresh;
 mod reload;
