@@ -37,6 +37,8 @@ pub const DEFAULT_PAGE: u32 = 500;
 pub const MAX_PAGE: u32 = 5_000;
 /// Most symbols per `GetLatestPrices` or stream.
 pub const MAX_SYMBOLS: usize = 1_000;
+/// `server.stream_send_timeout` when the configuration has none.
+pub const DEFAULT_STREAM_SEND_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub use tickmesh_mesh::status::bad_field;
 
@@ -99,7 +101,8 @@ const INDICATORS: &str = "indicators";
 
 impl QueryApi {
     /// The latest price of `symbol` through the caching service (L1 -> L2 -> store), or the
-    /// store when there is no caching service; kept in this process's tier.
+    /// store when there is no caching service; kept in this process's tier (or the newer price
+    /// the tier holds, if it does).
     async fn latest_price_through_cache(
         &self,
         request: &Request<GetLatestPricesRequest>,
@@ -133,10 +136,7 @@ impl QueryApi {
             }
             None => latest_price(&self.store, symbol).await?,
         };
-        if let Some(price) = &price {
-            self.latest.seed(price);
-        }
-        Ok(price)
+        Ok(price.map(|price| self.latest.seed(price)))
     }
 }
 
@@ -245,10 +245,15 @@ impl QueryService for QueryApi {
         let ttl = seed_ttl(&self.config.borrow().config);
         for s in symbols {
             // This process's own tier first (kept current by the bus); the rest is boxed so
-            // that the hit, the common case, stays a small future.
+            // that the hit, the common case, stays a small future. While the tier is behind (a
+            // bus gap, events waiting in the outbox) it is not the caching service either that
+            // answers, whose copies may be as old as their TTL, but the store.
             let price = match self.latest.get(s, ttl) {
                 Some(price) => Some(price),
-                None => Box::pin(self.latest_price_through_cache(&request, s)).await?,
+                None if self.latest.trusted() => {
+                    Box::pin(self.latest_price_through_cache(&request, s)).await?
+                }
+                None => Box::pin(latest_price(&self.store, s)).await?,
             };
             match price {
                 Some(price) => response.prices.push(price),
@@ -451,7 +456,22 @@ impl QueryService for QueryApi {
         if r.resume_from_time_us < 0 {
             return Err(bad_field("resume_from_time_us", "not negative"));
         }
-        let stream = live::stream(&self.live, self.store.clone(), r, &self.shutdown);
+        let send_timeout = self
+            .config
+            .borrow()
+            .config
+            .server
+            .as_ref()
+            .map(|s| tickmesh_config::std_duration(s.stream_send_timeout.as_ref()))
+            .filter(|t| !t.is_zero())
+            .unwrap_or(DEFAULT_STREAM_SEND_TIMEOUT);
+        let stream = live::stream(
+            &self.live,
+            self.store.clone(),
+            r,
+            send_timeout,
+            &self.shutdown,
+        );
         Ok(Response::new(Box::pin(stream)))
     }
 }
@@ -482,7 +502,7 @@ pub fn service(
 ) -> Service {
     let current = config.current();
     let limit = current.message_limit();
-    let live = Live::spawn(bus, metrics, shutdown);
+    let live = Live::spawn(bus, store.clone(), metrics, shutdown);
     let server = QueryServiceServer::new(QueryApi {
         store,
         shutdown: shutdown.clone(),

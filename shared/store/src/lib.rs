@@ -190,6 +190,12 @@ impl Store {
         outbox::pending(&self.backend, limit).await
     }
 
+    /// The lowest and the highest id of the queued events (on PostgreSQL from the primary),
+    /// `None` when nothing waits: how far publishing is behind the writes.
+    pub async fn outbox_backlog(&self) -> Result<Option<(i64, i64)>, StoreError> {
+        outbox::backlog(&self.backend).await
+    }
+
     /// Drops events that were published.
     pub async fn outbox_remove(&self, ids: &[i64]) -> Result<u64, StoreError> {
         outbox::remove(&self.backend, ids).await

@@ -100,6 +100,19 @@ pub(crate) async fn pending(backend: &Backend, limit: i64) -> Result<Vec<OutboxR
     })
 }
 
+/// The lowest and the highest id of the events still queued, `None` when the outbox is empty
+/// (ids grow with every write, so the lowest is the oldest event not yet published).
+pub(crate) async fn backlog(backend: &Backend) -> Result<Option<(i64, i64)>, StoreError> {
+    use diesel::dsl::{max, min};
+    let (lowest, highest): (Option<i64>, Option<i64>) = with_conn!(backend, write, |conn| {
+        o::outbox
+            .select((min(o::id), max(o::id)))
+            .first(conn)
+            .await?
+    });
+    Ok(lowest.zip(highest))
+}
+
 /// Drops events that were published.
 pub(crate) async fn remove(backend: &Backend, ids: &[i64]) -> Result<u64, StoreError> {
     if ids.is_empty() {

@@ -458,3 +458,40 @@ async fn one_store_of_a_database_holds_the_relay_lease_at_a_time() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_outbox_backlog_spans_the_queued_ids_and_is_none_when_drained() {
+    let b = backends().await;
+    for store in &b.stores {
+        assert_eq!(
+            store.outbox_backlog().await.unwrap(),
+            None,
+            "{:?}",
+            store.kind()
+        );
+        for symbol in ["AAA", "BBB", "CCC"] {
+            store.insert_ticks(vec![tick(symbol, 0)]).await.unwrap();
+        }
+        let queued = store.outbox_pending(100).await.unwrap();
+        assert!(queued.len() >= 3, "{:?}", store.kind());
+        let ids: Vec<i64> = queued.iter().map(|row| row.id).collect();
+        let (lowest, highest) = (*ids.iter().min().unwrap(), *ids.iter().max().unwrap());
+        assert_eq!(
+            store.outbox_backlog().await.unwrap(),
+            Some((lowest, highest)),
+            "{:?}",
+            store.kind()
+        );
+        // Publishing the oldest moves the lowest id up; publishing all empties it.
+        store.outbox_remove(&[lowest]).await.unwrap();
+        let (after, _) = store.outbox_backlog().await.unwrap().unwrap();
+        assert!(after > lowest, "{:?}", store.kind());
+        store.outbox_remove(&ids).await.unwrap();
+        assert_eq!(
+            store.outbox_backlog().await.unwrap(),
+            None,
+            "{:?}",
+            store.kind()
+        );
+    }
+}

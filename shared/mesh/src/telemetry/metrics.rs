@@ -164,7 +164,7 @@ impl Metrics {
         let active_streams = Gauge::default();
         registry.register(
             "query_active_streams",
-            "Open StreamMarketData streams (the query service's autoscaling metric)",
+            "Open StreamMarketData streams that are making progress or idle, not those stalled on a client that stopped reading (the query service's autoscaling metric)",
             active_streams.clone(),
         );
         registry.register(
