@@ -134,7 +134,8 @@ impl<S: GrpcService<tonic::body::Body>> OnCall<S, tonic::body::Body> for BodyTim
         let request = request.map(|body| {
             tonic::body::Body::new(TimedBody {
                 body,
-                timer: Box::pin(tokio::time::sleep(timeout)),
+                deadline: tokio::time::Instant::now() + timeout,
+                timer: None,
                 timeout,
                 done: false,
             })
@@ -143,10 +144,13 @@ impl<S: GrpcService<tonic::body::Body>> OnCall<S, tonic::body::Body> for BodyTim
     }
 }
 
-/// A request body that fails with DEADLINE_EXCEEDED once its timer fires before its end.
+/// A request body that fails with DEADLINE_EXCEEDED once its timer fires before its end. The
+/// timer is made only when the body has to be waited for: a unary request has usually arrived
+/// whole with its headers, and then costs no timer at all.
 struct TimedBody {
     body: tonic::body::Body,
-    timer: Pin<Box<tokio::time::Sleep>>,
+    deadline: tokio::time::Instant,
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
     timeout: Duration,
     done: bool,
 }
@@ -169,7 +173,13 @@ impl http_body::Body for TimedBody {
                 Poll::Ready(None)
             }
             Poll::Ready(Some(frame)) => Poll::Ready(Some(frame)),
-            Poll::Pending => match self.timer.as_mut().poll(cx) {
+            Poll::Pending => match {
+                let deadline = self.deadline;
+                self.timer
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)))
+                    .as_mut()
+                    .poll(cx)
+            } {
                 Poll::Ready(()) => {
                     self.done = true;
                     let timeout = self.timeout;
