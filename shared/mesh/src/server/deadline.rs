@@ -173,20 +173,22 @@ impl http_body::Body for TimedBody {
                 Poll::Ready(None)
             }
             Poll::Ready(Some(frame)) => Poll::Ready(Some(frame)),
-            Poll::Pending => match {
+            Poll::Pending => {
                 let deadline = self.deadline;
-                self.timer
+                let fired = self
+                    .timer
                     .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)))
                     .as_mut()
-                    .poll(cx)
-            } {
-                Poll::Ready(()) => {
-                    self.done = true;
-                    let timeout = self.timeout;
-                    Poll::Ready(Some(Err(Refusal::BodyTimeout { timeout }.into())))
+                    .poll(cx);
+                match fired {
+                    Poll::Ready(()) => {
+                        self.done = true;
+                        let timeout = self.timeout;
+                        Poll::Ready(Some(Err(Refusal::BodyTimeout { timeout }.into())))
+                    }
+                    Poll::Pending => Poll::Pending,
                 }
-                Poll::Pending => Poll::Pending,
-            },
+            }
         }
     }
 
