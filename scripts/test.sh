@@ -3,7 +3,7 @@
 #
 # Installs whatever is missing (system servers, the test venv, npm packages; quick no-ops when
 # already installed), then runs, stopping at the first failure:
-#   cargo fmt --check, cargo clippy -D warnings, buf lint, the k8s manifests check, buf breaking (vs HEAD~1), cargo test.
+#   cargo fmt --check, cargo clippy -D warnings, buf lint, generated code, the k8s manifests check, buf breaking (vs HEAD~1), cargo test.
 #
 # Usage: scripts/test.sh [--install-only]
 #   --install-only   install/check the prerequisites, run no checks
@@ -135,13 +135,15 @@ install_venv() {
 
     local stamp="$VENV/.requirements.stamp"
     local want
-    want="$(content_hash "$("$VENV/bin/python" -VV)" "$TEST_REQUIREMENTS" examples/python/requirements.txt)"
+    want="$(content_hash "$("$VENV/bin/python" -VV)" "$TEST_REQUIREMENTS" examples/python/requirements.txt clients/python/pyproject.toml)"
     if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
         echo "venv: up to date ($TEST_REQUIREMENTS unchanged)"
     else
         echo "venv: installing $TEST_REQUIREMENTS"
         rm -f "$stamp"
         "$VENV/bin/python" -m pip install --disable-pip-version-check --quiet -r "$TEST_REQUIREMENTS"
+        # The Python SDK, editable: its tests run the working tree's code.
+        "$VENV/bin/python" -m pip install --disable-pip-version-check --quiet -e ./clients/python
         echo "$want" >"$stamp"
     fi
 
@@ -221,6 +223,22 @@ step "buf lint"
 echo "buf lint: ok"
 step_done
 
+# --- generated code (buf.gen.yaml, scripts/service_config.py) ----------------------------------
+# The committed stubs and the service config must be what the protos give: regenerate into a
+# temporary directory and compare.
+step "generated code: buf generate, scripts/service_config.py --check"
+generated="$(mktemp -d)"
+"$BUF" generate --output "$generated"
+if ! diff -r -x __pycache__ "$generated/clients/python/src/tickmesh/v1" clients/python/src/tickmesh/v1; then
+    rm -rf "$generated"
+    echo "clients/python/src/tickmesh/v1 is not what buf generate gives: run scripts/tools/buf generate" >&2
+    exit 1
+fi
+rm -rf "$generated"
+echo "buf generate: committed clients/python/src/tickmesh/v1 up to date"
+"$VENV/bin/python" scripts/service_config.py --check
+step_done
+
 # --- k8s/ (scripts/k8s_check.py) -------------------------------------------------------------
 # Renders k8s/base and the dev and prod overlays with kustomize (kubectl on PATH, else a pinned
 # kubectl from npm), validates every document with kubernetes-validate (strict), checks the
@@ -250,4 +268,4 @@ cargo test --workspace --locked
 step_done
 
 echo
-echo "test.sh: all $STEPS_DONE steps passed (install, fmt, clippy, buf lint, k8s manifests, buf breaking, cargo test) in $((SECONDS - STARTED_AT))s"
+echo "test.sh: all $STEPS_DONE steps passed (install, fmt, clippy, buf lint, generated code, k8s manifests, buf breaking, cargo test) in $((SECONDS - STARTED_AT))s"

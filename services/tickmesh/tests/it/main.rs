@@ -19,6 +19,7 @@ mod mesh;
 mod polyglot;
 mod query;
 mod reload;
+mod sdk_python;
 mod shutdown;
 mod slow_consumers;
 mod startup;

@@ -1,0 +1,217 @@
+//! The Python SDK (`clients/python`, the `tickmesh` package installed into the test venv by
+//! scripts/test.sh) as a user runs it: its pytest suite against `tickmesh up` (GOOG's daily bars
+//! through `ingest_candles` and back through `candles` equal to the CSV, typed errors,
+//! indicators equal to TA-Lib's), a live stream that survives a restart of the mesh, and
+//! `mypy --strict` over a user script and the package.
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use tickmesh_proto::v1::ingestion_service_client::IngestionServiceClient;
+use tickmesh_proto::v1::{IngestCandlesRequest, Interval};
+
+use crate::support::{
+    Process, VENV_HINT, candle, channel, describe, goog_csv, in_repo, program, run, scratch_file,
+};
+
+const HINT: &str = "the tickmesh package and its test tools are missing from the test venv: run scripts/test.sh --install-only";
+
+fn python() -> std::path::PathBuf {
+    program("python3", VENV_HINT)
+}
+
+/// The venv's python with the `tickmesh` package importable, or a panic saying how to get it.
+fn sdk_python() -> std::path::PathBuf {
+    let python = python();
+    let output = run(Command::new(&python).args(["-c", "import tickmesh, pytest, mypy"]));
+    assert!(output.status.success(), "{HINT}: {}", describe(&output));
+    python
+}
+
+#[test]
+fn python_sdk_suite_passes_against_tickmesh_up() {
+    let python = sdk_python();
+    let mesh = Process::start(&["up", "--base-port", "0"], |_| {});
+    let output = run(Command::new(python)
+        .args(["-m", "pytest", "-q", "-p", "no:cacheprovider"])
+        .arg(in_repo("clients/python/tests/test_live.py"))
+        .env("TICKMESH_QUERY", mesh.addr("query"))
+        .env("TICKMESH_INGESTION", mesh.addr("ingestion"))
+        .env("TICKMESH_COMPUTATION", mesh.addr("computation"))
+        .env("GOOG_CSV", goog_csv()));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "pytest clients/python/tests/test_live.py: {}\n--- mesh log\n{}",
+        describe(&output),
+        mesh.log()
+    );
+    // Every test ran: none skipped (talib missing would skip the indicator test) or deselected.
+    assert!(
+        stdout.contains("15 passed") && !stdout.contains("skipped"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn python_user_script_and_package_pass_mypy_strict() {
+    let python = sdk_python();
+    let output = run(Command::new(python)
+        .args(["-m", "mypy", "--strict", "--no-incremental", "--cache-dir"])
+        .arg(scratch_file("mypy-cache"))
+        .arg(in_repo("clients/python/tests/typed_usage.py"))
+        .arg(in_repo("clients/python/src/tickmesh")));
+    assert!(
+        output.status.success(),
+        "mypy --strict: {}",
+        describe(&output)
+    );
+    assert!(
+        String::from_utf8_lossy(&output.stdout).contains("Success: no issues found"),
+        "{}",
+        describe(&output)
+    );
+}
+
+/// A base port whose four ports are free right now (the mesh must come back on the same
+/// addresses for the subscriber to reconnect to).
+fn free_base_port() -> u16 {
+    for _ in 0..50 {
+        let first = TcpListener::bind("127.0.0.1:0").unwrap();
+        let base = first.local_addr().unwrap().port();
+        if base > u16::MAX - 4 {
+            continue;
+        }
+        let rest: Vec<_> = (1..4)
+            .map(|i| TcpListener::bind(("127.0.0.1", base + i)))
+            .collect();
+        if rest.iter().all(Result::is_ok) {
+            return base;
+        }
+    }
+    panic!("no four consecutive free ports on 127.0.0.1");
+}
+
+const DAY_US: i64 = 86_400_000_000;
+/// 2021-01-01T00:00:00Z.
+const T0: i64 = 1_609_459_200_000_000;
+
+async fn ingest_days(addr: &str, days: std::ops::Range<i64>) {
+    let candles = days
+        .map(|d| {
+            let p = 100.0 + d as f64;
+            candle(
+                "RSM",
+                Interval::Interval1d,
+                T0 + d * DAY_US,
+                [p, p + 1.0, p - 1.0, p + 0.5],
+                1000.0,
+            )
+        })
+        .collect();
+    let summary = IngestionServiceClient::new(channel(addr).await)
+        .ingest_candles(IngestCandlesRequest {
+            candles,
+            source: "sdk-test".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .summary
+        .unwrap();
+    assert_eq!(summary.rejected_count, 0, "{summary:?}");
+}
+
+/// Receives the subscriber's next JSON line, at most `limit`.
+fn next_line(lines: &mpsc::Receiver<String>, limit: Duration) -> serde_json::Value {
+    let line = lines
+        .recv_timeout(limit)
+        .unwrap_or_else(|e| panic!("no line from the subscriber in {limit:?}: {e}"));
+    serde_json::from_str(&line).unwrap_or_else(|e| panic!("{line:?}: {e}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_stream_survives_a_restart_of_the_mesh_without_gaps_or_duplicates() {
+    let python = sdk_python();
+    let base = free_base_port().to_string();
+    let store = format!("sqlite:{}", scratch_file("store.db").display());
+    let start = |store: &str| {
+        let store = store.to_owned();
+        Process::start(&["up", "--base-port", &base], move |c| {
+            c.env("TICKMESH_STORE_URL", store);
+        })
+    };
+    let mut mesh = start(&store);
+    let query = mesh.addr("query").to_owned();
+    let ingestion = mesh.addr("ingestion").to_owned();
+
+    // Days 0-9 stored before the subscriber comes: it gets them replayed from T0.
+    ingest_days(&ingestion, 0..10).await;
+    let mut subscriber = Command::new(python)
+        .arg(in_repo("clients/python/tests/stream_resume.py"))
+        .args([&query, "RSM", &T0.to_string(), "30"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (send, lines) = mpsc::channel();
+    let stdout = subscriber.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if send.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    // Python with grpcio and pandas imports in ~1 s; 30 s leaves room on a loaded 2-core box.
+    let limit = Duration::from_secs(30);
+    assert_eq!(next_line(&lines, limit)["ready"], true);
+    let mut events = Vec::new();
+    while events.len() < 10 {
+        events.push(next_line(&lines, limit));
+    }
+    // Days 10-14 live, then the whole mesh restarts (SIGTERM: its streams end with OK) on the
+    // same store and ports.
+    ingest_days(&ingestion, 10..15).await;
+    while events.len() < 15 {
+        events.push(next_line(&lines, limit));
+    }
+    mesh.terminate();
+    mesh.wait_exit(Duration::from_secs(20));
+    let down_at = Instant::now();
+    mesh = start(&store);
+    // Days 15-29 after the restart: the subscriber, reconnecting with backoff (at most 2 s
+    // apart), gets those it was not connected for from the store and the rest live.
+    ingest_days(mesh.addr("ingestion"), 15..30).await;
+    while events.len() < 30 {
+        events.push(next_line(&lines, limit));
+    }
+    let recovered = down_at.elapsed();
+    let status = subscriber.wait().unwrap();
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut subscriber.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(status.success(), "subscriber: {status}\n{stderr}");
+
+    let times: Vec<i64> = events
+        .iter()
+        .map(|e| e["time_us"].as_i64().unwrap())
+        .collect();
+    let want: Vec<i64> = (0..30).map(|d| T0 + d * DAY_US).collect();
+    assert_eq!(times, want, "every day once, in order: {events:?}");
+    let mut ids: Vec<&str> = events.iter().map(|e| e["id"].as_str().unwrap()).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), 30, "no event twice: {events:?}");
+    assert!(
+        events[..10].iter().all(|e| e["historical"] == true),
+        "{events:?}"
+    );
+    assert!(
+        events[10..15].iter().all(|e| e["historical"] == false),
+        "{events:?}"
+    );
+    eprintln!("stream resumed; all 30 days received {recovered:?} after the restart began");
+}
