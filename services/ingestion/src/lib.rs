@@ -165,22 +165,35 @@ impl IngestionService for IngestionApi {
         &self,
         request: Request<Streaming<IngestTicksRequest>>,
     ) -> Result<Response<IngestTicksResponse>, Status> {
+        // At shutdown the stream stops taking frames: the batch being committed finishes and
+        // the call ends with its summary, whose `batches` says how many of the frames sent were
+        // committed (in order); the frames after them were not taken and are not stored.
+        let draining = tickmesh_mesh::server::drain::Draining::of(&request);
+        let is_draining = || draining.as_ref().is_some_and(|d| d.is_draining());
         let mut stream = request.into_inner();
         let mut tally = Tally::default();
         let mut first_violations = Vec::new();
         let mut source = String::new();
         let mut batch_index = 0u32;
+        let mut cut_short = false;
         // Each batch is committed as it arrives, and the next one is received and decoded
         // while it is written, so memory is bounded by two batches. If the stream breaks, the
         // batches before stay committed and a retry of them is a no-op.
-        let mut next = stream.message().await?;
+        let mut next = receive(&mut stream, draining.as_ref()).await?;
         while let Some(batch) = next.take() {
+            if is_draining() {
+                cut_short = true;
+                break;
+            }
             if source.is_empty() {
                 source = batch.source.clone();
             }
             let (rows, violations) = self.check_ticks(batch.ticks)?;
             let valid = rows.len();
-            let (stored, following) = tokio::join!(self.store_ticks(rows), stream.message());
+            let (stored, following) = tokio::join!(
+                self.store_ticks(rows),
+                receive(&mut stream, draining.as_ref())
+            );
             let stored = stored?;
             next = following?;
             if tally.valid == 0 && first_violations.len() < 100 {
@@ -188,6 +201,17 @@ impl IngestionService for IngestionApi {
             }
             tally.add(batch_index, valid, stored, violations);
             batch_index = batch_index.saturating_add(1);
+        }
+        cut_short |= is_draining();
+        if cut_short {
+            info!(
+                source,
+                batches = tally.summary.batches,
+                "tick stream ended by shutdown"
+            );
+            return Ok(Response::new(IngestTicksResponse {
+                summary: Some(tally.finish(&source, "tick stream (ended by shutdown)")),
+            }));
         }
         if tally.valid == 0 {
             return Err(status::nothing_valid("ticks", &first_violations));
@@ -238,6 +262,21 @@ impl IngestionService for IngestionApi {
         let request = request.into_inner();
         let replay = replay::Replay::prepare(self.replay_dir.as_deref(), &request).await?;
         Ok(Response::new(replay.run(self.clone(), request)))
+    }
+}
+
+/// The next frame of a tick stream, or `None` once the server drains (or the stream ended).
+async fn receive(
+    stream: &mut Streaming<IngestTicksRequest>,
+    draining: Option<&tickmesh_mesh::server::drain::Draining>,
+) -> Result<Option<IngestTicksRequest>, Status> {
+    let Some(draining) = draining else {
+        return stream.message().await;
+    };
+    tokio::select! {
+        biased;
+        () = draining.wait() => Ok(None),
+        message = stream.message() => message,
     }
 }
 

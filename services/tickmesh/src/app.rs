@@ -5,6 +5,7 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::str::FromStr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tickmesh_bus::{Bus, BusError, Relay};
 use tickmesh_mesh::client::{ClientSettings, Dns, MeshChannel, StaticAddrs, connect};
@@ -12,7 +13,7 @@ use tickmesh_mesh::{ConfigHandle, Running, ServeError, Service, Shutdown};
 use tickmesh_store::{Store, StoreError, StoreOptions};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::startup::{Dependency, Waiting};
 
@@ -421,6 +422,16 @@ impl Peers {
 pub struct App {
     running: Vec<(Target, Running)>,
     background: Vec<JoinHandle<()>>,
+    relay: Option<RelayRun>,
+}
+
+/// The process's outbox relay, stopped after the servers and bounded by the grace period.
+#[derive(Debug)]
+struct RelayRun {
+    task: JoinHandle<()>,
+    stop: Shutdown,
+    shutdown: Shutdown,
+    grace: Duration,
 }
 
 impl App {
@@ -464,18 +475,22 @@ impl App {
         let peers = Peers::new(&listeners, config, deps, shutdown)?;
         let mut running = Vec::with_capacity(listeners.len());
         let mut background = Vec::new();
+        let servers_stopped = Shutdown::new();
+        let mut relay_task = None;
         // One relay per process publishes what its services queued in the outbox (two relays
         // on SQLite, where every relay holds the lease, would publish each event twice).
         let relay = listeners
             .iter()
             .any(|(target, _)| target.writes_outbox())
             .then(|| {
-                let stop = shutdown.clone();
+                // The relay outlives the servers: it stops once they have drained (App::wait),
+                // so that what the drain committed is published too.
+                let stop = servers_stopped.clone();
                 let (relay, task) =
                     Relay::spawn(deps.store.clone(), deps.bus.clone(), async move {
                         stop.wait().await
                     });
-                background.push(task);
+                relay_task = Some(task);
                 relay
             });
         for (target, listener) in listeners {
@@ -485,9 +500,24 @@ impl App {
                 tickmesh_mesh::serve(service, listener, config, &deps.metrics, shutdown).await?;
             running.push((target, served));
         }
+        let grace = tickmesh_config::std_duration(
+            config
+                .current()
+                .config
+                .server
+                .unwrap_or_default()
+                .shutdown_grace_period
+                .as_ref(),
+        );
         Ok(App {
             running,
             background,
+            relay: relay_task.map(|task| RelayRun {
+                task,
+                stop: servers_stopped,
+                shutdown: shutdown.clone(),
+                grace,
+            }),
         })
     }
 
@@ -502,6 +532,14 @@ impl App {
     /// Runs until the shutdown signal has fired and every service has drained (in parallel,
     /// each within the grace period).
     pub async fn wait(self) -> Result<(), AppError> {
+        // The grace period runs from the signal, for the servers and the relay's last drain.
+        let deadline = self.relay.as_ref().map(|relay| {
+            let (shutdown, grace) = (relay.shutdown.clone(), relay.grace);
+            tokio::spawn(async move {
+                shutdown.wait().await;
+                tokio::time::Instant::now() + grace
+            })
+        });
         let mut servers = tokio::task::JoinSet::new();
         for (_, running) in self.running {
             servers.spawn(running.wait());
@@ -515,7 +553,28 @@ impl App {
             };
             first_error.get_or_insert(error.into());
         }
-        // Background work (the outbox relay's last drain) ends after the servers.
+        // The relay publishes what the drain committed, until the outbox is empty or the grace
+        // period is over (what is left waits in the outbox for the next process).
+        if let (Some(relay), Some(deadline)) = (self.relay, deadline) {
+            relay.stop.trigger();
+            let deadline = if relay.shutdown.is_triggered() {
+                deadline
+                    .await
+                    .unwrap_or_else(|_| tokio::time::Instant::now())
+            } else {
+                // A server stopped on its own (an error): no signal to count from.
+                deadline.abort();
+                tokio::time::Instant::now() + relay.grace
+            };
+            let mut task = relay.task;
+            if tokio::time::timeout_at(deadline, &mut task).await.is_err() {
+                task.abort();
+                warn!(
+                    "grace period over with events still in the outbox; the next relay publishes them"
+                );
+            }
+        }
+        // Other background work ends after the servers.
         for task in self.background {
             if let Err(e) = task.await {
                 first_error.get_or_insert(ServeError::Task(e).into());

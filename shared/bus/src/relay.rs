@@ -35,7 +35,9 @@ pub struct Relay {
 }
 
 impl Relay {
-    /// Starts relaying from `store` to `bus` until `stop` completes, then drains once more.
+    /// Starts relaying from `store` to `bus` until `stop` completes, then goes on until it has
+    /// seen the outbox empty (retrying while the store or the bus fails): the caller bounds that
+    /// by aborting the task.
     pub fn spawn(
         store: Arc<Store>,
         bus: Bus,
@@ -61,8 +63,14 @@ async fn run(store: Arc<Store>, bus: Bus, wake: Arc<Notify>, mut shutdown: watch
     let mut backoff = Duration::ZERO;
     let mut lease: Option<RelayLease> = None;
     let mut last_try: Option<std::time::Instant> = None;
+    // When the store (or the bus) first failed in the current outage; the warning goes out
+    // once per outage, "recovered" only after the store answered again.
+    let mut outage: Option<std::time::Instant> = None;
     loop {
         let stopping = *shutdown.borrow_and_update();
+        // Whether the store answered a read in this round.
+        let mut store_answered = false;
+        let mut failure: Option<String> = None;
         // Only the holder of the store's relay lease publishes; the others stand by and take
         // over when it goes away.
         match &mut lease {
@@ -75,49 +83,73 @@ async fn run(store: Arc<Store>, bus: Bus, wake: Arc<Notify>, mut shutdown: watch
             None if last_try.is_some_and(|t| t.elapsed() < LEASE_RETRY) => {}
             None => match store.relay_lease().await {
                 Ok(Some(granted)) => {
+                    store_answered = true;
                     info!("this process relays the outbox");
                     lease = Some(granted);
                 }
-                Ok(None) => last_try = Some(std::time::Instant::now()),
+                Ok(None) => {
+                    store_answered = true;
+                    last_try = Some(std::time::Instant::now());
+                }
                 Err(error) => {
                     last_try = Some(std::time::Instant::now());
-                    debug!(error = %error, "relay lease not taken");
+                    failure = Some(format!("relay lease: {error}"));
                 }
             },
         }
-        let round = if lease.is_some() {
-            tokio::time::timeout(ROUND_LIMIT, drain(&store, &bus))
+        if lease.is_some() {
+            match tokio::time::timeout(ROUND_LIMIT, drain(&store, &bus))
                 .await
                 .unwrap_or_else(|_| Err("publishing took too long".into()))
-        } else {
-            Ok(0)
-        };
-        match round {
-            Ok(published) => {
-                if published > 0 {
-                    debug!(published, "outbox events published");
+            {
+                Ok(published) => {
+                    store_answered = true;
+                    if published > 0 {
+                        debug!(published, "outbox events published");
+                    }
                 }
-                if backoff > Duration::ZERO {
-                    info!("outbox relay recovered");
-                }
-                backoff = Duration::ZERO;
-            }
-            Err(error) => {
-                backoff = (backoff * 2).clamp(Duration::from_millis(100), MAX_BACKOFF);
-                warn!(
-                    error,
-                    retry_in_ms = backoff.as_millis() as u64,
-                    "outbox relay cannot publish; events stay queued"
-                );
+                Err(error) => failure = Some(error),
             }
         }
-        if stopping {
+        match failure {
+            None => {
+                if store_answered && let Some(since) = outage.take() {
+                    info!(
+                        outage_ms = since.elapsed().as_millis() as u64,
+                        "outbox relay recovered"
+                    );
+                }
+                if store_answered || outage.is_none() {
+                    backoff = Duration::ZERO;
+                }
+            }
+            Some(error) => {
+                backoff = (backoff * 2).clamp(Duration::from_millis(100), MAX_BACKOFF);
+                if outage.is_none() {
+                    outage = Some(std::time::Instant::now());
+                    warn!(
+                        error,
+                        retry_in_ms = backoff.as_millis() as u64,
+                        "outbox relay cannot reach the store or the bus; events stay queued"
+                    );
+                } else {
+                    debug!(
+                        error,
+                        retry_in_ms = backoff.as_millis() as u64,
+                        "outbox relay still failing"
+                    );
+                }
+            }
+        }
+        // After the stop, the relay keeps going until it has seen the outbox empty (or it does
+        // not hold the lease, so another process publishes); whoever stopped it bounds how long.
+        if stopping && outage.is_none() {
             break;
         }
         tokio::select! {
             () = wake.notified(), if backoff.is_zero() => {}
             () = tokio::time::sleep(if backoff.is_zero() { IDLE_POLL } else { backoff }) => {}
-            _ = shutdown.changed() => {}
+            _ = shutdown.changed(), if !stopping => {}
         }
     }
     info!("outbox relay stopped");

@@ -83,6 +83,9 @@ pub enum Refusal {
         /// `server.request_body_timeout`.
         timeout: Duration,
     },
+    /// The server is shutting down: the call is not started.
+    #[error("server is shutting down: retry (another replica takes the call)")]
+    Draining,
     /// The client's circuit to the peer is open.
     #[error("circuit to {peer} is open; next probe in {} ms", retry_after.as_millis())]
     BreakerOpen {
@@ -134,7 +137,9 @@ impl Refusal {
                 Code::ResourceExhausted
             }
             Self::BodyTimeout { .. } => Code::DeadlineExceeded,
-            Self::Overloaded { .. } | Self::BreakerOpen { .. } => Code::Unavailable,
+            Self::Overloaded { .. } | Self::BreakerOpen { .. } | Self::Draining => {
+                Code::Unavailable
+            }
             Self::ServerDeadline { .. } | Self::ClientDeadline { .. } => Code::DeadlineExceeded,
             Self::BadField { .. } => Code::InvalidArgument,
             Self::NotYet { .. } => Code::Unimplemented,
@@ -156,7 +161,7 @@ impl From<Refusal> for tonic::Status {
                 ErrorDetails::with_retry_info(Some(*retry_after))
             }
             // No better hint than "with backoff": when a slot frees up depends on other calls.
-            Refusal::Overloaded { .. } | Refusal::CallerBusy { .. } => {
+            Refusal::Overloaded { .. } | Refusal::CallerBusy { .. } | Refusal::Draining => {
                 ErrorDetails::with_retry_info(None)
             }
             Refusal::BadField { field, reason } => {

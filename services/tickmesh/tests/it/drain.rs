@@ -1,1 +1,202 @@
-//! Reliability regression tests (issue 15): see the module's tests.
+//! SIGTERM with IngestTicks streams open (issue 15 item 4): the streams stop taking frames,
+//! finish the batch in flight and end with their summary; the rows stored are exactly the rows
+//! the summaries acknowledge; the relay empties the outbox before the process exits 0. A call
+//! that cannot finish within the grace period makes the exit non-zero.
+
+use std::ffi::OsString;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use tickmesh_proto::v1::ingestion_service_client::IngestionServiceClient;
+use tickmesh_proto::v1::{IngestTicksRequest, Side, Tick};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic_health::pb::health_check_response::ServingStatus;
+
+use crate::support::{self, channel, serve_ingestion};
+
+const STREAMS: usize = 4;
+const BATCH: i64 = 1_000;
+/// 2025-01-06T00:00:00Z.
+const T0: i64 = 1_736_121_600_000_000;
+
+fn batch(stream: usize, n: i64) -> IngestTicksRequest {
+    IngestTicksRequest {
+        ticks: (0..BATCH)
+            .map(|i| -> Tick {
+                support::tick(
+                    &format!("DRAIN{stream}"),
+                    T0 + (n * BATCH + i) * 1_000,
+                    format!("{n}-{i}"),
+                    100.0,
+                    1.0,
+                    Side::Buy,
+                )
+            })
+            .collect(),
+        source: "drain-test".into(),
+    }
+}
+
+fn count(pg: &tickmesh_testkit::Postgres, table: &str) -> u64 {
+    pg.psql(&format!("select count(*) from {table}"))
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+/// Opens `STREAMS` IngestTicks streams that send batches back to back until the server stops
+/// taking them; each task returns (frames sent, the call's outcome).
+async fn open_streams(
+    addr: &str,
+) -> Vec<
+    tokio::task::JoinHandle<(
+        i64,
+        Result<tickmesh_proto::v1::IngestSummary, tonic::Status>,
+    )>,
+> {
+    let mut streams = Vec::new();
+    for s in 0..STREAMS {
+        let mut client = IngestionServiceClient::new(channel(addr).await);
+        streams.push(tokio::spawn(async move {
+            let (tx, rx) = tokio::sync::mpsc::channel(1);
+            let call =
+                tokio::spawn(async move { client.ingest_ticks(ReceiverStream::new(rx)).await });
+            let mut sent = 0;
+            while tx.send(batch(s, sent)).await.is_ok() {
+                sent += 1;
+                if call.is_finished() {
+                    break;
+                }
+            }
+            drop(tx);
+            let outcome = call.await.unwrap().map(|r| r.into_inner().summary.unwrap());
+            (sent, outcome)
+        }));
+    }
+    streams
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_ends_open_tick_streams_with_summaries_that_match_the_store_and_empties_the_outbox()
+{
+    let pg = tickmesh_testkit::Postgres::start().expect("a throwaway PostgreSQL");
+    let mut server = serve_ingestion(&[
+        ("TICKMESH_STORE_URL", OsString::from(pg.url())),
+        ("TICKMESH_SERVER__SHUTDOWN_GRACE_PERIOD", "10s".into()),
+    ]);
+    let streams = open_streams(server.addr("ingestion")).await;
+    // Under load: rows of every stream committed (60 s: a noisy 2-core box).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while count(&pg, "(select distinct symbol from ticks) s") < STREAMS as u64 {
+        assert!(Instant::now() < deadline, "no load after 60 s");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // A health client connected before the signal: during the drain it must see NOT_SERVING
+    // (the listener stays open), not a refused connection.
+    let addr = server.addr("ingestion").to_owned();
+    let mut health =
+        tonic_health::pb::health_client::HealthClient::new(crate::support::channel(&addr).await);
+    let terminated = Instant::now();
+    server.terminate();
+    let mut seen = Vec::new();
+    while terminated.elapsed() < Duration::from_secs(5) {
+        let request = tonic_health::pb::HealthCheckRequest {
+            service: "tickmesh.v1.IngestionService".into(),
+        };
+        match health.check(request).await {
+            Ok(r) => {
+                seen.push(r.into_inner().status);
+                if seen.last() == Some(&(ServingStatus::NotServing as i32)) {
+                    break;
+                }
+            }
+            Err(_) => break,
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(
+        seen.last(),
+        Some(&(ServingStatus::NotServing as i32)),
+        "health during the drain answered {seen:?}, then nothing"
+    );
+    // A new connection during the drain is still accepted and answered.
+    assert_eq!(
+        crate::support::try_health(&addr, "tickmesh.v1.IngestionService").await,
+        Some(ServingStatus::NotServing)
+    );
+    let mut acknowledged = 0;
+    for stream in streams {
+        // Every stream ends once the server drains (well within the 10 s grace period).
+        let (sent, outcome) = tokio::time::timeout(Duration::from_secs(30), stream)
+            .await
+            .expect("the stream ended")
+            .unwrap();
+        let summary =
+            outcome.unwrap_or_else(|s| panic!("a stream ended without its summary: {s:?}"));
+        assert!(summary.batches as i64 <= sent);
+        assert_eq!(
+            summary.stored,
+            summary.batches * BATCH as u64,
+            "{summary:?}"
+        );
+        acknowledged += summary.stored;
+    }
+    let status = server.wait_exit(Duration::from_secs(20));
+    let drained = terminated.elapsed();
+    let log = server.log();
+    assert_eq!(status.code(), Some(0), "{log}");
+    assert!(!log.contains("grace period over"), "{log}");
+    assert_eq!(
+        count(&pg, "ticks"),
+        acknowledged,
+        "rows stored != rows acknowledged"
+    );
+    assert_eq!(
+        count(&pg, "outbox"),
+        0,
+        "events left in the outbox after exit"
+    );
+    eprintln!("{acknowledged} rows acknowledged and stored; exit 0 after {drained:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_blocked_behind_a_frozen_postgres_past_the_grace_period_exits_non_zero() {
+    let pg = tickmesh_testkit::Postgres::start().expect("a throwaway PostgreSQL");
+    let mut server = serve_ingestion(&[
+        ("TICKMESH_STORE_URL", OsString::from(pg.url())),
+        ("TICKMESH_SERVER__SHUTDOWN_GRACE_PERIOD", "1s".into()),
+    ]);
+    let streams = open_streams(server.addr("ingestion")).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while count(&pg, "ticks") == 0 {
+        assert!(Instant::now() < deadline, "no load after 60 s");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Freeze PostgreSQL (postmaster and backends): the batch in flight can never commit.
+    let postmaster = pg.pid().unwrap().to_string();
+    let children = support::run(Command::new("pgrep").args(["-P", &postmaster]));
+    let mut pids: Vec<String> = String::from_utf8_lossy(&children.stdout)
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect();
+    pids.push(postmaster);
+    let signal = |sig: &str| {
+        let mut kill = Command::new("kill");
+        kill.arg(format!("-{sig}")).args(&pids);
+        assert!(support::run(&mut kill).status.success());
+    };
+    signal("STOP");
+    server.terminate();
+    let status = server.wait_exit(Duration::from_secs(20));
+    signal("CONT");
+    let log = server.log();
+    assert_ne!(
+        status.code(),
+        Some(0),
+        "exit 0 although calls were cut off: {log}"
+    );
+    assert!(log.contains("grace period over"), "{log}");
+    for stream in streams {
+        let _ = tokio::time::timeout(Duration::from_secs(30), stream).await;
+    }
+}

@@ -6,6 +6,7 @@ pub mod config_service;
 pub mod config_watch;
 pub mod connections;
 pub mod deadline;
+pub mod drain;
 pub mod health;
 pub mod message_size;
 pub mod peer;
@@ -32,10 +33,15 @@ use crate::telemetry::trace::ServerTraceLayer;
 use crate::{ConfigHandle, Metrics, Shutdown};
 use auth::{AuthLayer, Keys};
 use deadline::{BodyTimeoutLayer, DefaultDeadlineLayer};
+use drain::{DrainLayer, InFlight};
 use message_size::MessageSizeLayer;
 use rate_limit::RateLimitLayer;
 use shed::ShedLayer;
 use streams::StreamLimitLayer;
+
+/// How long a draining server keeps its listener at least, so that health checks see
+/// NOT_SERVING rather than a refused connection.
+pub const DRAIN_LINGER: Duration = Duration::from_millis(500);
 
 /// Why a service could not be served.
 #[derive(Debug, thiserror::Error)]
@@ -49,6 +55,14 @@ pub enum ServeError {
     /// The server stopped with an error.
     #[error("server: {0}")]
     Transport(#[from] tonic::transport::Error),
+    /// Calls still running at the end of the grace period were cut off.
+    #[error("{service}: {calls} calls cut off at the end of the grace period")]
+    CutOff {
+        /// The service.
+        service: &'static str,
+        /// Calls whose handlers were still running.
+        calls: usize,
+    },
     /// The server task panicked or was cancelled.
     #[error("server task: {0}")]
     Task(#[from] tokio::task::JoinError),
@@ -104,6 +118,7 @@ pub struct Running {
     health: HealthReporter,
     shutdown: Shutdown,
     grace: Duration,
+    in_flight: InFlight,
     task: JoinHandle<Result<(), tonic::transport::Error>>,
 }
 
@@ -130,6 +145,7 @@ impl Running {
             name,
             shutdown,
             grace,
+            in_flight,
             mut task,
             ..
         } = self;
@@ -146,10 +162,12 @@ impl Running {
                 Ok(())
             }
             started = deadline => {
+                let calls = in_flight.count();
                 task.abort();
-                warn!(service = name, grace_ms = started.elapsed().as_millis() as u64,
+                warn!(service = name, calls, grace_ms = started.elapsed().as_millis() as u64,
                     "grace period over, cutting off calls still in flight");
-                Ok(())
+                // A cut call may have left its client unsure of what was stored: exit non-zero.
+                Err(ServeError::CutOff { service: name, calls })
             }
         }
     }
@@ -217,11 +235,15 @@ pub async fn serve(
         .add_service(reflection().build_v1alpha()?)
         .add_service(config_service::server(config, shutdown));
 
+    let in_flight = InFlight::default();
     let drain = {
         let health = health.clone();
         let shutdown = shutdown.clone();
+        let in_flight = in_flight.clone();
+        let grace = std_duration(settings.shutdown_grace_period.as_ref());
         async move {
             shutdown.wait().await;
+            let started = Instant::now();
             // Readiness first, so balancers stop sending before the listener closes.
             for service in ["", name, tickmesh_proto::service_names::CONFIG] {
                 health
@@ -229,6 +251,13 @@ pub async fn serve(
                     .await;
             }
             info!(service = name, "draining in-flight calls");
+            // The listener stays open while calls run (new ones are refused with UNAVAILABLE,
+            // health answers NOT_SERVING), at least DRAIN_LINGER, at most the grace period.
+            while started.elapsed() < grace
+                && (in_flight.count() > 0 || started.elapsed() < DRAIN_LINGER.min(grace))
+            {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
         }
     };
 
@@ -282,7 +311,8 @@ pub async fn serve(
             settings.request_body_timeout.as_ref(),
             Duration::from_secs(10),
         )))
-        .layer(MessageSizeLayer);
+        .layer(MessageSizeLayer)
+        .layer(DrainLayer::new(shutdown, &in_flight));
     let mut builder = Server::builder();
     if let Some(tls) = crate::tls::server_config(&current.config.tls.clone().unwrap_or_default())? {
         builder = builder.tls_config(tls)?;
@@ -311,6 +341,7 @@ pub async fn serve(
         health,
         shutdown: shutdown.clone(),
         grace: std_duration(settings.shutdown_grace_period.as_ref()),
+        in_flight,
         task,
     })
 }
