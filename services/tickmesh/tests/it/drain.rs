@@ -200,3 +200,41 @@ async fn a_stream_blocked_behind_a_frozen_postgres_past_the_grace_period_exits_n
         let _ = tokio::time::timeout(Duration::from_secs(30), stream).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_relay_logs_a_store_outage_once_and_recovered_only_once_the_store_answers() {
+    let mut pg = tickmesh_testkit::Postgres::start().expect("a throwaway PostgreSQL");
+    let mut server = serve_ingestion(&[("TICKMESH_STORE_URL", OsString::from(pg.url()))]);
+    let holds = |log: &str| log.contains("this process relays the outbox");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !holds(&server.log()) {
+        assert!(Instant::now() < deadline, "{}", server.log());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    pg.stop();
+    // Several retries' worth of outage (the relay backs off from 100 ms).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !server.log().contains("outbox relay cannot reach the store") {
+        assert!(Instant::now() < deadline, "no warning:\n{}", server.log());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let during = server.log();
+    assert_eq!(
+        during
+            .matches("outbox relay cannot reach the store")
+            .count(),
+        1,
+        "one warning per outage:\n{during}"
+    );
+    assert!(
+        !during.contains("outbox relay recovered"),
+        "recovered while PostgreSQL is down:\n{during}"
+    );
+    pg.restart().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !server.log().contains("outbox relay recovered") {
+        assert!(Instant::now() < deadline, "no recovery:\n{}", server.log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
