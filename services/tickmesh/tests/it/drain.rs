@@ -204,7 +204,7 @@ async fn a_stream_blocked_behind_a_frozen_postgres_past_the_grace_period_exits_n
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_relay_logs_a_store_outage_once_and_recovered_only_once_the_store_answers() {
     let mut pg = tickmesh_testkit::Postgres::start().expect("a throwaway PostgreSQL");
-    let mut server = serve_ingestion(&[("TICKMESH_STORE_URL", OsString::from(pg.url()))]);
+    let server = serve_ingestion(&[("TICKMESH_STORE_URL", OsString::from(pg.url()))]);
     let holds = |log: &str| log.contains("this process relays the outbox");
     let deadline = Instant::now() + Duration::from_secs(20);
     while !holds(&server.log()) {
