@@ -248,6 +248,13 @@ fn main() -> ExitCode {
         let metrics_listener = tokio::net::TcpListener::bind(metrics_addr)
             .await
             .with_context(|| format!("cannot listen on {metrics_addr} for metrics"))?;
+        // Auth off only on loopback, checked before anything answers on the ports.
+        let auth = current.config.auth.clone().unwrap_or_default();
+        if !auth.enabled
+            && let Some((_, addr)) = targets.iter().find(|(_, a)| !a.ip().is_loopback())
+        {
+            return Err(tickmesh_mesh::ServeError::AuthOffInPublic(*addr).into());
+        }
         let listeners = App::bind(&targets).await?;
         // Health answers (NOT_SERVING) while the store or the bus cannot be reached yet.
         let waiting = Waiting::start(listeners).await;

@@ -4,7 +4,8 @@
 //!
 //! While it waits, a process answers on each service port:
 //! - `grpc.health.v1.Health`: SERVING for the whole server (`""`: the process is alive) and
-//!   NOT_SERVING for each service name (readiness: no traffic yet);
+//!   NOT_SERVING for each service name (readiness: no traffic yet), with reflection v1 of it
+//!   (so `grpcurl` works);
 //! - every other call: UNAVAILABLE, naming the dependency and the address it waits for.
 //!
 //! It retries each unreachable dependency with a growing backoff (0.5 s doubling to 10 s),
@@ -113,7 +114,11 @@ where
     type Future = Either<S::Future, Ready<Result<S::Response, S::Error>>>;
 
     fn call(&self, inner: &mut S, request: http::Request<B>) -> Self::Future {
-        if request.uri().path().starts_with("/grpc.health.v1.Health/") {
+        let path = request.uri().path();
+        if path.starts_with("/grpc.health.v1.Health/")
+            || path.starts_with("/grpc.reflection.v1.ServerReflection/")
+            || path.starts_with("/grpc.reflection.v1alpha.ServerReflection/")
+        {
             return Either::Left(inner.call(request));
         }
         let status =
@@ -151,6 +156,16 @@ impl Waiting {
                     move |inner| Layered::new(Unavailable(reason.clone()), inner)
                 }))
                 .add_service(DrainingHealth::server(health, &stop))
+                .add_service(
+                    reflection()
+                        .build_v1()
+                        .unwrap_or_else(|e| unreachable!("the health descriptors are valid: {e}")),
+                )
+                .add_service(
+                    reflection()
+                        .build_v1alpha()
+                        .unwrap_or_else(|e| unreachable!("the health descriptors are valid: {e}")),
+                )
                 .serve_with_incoming_shutdown(incoming(listener.clone()), {
                     let stop = stop.clone();
                     async move { stop.wait().await }
@@ -240,6 +255,13 @@ impl Waiting {
             })
             .collect()
     }
+}
+
+/// Reflection (v1 and v1alpha) of the health service, so grpcurl can ask for health while the
+/// process waits.
+fn reflection() -> tonic_reflection::server::Builder<'static> {
+    tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
 }
 
 /// The connections of a listener that stays with its owner.
