@@ -57,14 +57,15 @@ struct Held {
 }
 
 impl Held {
-    fn take(counts: &Counts, key: CallerKey, limit: usize) -> Option<Held> {
+    /// A place for `key` under `limit`, or the key back when it has none left.
+    fn take(counts: &Counts, key: CallerKey, limit: usize) -> Result<Held, CallerKey> {
         let mut map = counts.lock().unwrap_or_else(|e| e.into_inner());
         let open = map.entry(key.clone()).or_insert(0);
         if limit > 0 && *open >= limit {
-            return None;
+            return Err(key);
         }
         *open += 1;
-        Some(Held {
+        Ok(Held {
             key,
             counts: counts.clone(),
         })
@@ -92,28 +93,32 @@ where
         Either<Either<S::Future, Counted<S::Future>>, Ready<Result<S::Response, S::Error>>>;
 
     fn call(&self, inner: &mut S, request: http::Request<B>) -> Self::Future {
-        let entry = Entry::of(&request);
-        let watch = request.uri().path() == "/grpc.health.v1.Health/Watch";
-        let taken = if watch {
-            let key = peer_ip(&request).map_or(CallerKey::Unknown, CallerKey::Address);
-            Held::take(&self.watches, key, self.watch_limit)
-                .ok_or((self.watch_limit, "server.watch_stream_limit"))
-        } else if entry.server_streaming() {
-            Held::take(&self.streams, caller_key(&request), self.caller_limit)
-                .ok_or((self.caller_limit, "server.caller_stream_limit"))
-        } else {
-            return Either::Left(Either::Left(inner.call(request)));
-        };
-        match taken {
+        let (counts, key, limit, setting) =
+            if request.uri().path() == "/grpc.health.v1.Health/Watch" {
+                let key = peer_ip(&request).map_or(CallerKey::Unknown, CallerKey::Address);
+                (
+                    &self.watches,
+                    key,
+                    self.watch_limit,
+                    "server.watch_stream_limit",
+                )
+            } else if Entry::of(&request).server_streaming() {
+                let key = caller_key(&request);
+                (
+                    &self.streams,
+                    key,
+                    self.caller_limit,
+                    "server.caller_stream_limit",
+                )
+            } else {
+                return Either::Left(Either::Left(inner.call(request)));
+            };
+        match Held::take(counts, key, limit) {
             Ok(held) => Either::Left(Either::Right(Counted {
                 call: inner.call(request),
                 held: Some(held),
             })),
-            Err((limit, setting)) => {
-                let caller = match watch {
-                    true => peer_ip(&request).map_or(CallerKey::Unknown, CallerKey::Address),
-                    false => caller_key(&request),
-                };
+            Err(caller) => {
                 let refusal = Refusal::TooManyStreams {
                     caller: Arc::from(caller.to_string()),
                     limit,
