@@ -22,6 +22,7 @@ mod outbox;
 mod plan;
 mod postgres;
 mod prices;
+mod revisions;
 pub mod rollup;
 pub mod schema;
 mod signals;
@@ -199,6 +200,17 @@ impl Store {
     /// Drops events that were published.
     pub async fn outbox_remove(&self, ids: &[i64]) -> Result<u64, StoreError> {
         outbox::remove(&self.backend, ids).await
+    }
+
+    /// The revision of (symbol, interval): a counter that every write changing one of the
+    /// pair's candles moves forward in its own transaction (0: never written). Something
+    /// derived from those candles at revision `r` is current while this still says `r`.
+    pub async fn candle_revision(
+        &self,
+        symbol: &str,
+        interval_code: i16,
+    ) -> Result<i64, StoreError> {
+        revisions::read(&self.backend, symbol, interval_code).await
     }
 
     /// One keyset page of candles.

@@ -16,7 +16,7 @@ use tracing::{info, warn};
 use crate::rollup;
 use crate::{
     CandleRow, SignalRow, StoreError, StoreOptions, TickRow, TickWrite, candles, events, now_us,
-    outbox, plan, signals, ticks, time,
+    outbox, plan, revisions, signals, ticks, time,
 };
 
 const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgres");
@@ -194,6 +194,7 @@ impl Pg {
                 phases.mark(1);
                 let closed = candles::pg::close_bars(c, plan::symbols(&new_ticks)).await?;
                 phases.mark(2);
+                revisions::bump_pg(c, &[&merged, &closed]).await?;
                 let candle_events = plan::tick_candle_events(merged, closed);
                 outbox::push_pg(c, now, events::encode(now, &new_ticks, &candle_events)).await?;
                 phases.log(rows.len(), fresh);
@@ -219,6 +220,7 @@ impl Pg {
         Ok(conn
             .transaction::<_, diesel::result::Error, _>(async |c| {
                 let stored = candles::pg::upsert(c, rows).await?;
+                revisions::bump_pg(c, &[&stored]).await?;
                 let closed = plan::closed_candles(&stored);
                 outbox::push_pg(c, now, events::encode(now, &[], &closed)).await?;
                 Ok(stored.len() as u64)

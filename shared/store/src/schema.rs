@@ -85,3 +85,16 @@ diesel::table! {
         body -> Binary,
     }
 }
+
+diesel::table! {
+    /// A counter per (symbol, interval), moved forward by every write that changes one of its
+    /// candles, in the same transaction.
+    candle_revisions (symbol, interval_code) {
+        /// Instrument symbol.
+        symbol -> Text,
+        /// `tickmesh.v1.Interval` as its number.
+        interval_code -> SmallInt,
+        /// Writes that changed a candle of the pair so far.
+        revision -> BigInt,
+    }
+}

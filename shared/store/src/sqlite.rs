@@ -19,7 +19,7 @@ use std::borrow::Cow;
 
 use crate::{
     CandleRow, SignalRow, StoreError, StoreOptions, TickRow, TickWrite, candles, events, outbox,
-    plan, rollup, signals, ticks,
+    plan, revisions, rollup, signals, ticks,
 };
 
 const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
@@ -139,6 +139,7 @@ impl Lite {
             phases.mark(1);
             let closed = candles::lite::close_bars(c, plan::symbols(&new_ticks))?;
             phases.mark(2);
+            revisions::bump_lite(c, &[&merged, &closed])?;
             let candle_events = plan::tick_candle_events(merged, closed);
             outbox::push_lite(c, now, events::encode(now, &new_ticks, &candle_events))?;
             phases.log(rows.len(), fresh);
@@ -159,6 +160,7 @@ impl Lite {
     ) -> Result<u64, StoreError> {
         self.write(move |c| {
             let stored = candles::lite::upsert(c, &rows)?;
+            revisions::bump_lite(c, &[&stored])?;
             let closed = plan::closed_candles(&stored);
             outbox::push_lite(c, now, events::encode(now, &[], &closed))?;
             Ok(stored.len() as u64)

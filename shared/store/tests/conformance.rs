@@ -495,3 +495,50 @@ async fn the_outbox_backlog_spans_the_queued_ids_and_is_none_when_drained() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_candle_revision_moves_with_every_write_that_changes_a_candle_of_the_pair() {
+    let b = backends().await;
+    for store in &b.stores {
+        let kind = store.kind();
+        let rev =
+            async |symbol: &str, code: i16| store.candle_revision(symbol, code).await.unwrap();
+        assert_eq!(rev("REVA", 7).await, 0, "{kind:?}: never written");
+        store
+            .insert_candles(vec![candle("REVA", 0), candle("REVA", 1)])
+            .await
+            .unwrap();
+        let first = rev("REVA", 7).await;
+        assert!(first > 0, "{kind:?}");
+        // The same rows again change nothing: the revision stays.
+        store
+            .insert_candles(vec![candle("REVA", 0), candle("REVA", 1)])
+            .await
+            .unwrap();
+        assert_eq!(
+            rev("REVA", 7).await,
+            first,
+            "{kind:?}: a repeat is no change"
+        );
+        // A correction of an old bar moves it; another pair is untouched.
+        let mut corrected = candle("REVA", 0);
+        corrected.close += 0.5;
+        store.insert_candles(vec![corrected]).await.unwrap();
+        let second = rev("REVA", 7).await;
+        assert!(second > first, "{kind:?}: a correction");
+        assert_eq!(rev("REVB", 7).await, 0, "{kind:?}");
+        // Ticks move the revision of every interval their rollup touched.
+        let before_1m = rev("REVT", 2).await;
+        store
+            .insert_ticks((0..120).map(|i| tick("REVT", i)).collect())
+            .await
+            .unwrap();
+        let after_1m = rev("REVT", 2).await;
+        assert!(
+            after_1m > before_1m,
+            "{kind:?}: ticks rolled up into 1m bars"
+        );
+        assert!(rev("REVT", 7).await > 0, "{kind:?}: and into the daily bar");
+        assert_eq!(rev("REVA", 7).await, second, "{kind:?}");
+    }
+}
