@@ -1,6 +1,8 @@
 //! The query service: candles in keyset pages, latest prices, signals, indicators (computed by
 //! the computation service through its gRPC API) and live market-data streams.
 
+mod export;
+pub mod indicators;
 pub mod latest;
 pub mod live;
 pub mod paging;
@@ -77,6 +79,7 @@ pub struct QueryApi {
     computation: Option<ComputationServiceClient<MeshChannel>>,
     caching: Option<CachingServiceClient<MeshChannel>>,
     latest: Arc<LatestPrices>,
+    near: indicators::NearIndicators,
     config: tokio::sync::watch::Receiver<tickmesh_mesh::ConfigSnapshot>,
 }
 
@@ -93,6 +96,12 @@ fn seed_ttl(config: &tickmesh_proto::v1::PerformanceOptimizationConfig) -> Durat
         .and_then(|ttl| Duration::try_from(ttl).ok())
         .filter(|ttl| !ttl.is_zero())
         .unwrap_or(Duration::from_secs(1))
+}
+
+/// The stored interval whose candles an indicator request is computed from (the revision that
+/// tells whether a cached series is current).
+fn revision_interval(request: &GetIndicatorsRequest) -> i16 {
+    i16::try_from(request.interval).unwrap_or(0)
 }
 
 /// Namespaces of the caching service the query service reads.
@@ -360,6 +369,13 @@ impl QueryService for QueryApi {
         };
         let message = request.get_ref().clone();
         symbol(&message.symbol, "symbol")?;
+        // The revision of the candles the series is computed from, read before computing: a
+        // series cached at it is current (see `indicators`).
+        let revision = self
+            .store
+            .candle_revision(&message.symbol, revision_interval(&message))
+            .await
+            .map_err(store_error)?;
         // Cached under a key of the request's parameters: a repeat is a cache hit.
         let key = format!(
             "{}/{}/{:016x}",
@@ -367,13 +383,20 @@ impl QueryService for QueryApi {
             message.interval,
             paging::fingerprint(&[&message.encode_to_vec()])
         );
+        if let Some(series) = self.near.get(&key, revision).await {
+            return Ok(Response::new(GetIndicatorsResponse {
+                series: series.to_vec(),
+                cache_hit: true,
+            }));
+        }
+        let shared_key = format!("{key}/r{revision}");
         if let Some(mut caching) = self.caching.clone() {
             let got = caching
                 .get(on_behalf_of(
                     &request,
                     GetRequest {
                         namespace: INDICATORS.into(),
-                        key: key.clone(),
+                        key: shared_key.clone(),
                     },
                 ))
                 .await?
@@ -381,6 +404,9 @@ impl QueryService for QueryApi {
             if got.found
                 && let Some(Kind::Indicators(cached)) = got.typed.and_then(|v| v.kind)
             {
+                self.near
+                    .put(key, revision, Arc::from(cached.series.clone()))
+                    .await;
                 return Ok(Response::new(GetIndicatorsResponse {
                     series: cached.series,
                     cache_hit: true,
@@ -411,7 +437,7 @@ impl QueryService for QueryApi {
                     &request,
                     SetRequest {
                         namespace: INDICATORS.into(),
-                        key,
+                        key: shared_key,
                         typed: Some(CacheValue {
                             kind: Some(Kind::Indicators(IndicatorSeriesList {
                                 series: computed.series.clone(),
@@ -426,10 +452,22 @@ impl QueryService for QueryApi {
                 tracing::debug!(error = %status.message(), "indicator series not cached");
             }
         }
+        self.near
+            .put(key, revision, Arc::from(computed.series.clone()))
+            .await;
         Ok(Response::new(GetIndicatorsResponse {
             series: computed.series,
             cache_hit: false,
         }))
+    }
+
+    async fn export_candles(
+        &self,
+        request: Request<tickmesh_proto::v1::ExportCandlesRequest>,
+    ) -> Result<Response<tickmesh_proto::v1::ExportCandlesResponse>, Status> {
+        export::page(&self.store, request.get_ref())
+            .await
+            .map(Response::new)
     }
 
     type StreamMarketDataStream = MarketDataStream;
@@ -517,6 +555,13 @@ pub fn service(
                 .max_encoding_message_size(limit)
         }),
         latest: live.latest(),
+        near: indicators::NearIndicators::new(
+            current
+                .config
+                .query
+                .as_ref()
+                .map_or(0, |q| q.indicator_cache_bytes),
+        ),
         config: config.subscribe(),
         live,
     })

@@ -17,6 +17,9 @@ pub const MAX_REDIS_TIMEOUT: std::time::Duration = std::time::Duration::from_sec
 /// Longest `store.connect_timeout`: past this, every write during an outage hangs its caller.
 pub const MAX_CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
+/// Largest `query.indicator_cache_bytes`.
+pub const MAX_INDICATOR_CACHE_BYTES: u64 = 16 << 30;
+
 fn fail(field: &str, reason: impl Into<String>) -> Check {
     Err(ConfigError::invalid(field, reason))
 }
@@ -319,6 +322,15 @@ pub fn validate(config: &PerformanceOptimizationConfig) -> Check {
         ingestion.write_batch_rows.into(),
         1,
     )?;
+
+    // The near cache lives in the query process's memory: more than that is a typo.
+    let near_bytes = config.query.as_ref().map_or(0, |q| q.indicator_cache_bytes);
+    if near_bytes > MAX_INDICATOR_CACHE_BYTES {
+        return fail(
+            "query.indicator_cache_bytes",
+            format!("must be at most {MAX_INDICATOR_CACHE_BYTES} (16 GiB; got {near_bytes})"),
+        );
+    }
     Ok(())
 }
 

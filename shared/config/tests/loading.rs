@@ -313,3 +313,19 @@ fn the_reliability_bounds_have_their_defaults_and_are_checked() {
         assert_eq!(invalid_field(err), field, "{yaml}");
     }
 }
+
+#[test]
+fn the_query_near_cache_defaults_to_64_mib_and_is_bounded() {
+    let loaded = load(None, no_env()).unwrap();
+    assert_eq!(loaded.config.query.unwrap().indicator_cache_bytes, 64 << 20);
+    let off = load(None, env(&[("TICKMESH_QUERY__INDICATOR_CACHE_BYTES", "0")])).unwrap();
+    assert_eq!(off.config.query.unwrap().indicator_cache_bytes, 0);
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(
+        &dir,
+        "big.yaml",
+        "query:\n  indicator_cache_bytes: 17179869185\n",
+    );
+    let err = load(Some(&path), no_env()).unwrap_err();
+    assert_eq!(invalid_field(err), "query.indicator_cache_bytes");
+}

@@ -190,6 +190,7 @@ class PerformanceOptimizationConfig(_message.Message):
     LOG_FILTER_FIELD_NUMBER: _builtins.int
     STORE_FIELD_NUMBER: _builtins.int
     BUS_FIELD_NUMBER: _builtins.int
+    QUERY_FIELD_NUMBER: _builtins.int
     caching_strategy: Global___CachingStrategy.ValueType
     processing_strategy: Global___ProcessingStrategy.ValueType
     serialization_method: Global___SerializationMethod.ValueType
@@ -225,6 +226,8 @@ class PerformanceOptimizationConfig(_message.Message):
     def store(self) -> Global___StoreConfig: ...
     @_builtins.property
     def bus(self) -> Global___BusConfig: ...
+    @_builtins.property
+    def query(self) -> Global___QueryConfig: ...
     def __init__(
         self,
         *,
@@ -246,10 +249,11 @@ class PerformanceOptimizationConfig(_message.Message):
         log_filter: _builtins.str = ...,
         store: Global___StoreConfig | None = ...,
         bus: Global___BusConfig | None = ...,
+        query: Global___QueryConfig | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["adaptive_ttl", b"adaptive_ttl", "auth", b"auth", "bus", b"bus", "cache", b"cache", "circuit_breaker", b"circuit_breaker", "discovery", b"discovery", "ingestion", b"ingestion", "processing", b"processing", "rate_limits", b"rate_limits", "retry", b"retry", "server", b"server", "store", b"store", "tls", b"tls"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["adaptive_ttl", b"adaptive_ttl", "auth", b"auth", "bus", b"bus", "cache", b"cache", "circuit_breaker", b"circuit_breaker", "discovery", b"discovery", "ingestion", b"ingestion", "processing", b"processing", "query", b"query", "rate_limits", b"rate_limits", "retry", b"retry", "server", b"server", "store", b"store", "tls", b"tls"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["adaptive_ttl", b"adaptive_ttl", "auth", b"auth", "bus", b"bus", "cache", b"cache", "caching_strategy", b"caching_strategy", "circuit_breaker", b"circuit_breaker", "dependency_management", b"dependency_management", "discovery", b"discovery", "ingestion", b"ingestion", "log_filter", b"log_filter", "processing", b"processing", "processing_strategy", b"processing_strategy", "rate_limits", b"rate_limits", "retry", b"retry", "serialization_method", b"serialization_method", "server", b"server", "store", b"store", "tls", b"tls"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["adaptive_ttl", b"adaptive_ttl", "auth", b"auth", "bus", b"bus", "cache", b"cache", "caching_strategy", b"caching_strategy", "circuit_breaker", b"circuit_breaker", "dependency_management", b"dependency_management", "discovery", b"discovery", "ingestion", b"ingestion", "log_filter", b"log_filter", "processing", b"processing", "processing_strategy", b"processing_strategy", "query", b"query", "rate_limits", b"rate_limits", "retry", b"retry", "serialization_method", b"serialization_method", "server", b"server", "store", b"store", "tls", b"tls"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -891,6 +895,31 @@ class BusConfig(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___BusConfig: _TypeAlias = BusConfig  # noqa: Y015
+
+@_typing.final
+class QueryConfig(_message.Message):
+    """The query service's own memory."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INDICATOR_CACHE_BYTES_FIELD_NUMBER: _builtins.int
+    indicator_cache_bytes: _builtins.int
+    """Bytes of indicator series the query process keeps next to it (a near cache in front of
+    the caching service), each tagged with the candle revision it was computed at, so a hit is
+    served only while no candle of its (symbol, interval) has changed. 0: none kept.
+    """
+    def __init__(
+        self,
+        *,
+        indicator_cache_bytes: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["indicator_cache_bytes", b"indicator_cache_bytes"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___QueryConfig: _TypeAlias = QueryConfig  # noqa: Y015
 
 @_typing.final
 class IngestionConfig(_message.Message):

@@ -125,6 +125,93 @@ class GetCandlesResponse(_message.Message):
 Global___GetCandlesResponse: _TypeAlias = GetCandlesResponse  # noqa: Y015
 
 @_typing.final
+class ExportCandlesRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SYMBOL_FIELD_NUMBER: _builtins.int
+    INTERVAL_FIELD_NUMBER: _builtins.int
+    START_TIME_US_FIELD_NUMBER: _builtins.int
+    END_TIME_US_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    symbol: _builtins.str
+    interval: _market_pb2.Interval.ValueType
+    start_time_us: _builtins.int
+    """Range of open times, inclusive start, exclusive end (0: unbounded)."""
+    end_time_us: _builtins.int
+    page_size: _builtins.int
+    """Rows per page (0: the maximum, 32,768; above it: INVALID_ARGUMENT)."""
+    page_token: _builtins.str
+    """From the previous response; opaque. The other fields must not change between pages."""
+    def __init__(
+        self,
+        *,
+        symbol: _builtins.str = ...,
+        interval: _market_pb2.Interval.ValueType = ...,
+        start_time_us: _builtins.int = ...,
+        end_time_us: _builtins.int = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["end_time_us", b"end_time_us", "interval", b"interval", "page_size", b"page_size", "page_token", b"page_token", "start_time_us", b"start_time_us", "symbol", b"symbol"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ExportCandlesRequest: _TypeAlias = ExportCandlesRequest  # noqa: Y015
+
+@_typing.final
+class ExportCandlesResponse(_message.Message):
+    """One page of candles, oldest first, as columns of equal length: row i is
+    (time_us[i], open[i], high[i], low[i], close[i], volume[i]).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TIME_US_FIELD_NUMBER: _builtins.int
+    OPEN_FIELD_NUMBER: _builtins.int
+    HIGH_FIELD_NUMBER: _builtins.int
+    LOW_FIELD_NUMBER: _builtins.int
+    CLOSE_FIELD_NUMBER: _builtins.int
+    VOLUME_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Empty on the last page."""
+    @_builtins.property
+    def time_us(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """Open times, microseconds since the epoch, UTC."""
+
+    @_builtins.property
+    def open(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]: ...
+    @_builtins.property
+    def high(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]: ...
+    @_builtins.property
+    def low(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]: ...
+    @_builtins.property
+    def close(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]: ...
+    @_builtins.property
+    def volume(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]: ...
+    def __init__(
+        self,
+        *,
+        time_us: _abc.Iterable[_builtins.int] | None = ...,
+        open: _abc.Iterable[_builtins.float] | None = ...,
+        high: _abc.Iterable[_builtins.float] | None = ...,
+        low: _abc.Iterable[_builtins.float] | None = ...,
+        close: _abc.Iterable[_builtins.float] | None = ...,
+        volume: _abc.Iterable[_builtins.float] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["close", b"close", "high", b"high", "low", b"low", "next_page_token", b"next_page_token", "open", b"open", "time_us", b"time_us", "volume", b"volume"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ExportCandlesResponse: _TypeAlias = ExportCandlesResponse  # noqa: Y015
+
+@_typing.final
 class GetLatestPricesRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 

@@ -56,6 +56,11 @@ class QueryServiceStub:
                 request_serializer=tickmesh_dot_v1_dot_query__pb2.GetIndicatorsRequest.SerializeToString,
                 response_deserializer=tickmesh_dot_v1_dot_query__pb2.GetIndicatorsResponse.FromString,
                 _registered_method=True)
+        self.ExportCandles = channel.unary_unary(
+                '/tickmesh.v1.QueryService/ExportCandles',
+                request_serializer=tickmesh_dot_v1_dot_query__pb2.ExportCandlesRequest.SerializeToString,
+                response_deserializer=tickmesh_dot_v1_dot_query__pb2.ExportCandlesResponse.FromString,
+                _registered_method=True)
         self.StreamMarketData = channel.unary_stream(
                 '/tickmesh.v1.QueryService/StreamMarketData',
                 request_serializer=tickmesh_dot_v1_dot_query__pb2.StreamMarketDataRequest.SerializeToString,
@@ -93,6 +98,18 @@ class QueryServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ExportCandles(self, request, context):
+        """A symbol's whole range as columns, for notebooks and bulk loads: one page is up to
+        32,768 rows (1.5 MiB, well under the 4 MiB default message limit) in packed columns, far
+        cheaper to decode than as many Candle messages. Unary pages with a keyset token rather
+        than a server stream: each page is retried on its own under the shipped service config,
+        the call deadline and graceful shutdown apply as to any read, and the server holds no
+        state between pages.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def StreamMarketData(self, request, context):
         """Live market events; optionally history from a timestamp first, with no gap and no
         duplicate at the seam. A subscriber too slow to keep up gets RESOURCE_EXHAUSTED.
@@ -123,6 +140,11 @@ def add_QueryServiceServicer_to_server(servicer, server):
                     servicer.GetIndicators,
                     request_deserializer=tickmesh_dot_v1_dot_query__pb2.GetIndicatorsRequest.FromString,
                     response_serializer=tickmesh_dot_v1_dot_query__pb2.GetIndicatorsResponse.SerializeToString,
+            ),
+            'ExportCandles': grpc.unary_unary_rpc_method_handler(
+                    servicer.ExportCandles,
+                    request_deserializer=tickmesh_dot_v1_dot_query__pb2.ExportCandlesRequest.FromString,
+                    response_serializer=tickmesh_dot_v1_dot_query__pb2.ExportCandlesResponse.SerializeToString,
             ),
             'StreamMarketData': grpc.unary_stream_rpc_method_handler(
                     servicer.StreamMarketData,
@@ -240,6 +262,33 @@ class QueryService:
             '/tickmesh.v1.QueryService/GetIndicators',
             tickmesh_dot_v1_dot_query__pb2.GetIndicatorsRequest.SerializeToString,
             tickmesh_dot_v1_dot_query__pb2.GetIndicatorsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExportCandles(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tickmesh.v1.QueryService/ExportCandles',
+            tickmesh_dot_v1_dot_query__pb2.ExportCandlesRequest.SerializeToString,
+            tickmesh_dot_v1_dot_query__pb2.ExportCandlesResponse.FromString,
             options,
             channel_credentials,
             insecure,

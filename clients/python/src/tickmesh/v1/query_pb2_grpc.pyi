@@ -40,6 +40,14 @@ class QueryServiceStub:
     GetSignals: _grpc.UnaryUnaryMultiCallable[_query_pb2.GetSignalsRequest, _query_pb2.GetSignalsResponse]
     GetIndicators: _grpc.UnaryUnaryMultiCallable[_query_pb2.GetIndicatorsRequest, _query_pb2.GetIndicatorsResponse]
     """Indicator series from the computation service, cached under their parameters."""
+    ExportCandles: _grpc.UnaryUnaryMultiCallable[_query_pb2.ExportCandlesRequest, _query_pb2.ExportCandlesResponse]
+    """A symbol's whole range as columns, for notebooks and bulk loads: one page is up to
+    32,768 rows (1.5 MiB, well under the 4 MiB default message limit) in packed columns, far
+    cheaper to decode than as many Candle messages. Unary pages with a keyset token rather
+    than a server stream: each page is retried on its own under the shipped service config,
+    the call deadline and graceful shutdown apply as to any read, and the server holds no
+    state between pages.
+    """
     StreamMarketData: _grpc.UnaryStreamMultiCallable[_query_pb2.StreamMarketDataRequest, _query_pb2.StreamMarketDataResponse]
     """Live market events; optionally history from a timestamp first, with no gap and no
     duplicate at the seam. A subscriber too slow to keep up gets RESOURCE_EXHAUSTED.
@@ -57,6 +65,14 @@ class QueryServiceAsyncStub(QueryServiceStub):
     GetSignals: _aio.UnaryUnaryMultiCallable[_query_pb2.GetSignalsRequest, _query_pb2.GetSignalsResponse]  # type: ignore[assignment]
     GetIndicators: _aio.UnaryUnaryMultiCallable[_query_pb2.GetIndicatorsRequest, _query_pb2.GetIndicatorsResponse]  # type: ignore[assignment]
     """Indicator series from the computation service, cached under their parameters."""
+    ExportCandles: _aio.UnaryUnaryMultiCallable[_query_pb2.ExportCandlesRequest, _query_pb2.ExportCandlesResponse]  # type: ignore[assignment]
+    """A symbol's whole range as columns, for notebooks and bulk loads: one page is up to
+    32,768 rows (1.5 MiB, well under the 4 MiB default message limit) in packed columns, far
+    cheaper to decode than as many Candle messages. Unary pages with a keyset token rather
+    than a server stream: each page is retried on its own under the shipped service config,
+    the call deadline and graceful shutdown apply as to any read, and the server holds no
+    state between pages.
+    """
     StreamMarketData: _aio.UnaryStreamMultiCallable[_query_pb2.StreamMarketDataRequest, _query_pb2.StreamMarketDataResponse]  # type: ignore[assignment]
     """Live market events; optionally history from a timestamp first, with no gap and no
     duplicate at the seam. A subscriber too slow to keep up gets RESOURCE_EXHAUSTED.
@@ -95,6 +111,20 @@ class QueryServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_query_pb2.GetIndicatorsResponse, _abc.Awaitable[_query_pb2.GetIndicatorsResponse]]:
         """Indicator series from the computation service, cached under their parameters."""
+
+    @_abc_1.abstractmethod
+    def ExportCandles(
+        self,
+        request: _query_pb2.ExportCandlesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_query_pb2.ExportCandlesResponse, _abc.Awaitable[_query_pb2.ExportCandlesResponse]]:
+        """A symbol's whole range as columns, for notebooks and bulk loads: one page is up to
+        32,768 rows (1.5 MiB, well under the 4 MiB default message limit) in packed columns, far
+        cheaper to decode than as many Candle messages. Unary pages with a keyset token rather
+        than a server stream: each page is retried on its own under the shipped service config,
+        the call deadline and graceful shutdown apply as to any read, and the server holds no
+        state between pages.
+        """
 
     @_abc_1.abstractmethod
     def StreamMarketData(
