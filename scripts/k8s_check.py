@@ -450,6 +450,16 @@ def check_rendering(name: str, docs: list[dict[str, Any]], proto: Proto, reserve
                 problems.check(ref.get("key") in secrets.get(ref["name"], {}).get("stringData", {}), where,
                                f"Secret {ref['name']} has no key {ref.get('key')}")
 
+    # /metrics has no auth: a NetworkPolicy lets only a selected scraper reach the metrics port
+    # of every tickmesh pod, and gRPC from anywhere.
+    policies = list(by_kind.get("NetworkPolicy", {}).values())
+    problems.check(bool(policies), name, "no NetworkPolicy: /metrics (no auth) would be open to every pod")
+
+    def ingress_rules(labels: dict[str, str]) -> list[dict[str, Any]]:
+        return [rule for p in policies if selects(p["spec"].get("podSelector", {}).get("matchLabels", {}), labels)
+                and "Ingress" in p["spec"].get("policyTypes", ["Ingress"])
+                for rule in p["spec"].get("ingress", [])]
+
     # The four services.
     for target, (port, grpc_service) in TARGETS.items():
         dname = f"tickmesh-{target}"
@@ -473,6 +483,15 @@ def check_rendering(name: str, docs: list[dict[str, Any]], proto: Proto, reserve
         ports = {p.get("name"): p.get("containerPort") for p in c.get("ports", [])}
         problems.check(ports.get("grpc") == port, where, f"container port grpc should be {port}")
         problems.check(ports.get("metrics") == METRICS_PORT, where, f"container port metrics should be {METRICS_PORT}")
+        rules = ingress_rules(labels)
+        if problems.check(bool(rules), where, "no NetworkPolicy selects the pods"):
+            on = lambda rule, p: any(q.get("port") in (p, ports.get(p)) for q in rule.get("ports", []))
+            problems.check(any(on(r, "grpc") and not r.get("from") for r in rules), where,
+                           "the NetworkPolicy should let every client reach the grpc port")
+            problems.check(all(r.get("from") for r in rules if on(r, "metrics") or not r.get("ports")), where,
+                           "the NetworkPolicy lets any pod reach the metrics port (no auth): limit it with `from`")
+            problems.check(any(on(r, "metrics") for r in rules), where,
+                           "the NetworkPolicy lets no scraper reach the metrics port")
         ann = dep["spec"]["template"]["metadata"].get("annotations", {})
         problems.check(ann.get("prometheus.io/scrape") == "true" and ann.get("prometheus.io/port") == str(METRICS_PORT),
                        where, "prometheus.io/scrape and prometheus.io/port annotations missing")

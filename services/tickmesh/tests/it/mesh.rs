@@ -291,6 +291,43 @@ mod tls {
         }
     }
 
+    /// A TLS handshake that stops after its first bytes (a record announcing a 512-byte
+    /// ClientHello, 64 bytes of it sent) is closed after server.handshake_timeout: the
+    /// connection's own timer sees only the first bytes, tonic's acceptor the whole handshake.
+    /// A real TLS client is served meanwhile.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_tls_handshake_that_stalls_mid_way_is_closed_after_the_handshake_timeout() {
+        use tokio::io::AsyncWriteExt;
+        let files = TlsFiles::generate().unwrap();
+        let mut env = tls_env(&files, false);
+        env.push(("TICKMESH_SERVER__HANDSHAKE_TIMEOUT", "1s".into()));
+        let process = serve_ingestion(&env);
+        let addr = process.addrs["ingestion"].clone();
+        let mut stalled = Vec::new();
+        for _ in 0..20 {
+            let mut stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
+            // Record: handshake (22), TLS 1.0, 512 bytes; ClientHello (1) of 508, TLS 1.2.
+            let mut first = vec![
+                0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03,
+            ];
+            first.resize(5 + 64, 0x2a);
+            stream.write_all(&first).await.unwrap();
+            stalled.push(stream);
+        }
+        get_config(tls_channel(&addr, &files, false).await.unwrap())
+            .await
+            .unwrap();
+        for stream in &mut stalled {
+            assert!(
+                crate::attacks::closed_within(stream, Duration::from_secs(6)).await,
+                "a TLS handshake stalled after its first bytes is still open"
+            );
+        }
+        get_config(tls_channel(&addr, &files, false).await.unwrap())
+            .await
+            .unwrap();
+    }
+
     #[tokio::test]
     async fn mtls_requires_a_client_certificate_signed_by_the_ca() {
         let files = TlsFiles::generate().unwrap();

@@ -1,7 +1,8 @@
 //! Accepting connections with limits: at most `server.max_connections` open per server and
 //! `server.max_connections_per_peer` per client address (a connection past either is closed
 //! at once); a connection that has not sent its HTTP/2 preface (or, with TLS, started its
-//! handshake) within `server.handshake_timeout` is closed; an accept that fails for want of
+//! handshake) within `server.handshake_timeout` is closed (the rest of a TLS handshake is
+//! bounded by tonic's acceptor with the same timeout); an accept that fails for want of
 //! file descriptors or memory (EMFILE, ENFILE, ENOBUFS, ENOMEM) backs off instead of spinning.
 //! Each kind of refusal is logged at most once per [`LOG_EVERY`], with how many there were.
 //! Hand-written: tonic's own incoming stream has none of these.

@@ -272,12 +272,13 @@ pub async fn serve(
         0 => default,
         n => n as usize,
     };
+    let handshake = or(settings.handshake_timeout.as_ref(), Duration::from_secs(5));
     let incoming = connections::incoming(
         listener,
         connections::Limits {
             max: count(settings.max_connections, 4096),
             per_peer: count(settings.max_connections_per_peer, 512),
-            handshake: or(settings.handshake_timeout.as_ref(), Duration::from_secs(5)),
+            handshake,
         },
     );
     // No Server::timeout: tonic applies it to whole calls, streams included, so it would cut
@@ -315,6 +316,14 @@ pub async fn serve(
         .layer(DrainLayer::new(shutdown, &in_flight));
     let mut builder = Server::builder();
     if let Some(tls) = crate::tls::server_config(&current.config.tls.clone().unwrap_or_default())? {
+        // Our incoming stream sees only the first bytes of a TLS handshake (a ClientHello
+        // arms nothing after it); tonic's acceptor bounds the whole handshake, each in its own
+        // task, so one that stalls mid-way is dropped after server.handshake_timeout.
+        let tls = if handshake.is_zero() {
+            tls
+        } else {
+            tls.timeout(handshake)
+        };
         builder = builder.tls_config(tls)?;
         info!(service = name, "TLS on");
     }
