@@ -3,7 +3,7 @@
 //! `tickmesh_mesh::serve` with the whole stack (trace span, RED metrics, API-key auth, per-caller
 //! rate limit, load shedding, default deadline, message-size status). A closed-loop load of
 //! `--concurrency` callers over `--connections` HTTP/2 connections runs against each in turn,
-//! alternating rounds, and the report gives the stack's throughput and latency as ratios to the
+//! alternating rounds (ABBA), and the report gives the stack's throughput and latency as ratios to the
 //! bare server's.
 //!
 //! Usage: cargo run --release -p tickmesh-benches --bin stack -- [--seconds S] [--rounds N]
@@ -194,20 +194,41 @@ fn main() -> anyhow::Result<()> {
         let (mut bare_rates, mut stacked_rates) = (Vec::new(), Vec::new());
         let (mut bare_lat, mut stacked_lat) = (Vec::new(), Vec::new());
         for r in 0..args.rounds {
-            let (rate, lat) = round(bare_addr, &args).await?;
-            bare_rates.push(rate);
-            bare_lat.extend(lat);
-            let (rate, lat) = round(stacked_addr, &args).await?;
-            stacked_rates.push(rate);
-            stacked_lat.extend(lat);
+            // ABBA: which server goes first alternates, so a drift of the host over a pair
+            // (a build starting, a CPU frequency step) does not favour one side.
+            let order = if r % 2 == 0 {
+                [bare_addr, stacked_addr]
+            } else {
+                [stacked_addr, bare_addr]
+            };
+            for addr in order {
+                let (rate, lat) = round(addr, &args).await?;
+                if addr == bare_addr {
+                    bare_rates.push(rate);
+                    bare_lat.extend(lat);
+                } else {
+                    stacked_rates.push(rate);
+                    stacked_lat.extend(lat);
+                }
+            }
             eprintln!(
-                "round {}/{}: bare {:.0} calls/s, full stack {:.0} calls/s",
+                "round {}/{}: bare {:.0} calls/s, full stack {:.0} calls/s ({:.3}x)",
                 r + 1,
                 args.rounds,
                 bare_rates[r],
-                stacked_rates[r]
+                stacked_rates[r],
+                stacked_rates[r] / bare_rates[r]
             );
         }
+        // The median of the rounds' paired ratios: a round the host disturbed moves it less
+        // than it moves the ratio of the means.
+        let mut paired: Vec<f64> = bare_rates
+            .iter()
+            .zip(&stacked_rates)
+            .map(|(b, s)| s / b)
+            .collect();
+        paired.sort_by(f64::total_cmp);
+        let median_ratio = paired[paired.len() / 2];
         bare_lat.sort();
         stacked_lat.sort();
         let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
@@ -231,7 +252,8 @@ fn main() -> anyhow::Result<()> {
             );
         }
         println!(
-            "full stack / bare: throughput {:.3}x ({:+.1} %), p50 {:.2}x, p99 {:.2}x",
+            "full stack / bare: throughput {:.3}x ({:+.1} %; median of the rounds' ratios \
+             {median_ratio:.3}x), p50 {:.2}x, p99 {:.2}x",
             s / b,
             (s / b - 1.0) * 100.0,
             quantile(&stacked_lat, 0.5) / quantile(&bare_lat, 0.5),
@@ -256,6 +278,8 @@ fn main() -> anyhow::Result<()> {
                 "full_stack": side(s, &stacked_rates, &stacked_lat),
                 "ratio": {
                     "throughput": s / b,
+                    "throughput_median_of_rounds": median_ratio,
+                    "rounds": paired,
                     "p50": quantile(&stacked_lat, 0.5) / quantile(&bare_lat, 0.5),
                     "p99": quantile(&stacked_lat, 0.99) / quantile(&bare_lat, 0.99),
                 },
