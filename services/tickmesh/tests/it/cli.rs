@@ -140,6 +140,38 @@ async fn serve_runs_one_target_with_its_config_from_a_file() {
     );
 }
 
+/// `/metrics` takes no key, so `serve` keeps it off the network unless asked (issue 20, item 6):
+/// without `--metrics-addr` it listens on 127.0.0.1:9400, or, when another process on this
+/// machine has that port, exits saying it cannot listen there. Never on a public address.
+#[test]
+fn serve_keeps_metrics_on_loopback_by_default() {
+    let mut process = Process::spawn(
+        &["serve", "--target", "ingestion", "--listen", "127.0.0.1:0"],
+        |c| {
+            c.env_remove("TICKMESH_METRICS_ADDR");
+        },
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(status) = process.child.try_wait().unwrap() {
+            let log = process.log();
+            assert!(
+                !status.success() && log.contains("cannot listen on 127.0.0.1:9400 for metrics"),
+                "{status}: {log}"
+            );
+            return;
+        }
+        if process.log().contains("\"serving\"") {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{}", process.log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    process.wait_ready(Duration::from_secs(30));
+    assert_eq!(process.metrics, "127.0.0.1:9400");
+    assert!(crate::support::scrape(&process.metrics).contains("tickmesh_"));
+}
+
 #[test]
 fn an_invalid_setting_stops_start_up_naming_the_field() {
     let output = run(tickmesh()
