@@ -50,11 +50,19 @@ async fn made_up_paths_count_under_one_series_and_metrics_stay_bounded() {
 const MALLORY: &str = "mallory-key-0123456789abcdef";
 const ALICE: &str = "alice-key-0123456789abcdef";
 
-/// `tickmesh up` with auth on and two read keys (mallory attacks, alice is the victim).
-fn secured_up(env: &[(&str, &str)]) -> (Process, tempfile::NamedTempFile) {
+const FEEDER: &str = "feeder-key-0123456789abcdef";
+
+/// `tickmesh up` with auth on and two read keys (mallory attacks, alice is the victim), with a
+/// price of GOOG ingested so that the victim's `GetLatestPrices` finds one.
+async fn secured_up(env: &[(&str, &str)]) -> (Process, tempfile::NamedTempFile) {
     use std::io::Write;
+    use tickmesh_proto::v1::ingestion_service_client::IngestionServiceClient;
     let mut keys = tempfile::NamedTempFile::new().unwrap();
-    writeln!(keys, "mallory read {MALLORY}\nalice read {ALICE}").unwrap();
+    writeln!(
+        keys,
+        "mallory read {MALLORY}\nalice read {ALICE}\nfeeder write {FEEDER}"
+    )
+    .unwrap();
     let path = keys.path().to_owned();
     let env: Vec<(String, String)> = env
         .iter()
@@ -65,6 +73,23 @@ fn secured_up(env: &[(&str, &str)]) -> (Process, tempfile::NamedTempFile) {
             .env("TICKMESH_AUTH__KEYS_FILE", &path)
             .envs(env);
     });
+    let mut ingestion = IngestionServiceClient::new(channel(process.addr("ingestion")).await);
+    let tick = crate::support::tick(
+        "GOOG",
+        1_709_251_200_000_000,
+        "1".into(),
+        140.5,
+        10.0,
+        tickmesh_proto::v1::Side::Buy,
+    );
+    let request = tickmesh_proto::v1::IngestTickBatchRequest {
+        ticks: vec![tick],
+        ..Default::default()
+    };
+    ingestion
+        .ingest_tick_batch(keyed(request, FEEDER))
+        .await
+        .expect("the victim's price is stored");
     (process, keys)
 }
 
@@ -76,19 +101,24 @@ fn keyed<T>(message: T, key: &str) -> tonic::Request<T> {
     request
 }
 
-/// `n` victim calls (GetConfig with alice's key), each with a deadline: the failures and the
-/// 99th percentile of the latencies.
+/// `n` victim calls (GetLatestPrices with alice's key), each with a deadline: the failures and
+/// the 99th percentile of the latencies.
 async fn victim(addr: &str, n: usize) -> (Vec<tonic::Status>, std::time::Duration) {
-    use tickmesh_proto::v1::GetConfigRequest;
-    use tickmesh_proto::v1::config_service_client::ConfigServiceClient;
-    let mut client = ConfigServiceClient::new(channel(addr).await);
+    use tickmesh_proto::v1::GetLatestPricesRequest;
+    use tickmesh_proto::v1::query_service_client::QueryServiceClient;
+    let mut client = QueryServiceClient::new(channel(addr).await);
     let mut failures = Vec::new();
     let mut latencies = Vec::with_capacity(n);
     for _ in 0..n {
-        let mut request = keyed(GetConfigRequest {}, ALICE);
+        let mut request = keyed(
+            GetLatestPricesRequest {
+                symbols: vec!["GOOG".into()],
+            },
+            ALICE,
+        );
         request.set_timeout(std::time::Duration::from_secs(5));
         let started = std::time::Instant::now();
-        if let Err(status) = client.get_config(request).await {
+        if let Err(status) = client.get_latest_prices(request).await {
             failures.push(status);
         }
         latencies.push(started.elapsed());
@@ -125,7 +155,10 @@ async fn victim_unhurt(addr: &str, baseline: std::time::Duration, held: impl Fn(
     for _ in 0..3 {
         let (failures, attacked) = victim(addr, 200).await;
         assert!(failures.is_empty(), "the victim was refused: {failures:?}");
-        assert!(held(), "the attack ended before the victim was measured");
+        assert!(
+            held(),
+            "the attack ended before the victim was measured: p99 {rounds:?}, then {attacked:?}, baseline {baseline:?}"
+        );
         rounds.push(attacked);
         if within_3x(attacked, baseline) {
             return;
@@ -137,12 +170,14 @@ async fn victim_unhurt(addr: &str, baseline: std::time::Duration, held: impl Fn(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_caller_holding_calls_open_leaves_the_other_callers_their_slots() {
     use tickmesh_proto::v1::{GetLatestPricesRequest, GetLatestPricesResponse};
-    // 64 slots, a quarter of them per caller; a request message may take 4 s to arrive.
+    // 64 slots, a quarter of them per caller; a request message may take 6 s to arrive
+    // (under the test channel's 10 s timeout; the victim is measured meanwhile).
     let (mesh, _keys) = secured_up(&[
         ("TICKMESH_SERVER__CONCURRENCY_LIMIT", "64"),
         ("TICKMESH_SERVER__CALLER_CONCURRENCY_SHARE", "0.25"),
-        ("TICKMESH_SERVER__REQUEST_BODY_TIMEOUT", "4s"),
-    ]);
+        ("TICKMESH_SERVER__REQUEST_BODY_TIMEOUT", "6s"),
+    ])
+    .await;
     let addr = mesh.addr("query").to_owned();
     let (failures, baseline) = victim(&addr, 200).await;
     assert!(failures.is_empty(), "{failures:?}");
@@ -182,12 +217,12 @@ async fn a_caller_holding_calls_open_leaves_the_other_callers_their_slots() {
     assert!(grown < 32 << 20, "RSS grew by {} MiB", grown >> 20);
     let mut codes = std::collections::BTreeMap::new();
     for call in held {
-        let (status, took) = tokio::time::timeout(std::time::Duration::from_secs(20), call)
+        let (status, took) = tokio::time::timeout(std::time::Duration::from_secs(30), call)
             .await
             .expect("every held call ends (request_body_timeout)")
             .unwrap();
         assert!(
-            took < std::time::Duration::from_secs(15),
+            took < std::time::Duration::from_secs(20),
             "{status:?} after {took:?}"
         );
         *codes.entry(format!("{:?}", status.code())).or_insert(0) += 1;
@@ -212,7 +247,8 @@ async fn server_streams_and_keyless_health_watches_are_limited_per_caller() {
     let (mesh, _keys) = secured_up(&[
         ("TICKMESH_SERVER__CALLER_STREAM_LIMIT", "8"),
         ("TICKMESH_SERVER__WATCH_STREAM_LIMIT", "4"),
-    ]);
+    ])
+    .await;
     let addr = mesh.addr("query").to_owned();
     let mut query = QueryServiceClient::new(channel(&addr).await);
     let subscribe = || StreamMarketDataRequest {
