@@ -6,6 +6,7 @@ pub mod indicators;
 pub mod latest;
 pub mod live;
 pub mod paging;
+mod resample;
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -81,6 +82,185 @@ pub struct QueryApi {
     latest: Arc<LatestPrices>,
     near: indicators::NearIndicators,
     config: tokio::sync::watch::Receiver<tickmesh_mesh::ConfigSnapshot>,
+}
+
+/// Stored bars read from the store at a time while resampling.
+const RESAMPLE_READ: i64 = 5_000;
+/// Stored bars read at most per resampled page (the page ends at the bar in progress then).
+const RESAMPLE_MAX_READ: usize = 200_000;
+
+impl QueryApi {
+    /// `GetCandles` with `bar`: stored bars of the coarsest interval that can make them,
+    /// aggregated into periods (`resample`).
+    async fn resampled(&self, r: GetCandlesRequest) -> Result<GetCandlesResponse, Status> {
+        if r.interval != Interval::Unspecified as i32 {
+            return Err(bad_field("interval", "leave unset when `bar` is given"));
+        }
+        let size = resample::parse_bar(&r.bar).map_err(|e| bad_field("bar", e))?;
+        let align = match (r.time_zone.as_str(), r.session.as_str()) {
+            ("", "") => resample::Align::Utc,
+            (tz, "") => resample::zone(tz).map_err(|e| bad_field("time_zone", e))?,
+            ("", name) => {
+                let sessions = self
+                    .config
+                    .borrow()
+                    .config
+                    .adaptive_ttl
+                    .as_ref()
+                    .map(|a| a.sessions.clone())
+                    .unwrap_or_default();
+                resample::session(name, &sessions).map_err(|e| bad_field("session", e))?
+            }
+            _ => {
+                return Err(bad_field(
+                    "session",
+                    "either time_zone or session, not both",
+                ));
+            }
+        };
+        let plan = resample::Plan::new(size, align).map_err(|e| bad_field("bar", e))?;
+        let limit = page_size(r.page_size)? as usize;
+        if SortOrder::try_from(r.order) != Ok(SortOrder::Ascending)
+            && r.order != SortOrder::Unspecified as i32
+        {
+            return Err(bad_field("order", "resampled bars come ASCENDING only"));
+        }
+        if r.end_time_us != 0 && r.end_time_us <= r.start_time_us {
+            return Err(bad_field("end_time_us", "must be after start_time_us"));
+        }
+        let fingerprint = paging::fingerprint(&[
+            r.symbol.as_bytes(),
+            r.bar.as_bytes(),
+            r.time_zone.as_bytes(),
+            r.session.as_bytes(),
+            &r.start_time_us.to_le_bytes(),
+            &r.end_time_us.to_le_bytes(),
+        ]);
+        // The token: the source interval and the open time of the last stored bar sent.
+        let mut after = None;
+        let mut source = None;
+        if !r.page_token.is_empty() {
+            let fields = paging::decode(&r.page_token, fingerprint, 2)?;
+            let bad = || bad_field("page_token", "not a page token of this query");
+            source = Some(
+                fields[0]
+                    .parse::<i32>()
+                    .ok()
+                    .and_then(|code| Interval::try_from(code).ok())
+                    .ok_or_else(bad)?,
+            );
+            after = Some(fields[1].parse::<i64>().map_err(|_| bad())?);
+        }
+        let query = |interval: Interval, after_us: Option<i64>, limit: i64| CandleQuery {
+            symbol: r.symbol.clone(),
+            interval_code: interval as i16,
+            start_us: (r.start_time_us != 0).then_some(r.start_time_us),
+            end_us: (r.end_time_us != 0).then_some(r.end_time_us),
+            after_us,
+            descending: false,
+            limit,
+        };
+        let source = match source {
+            Some(source) => source,
+            None => {
+                let mut found = None;
+                for interval in plan.sources() {
+                    let probe = self
+                        .store
+                        .candles(&query(interval, None, 1))
+                        .await
+                        .map_err(store_error)?;
+                    if !probe.is_empty() {
+                        found = Some(interval);
+                        break;
+                    }
+                }
+                let Some(found) = found else {
+                    // Rows of other intervals: this bar cannot be made from them.
+                    let mut stored = Vec::new();
+                    for interval in resample::stored() {
+                        let probe = self
+                            .store
+                            .candles(&query(interval, None, 1))
+                            .await
+                            .map_err(store_error)?;
+                        if !probe.is_empty() {
+                            stored.push(interval.as_str_name());
+                        }
+                    }
+                    if stored.is_empty() {
+                        return Ok(GetCandlesResponse::default());
+                    }
+                    return Err(bad_field(
+                        "bar",
+                        format!(
+                            "{} cannot be made from what is stored for {} ({}): bars of a stored \
+                             interval must each fall inside one period",
+                            r.bar,
+                            r.symbol,
+                            stored.join(", ")
+                        ),
+                    ));
+                };
+                found
+            }
+        };
+        let now_us = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX));
+        let mut bars = Vec::new();
+        let mut building: Option<resample::Building> = None;
+        let (mut cursor, mut read, mut more) = (after, 0usize, false);
+        'pages: loop {
+            let rows = self
+                .store
+                .candles(&query(source, cursor, RESAMPLE_READ))
+                .await
+                .map_err(store_error)?;
+            for row in &rows {
+                read += 1;
+                let Some((label, end)) = plan.period(source, row.open_time_us) else {
+                    continue;
+                };
+                match building.as_mut() {
+                    Some(bar) if bar.is(label) => bar.add(row),
+                    _ => {
+                        if let Some(done) = building.take() {
+                            let last = done.last_us;
+                            bars.push(done.finish(now_us));
+                            if bars.len() >= limit || read >= RESAMPLE_MAX_READ {
+                                cursor = Some(last);
+                                more = true;
+                                break 'pages;
+                            }
+                        }
+                        building = Some(resample::Building::start(label, end, row));
+                    }
+                }
+            }
+            match rows.last() {
+                Some(last) if rows.len() as i64 == RESAMPLE_READ => {
+                    cursor = Some(last.open_time_us);
+                }
+                _ => break,
+            }
+        }
+        if !more && let Some(done) = building.take() {
+            bars.push(done.finish(now_us));
+        }
+        let next_page_token = match (more, cursor) {
+            (true, Some(last)) => paging::encode(
+                &[(source as i32).to_string(), last.to_string()],
+                fingerprint,
+            ),
+            _ => String::new(),
+        };
+        Ok(GetCandlesResponse {
+            candles: bars,
+            next_page_token,
+            source_interval: source as i32,
+        })
+    }
 }
 
 /// How long a latest price read through the caching service is served from this process: the
@@ -183,6 +363,14 @@ impl QueryService for QueryApi {
     ) -> Result<Response<GetCandlesResponse>, Status> {
         let r = request.into_inner();
         symbol(&r.symbol, "symbol")?;
+        if !r.bar.is_empty() {
+            return self.resampled(r).await.map(Response::new);
+        }
+        for (field, value) in [("time_zone", &r.time_zone), ("session", &r.session)] {
+            if !value.is_empty() {
+                return Err(bad_field(field, "applies with `bar` only"));
+            }
+        }
         let interval = interval(r.interval)?;
         let limit = page_size(r.page_size)?;
         let descending = match SortOrder::try_from(r.order) {
@@ -236,6 +424,7 @@ impl QueryService for QueryApi {
                 .map(tickmesh_store::events::candle_message)
                 .collect(),
             next_page_token,
+            source_interval: Interval::Unspecified as i32,
         }))
     }
 

@@ -21,6 +21,7 @@ mod mesh;
 mod polyglot;
 mod query;
 mod reload;
+mod resample;
 mod sdk_python;
 mod shutdown;
 mod slow_consumers;

@@ -85,6 +85,7 @@ async fn candle_pages_hold_every_row_once_while_rows_are_inserted() {
             page_size: 64,
             order: order as i32,
             page_token: token,
+            ..GetCandlesRequest::default()
         };
         let (mut seen, mut token, mut pages) = (Vec::new(), String::new(), 0);
         loop {

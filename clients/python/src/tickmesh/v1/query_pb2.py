@@ -26,7 +26,7 @@ from tickmesh.v1 import market_pb2 as tickmesh_dot_v1_dot_market__pb2
 from tickmesh.v1 import options_pb2 as tickmesh_dot_v1_dot_options__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17tickmesh/v1/query.proto\x12\x0btickmesh.v1\x1a\x18tickmesh/v1/market.proto\x1a\x19tickmesh/v1/options.proto\"\x8c\x02\n\x11GetCandlesRequest\x12\x16\n\x06symbol\x18\x01 \x01(\tR\x06symbol\x12\x31\n\x08interval\x18\x02 \x01(\x0e\x32\x15.tickmesh.v1.IntervalR\x08interval\x12\"\n\rstart_time_us\x18\x03 \x01(\x03R\x0bstartTimeUs\x12\x1e\n\x0b\x65nd_time_us\x18\x04 \x01(\x03R\tendTimeUs\x12\x1b\n\tpage_size\x18\x05 \x01(\rR\x08pageSize\x12,\n\x05order\x18\x06 \x01(\x0e\x32\x16.tickmesh.v1.SortOrderR\x05order\x12\x1d\n\npage_token\x18\x07 \x01(\tR\tpageToken\"k\n\x12GetCandlesResponse\x12-\n\x07\x63\x61ndles\x18\x01 \x03(\x0b\x32\x13.tickmesh.v1.CandleR\x07\x63\x61ndles\x12&\n\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\xe1\x01\n\x14\x45xportCandlesRequest\x12\x16\n\x06symbol\x18\x01 \x01(\tR\x06symbol\x12\x31\n\x08interval\x18\x02 \x01(\x0e\x32\x15.tickmesh.v1.IntervalR\x08interval\x12\"\n\rstart_time_us\x18\x03 \x01(\x03R\x0bstartTimeUs\x12\x1e\n\x0b\x65nd_time_us\x18\x04 \x01(\x03R\tendTimeUs\x12\x1b\n\tpage_size\x18\x05 \x01(\rR\x08pageSize\x12\x1d\n\npage_token\x18\x06 \x01(\tR\tpageToken\"\xc0\x01\n\x15\x45xportCandlesResponse\x12\x17\n\x07time_us\x18\x01 \x03(\x03R\x06timeUs\x12\x12\n\x04open\x18\x02 \x03(\x01R\x04open\x12\x12\n\x04high\x18\x03 \x03(\x01R\x04high\x12\x10\n\x03low\x18\x04 \x03(\x01R\x03low\x12\x14\n\x05\x63lose\x18\x05 \x03(\x01R\x05\x63lose\x12\x16\n\x06volume\x18\x06 \x03(\x01R\x06volume\x12&\n\x0fnext_page_token\x18\x07 \x01(\tR\rnextPageToken\"2\n\x16GetLatestPricesRequest\x12\x18\n\x07symbols\x18\x01 \x03(\tR\x07symbols\"T\n\x0bLatestPrice\x12\x16\n\x06symbol\x18\x01 \x01(\tR\x06symbol\x12\x14\n\x05price\x18\x02 \x01(\x01R\x05price\x12\x17\n\x07time_us\x18\x03 \x01(\x03R\x06timeUs\"t\n\x17GetLatestPricesResponse\x12\x30\n\x06prices\x18\x01 \x03(\x0b\x32\x18.tickmesh.v1.LatestPriceR\x06prices\x12\'\n\x0fmissing_symbols\x18\x02 \x03(\tR\x0emissingSymbols\"\xc0\x02\n\x11GetSignalsRequest\x12\x18\n\x07symbols\x18\x01 \x03(\tR\x07symbols\x12\x35\n\nstrategies\x18\x02 \x03(\x0e\x32\x15.tickmesh.v1.StrategyR\nstrategies\x12\x33\n\x07\x61\x63tions\x18\x03 \x03(\x0e\x32\x19.tickmesh.v1.SignalActionR\x07\x61\x63tions\x12\"\n\rstart_time_us\x18\x04 \x01(\x03R\x0bstartTimeUs\x12\x1e\n\x0b\x65nd_time_us\x18\x05 \x01(\x03R\tendTimeUs\x12%\n\x0emin_confidence\x18\x06 \x01(\x01R\rminConfidence\x12\x1b\n\tpage_size\x18\x07 \x01(\rR\x08pageSize\x12\x1d\n\npage_token\x18\x08 \x01(\tR\tpageToken\"k\n\x12GetSignalsResponse\x12-\n\x07signals\x18\x01 \x03(\x0b\x32\x13.tickmesh.v1.SignalR\x07signals\x12&\n\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\xf7\x01\n\x14GetIndicatorsRequest\x12\x16\n\x06symbol\x18\x01 \x01(\tR\x06symbol\x12\x31\n\x08interval\x18\x02 \x01(\x0e\x32\x15.tickmesh.v1.IntervalR\x08interval\x12:\n\nindicators\x18\x03 \x03(\x0b\x32\x1a.tickmesh.v1.IndicatorSpecR\nindicators\x12\"\n\rstart_time_us\x18\x04 \x01(\x03R\x0bstartTimeUs\x12\x1e\n\x0b\x65nd_time_us\x18\x05 \x01(\x03R\tendTimeUs\x12\x14\n\x05limit\x18\x06 \x01(\rR\x05limit\"j\n\x15GetIndicatorsResponse\x12\x34\n\x06series\x18\x01 \x03(\x0b\x32\x1c.tickmesh.v1.IndicatorSeriesR\x06series\x12\x1b\n\tcache_hit\x18\x02 \x01(\x08R\x08\x63\x61\x63heHit\"\xc5\x01\n\x17StreamMarketDataRequest\x12\x18\n\x07symbols\x18\x01 \x03(\tR\x07symbols\x12,\n\x05kinds\x18\x02 \x03(\x0e\x32\x16.tickmesh.v1.EventKindR\x05kinds\x12\x33\n\tintervals\x18\x03 \x03(\x0e\x32\x15.tickmesh.v1.IntervalR\tintervals\x12-\n\x13resume_from_time_us\x18\x04 \x01(\x03R\x10resumeFromTimeUs\"j\n\x18StreamMarketDataResponse\x12.\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x18.tickmesh.v1.MarketEventR\x05\x65vent\x12\x1e\n\nhistorical\x18\x02 \x01(\x08R\nhistorical*\\\n\tSortOrder\x12\x1a\n\x16SORT_ORDER_UNSPECIFIED\x10\x00\x12\x18\n\x14SORT_ORDER_ASCENDING\x10\x01\x12\x19\n\x15SORT_ORDER_DESCENDING\x10\x02*j\n\tEventKind\x12\x1a\n\x16\x45VENT_KIND_UNSPECIFIED\x10\x00\x12\x13\n\x0f\x45VENT_KIND_TICK\x10\x01\x12\x15\n\x11\x45VENT_KIND_CANDLE\x10\x02\x12\x15\n\x11\x45VENT_KIND_SIGNAL\x10\x03\x32\xd0\x04\n\x0cQueryService\x12V\n\nGetCandles\x12\x1e.tickmesh.v1.GetCandlesRequest\x1a\x1f.tickmesh.v1.GetCandlesResponse\"\x07\x90\x02\x01\xc8\xf3\x18\x01\x12\x65\n\x0fGetLatestPrices\x12#.tickmesh.v1.GetLatestPricesRequest\x1a$.tickmesh.v1.GetLatestPricesResponse\"\x07\x90\x02\x01\xc8\xf3\x18\x01\x12V\n\nGetSignals\x12\x1e.tickmesh.v1.GetSignalsRequest\x1a\x1f.tickmesh.v1.GetSignalsResponse\"\x07\x90\x02\x01\xc8\xf3\x18\x01\x12_\n\rGetIndicators\x12!.tickmesh.v1.GetIndicatorsRequest\x1a\".tickmesh.v1.GetIndicatorsResponse\"\x07\x90\x02\x01\xc8\xf3\x18\x01\x12_\n\rExportCandles\x12!.tickmesh.v1.ExportCandlesRequest\x1a\".tickmesh.v1.ExportCandlesResponse\"\x07\x90\x02\x01\xc8\xf3\x18\x01\x12g\n\x10StreamMarketData\x12$.tickmesh.v1.StreamMarketDataRequest\x1a%.tickmesh.v1.StreamMarketDataResponse\"\x04\xc8\xf3\x18\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17tickmesh/v1/query.proto\x12\x0btickmesh.v1\x1a\x18tickmesh/v1/market.proto\x1a\x19tickmesh/v1/options.proto\"\xd5\x02\n\x11GetCandlesRequest\x12\x16\n\x06symbol\x18\x01 \x01(\tR\x06symbol\x12\x31\n\x08interval\x18\x02 \x01(\x0e\x32\x15.tickmesh.v1.IntervalR\x08interval\x12\"\n\rstart_time_us\x18\x03 \x01(\x03R\x0bstartTimeUs\x12\x1e\n\x0b\x65nd_time_us\x18\x04 \x01(\x03R\tendTimeUs\x12\x1b\n\tpage_size\x18\x05 \x01(\rR\x08pageSize\x12,\n\x05order\x18\x06 \x01(\x0e\x32\x16.tickmesh.v1.SortOrderR\x05order\x12\x1d\n\npage_token\x18\x07 \x01(\tR\tpageToken\x12\x10\n\x03\x62\x61r\x18\x08 \x01(\tR\x03\x62\x61r\x12\x1b\n\ttime_zone\x18\t \x01(\tR\x08timeZone\x12\x18\n\x07session\x18\n \x01(\tR\x07session\"\xab\x01\n\x12GetCandlesResponse\x12-\n\x07\x63\x61ndles\x18\x01 \x03(\x0b\x32\x13.tickmesh.v1.CandleR\x07\x63\x61ndles\x12&\n\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\x12>\n\x0fsource_interval\x18\x03 \x01(\x0e\x32\x15.tickmesh.v1.IntervalR\x0esourceInterval\"\xe1\x01\n\x14\x45xportCandlesRequest\x12\x16\n\x06symbol\x18\x01 \x01(\tR\x06symbol\x12\x31\n\x08interval\x18\x02 \x01(\x0e\x32\x15.tickmesh.v1.IntervalR\x08interval\x12\"\n\rstart_time_us\x18\x03 \x01(\x03R\x0bstartTimeUs\x12\x1e\n\x0b\x65nd_time_us\x18\x04 \x01(\x03R\tendTimeUs\x12\x1b\n\tpage_size\x18\x05 \x01(\rR\x08pageSize\x12\x1d\n\npage_token\x18\x06 \x01(\tR\tpageToken\"\xc0\x01\n\x15\x45xportCandlesResponse\x12\x17\n\x07time_us\x18\x01 \x03(\x03R\x06timeUs\x12\x12\n\x04open\x18\x02 \x03(\x01R\x04open\x12\x12\n\x04high\x18\x03 \x03(\x01R\x04high\x12\x10\n\x03low\x18\x04 \x03(\x01R\x03low\x12\x14\n\x05\x63lose\x18\x05 \x03(\x01R\x05\x63lose\x12\x16\n\x06volume\x18\x06 \x03(\x01R\x06volume\x12&\n\x0fnext_page_token\x18\x07 \x01(\tR\rnextPageToken\"2\n\x16GetLatestPricesRequest\x12\x18\n\x07symbols\x18\x01 \x03(\tR\x07symbols\"T\n\x0bLatestPrice\x12\x16\n\x06symbol\x18\x01 \x01(\tR\x06symbol\x12\x14\n\x05price\x18\x02 \x01(\x01R\x05price\x12\x17\n\x07time_us\x18\x03 \x01(\x03R\x06timeUs\"t\n\x17GetLatestPricesResponse\x12\x30\n\x06prices\x18\x01 \x03(\x0b\x32\x18.tickmesh.v1.LatestPriceR\x06prices\x12\'\n\x0fmissing_symbols\x18\x02 \x03(\tR\x0emissingSymbols\"\xc0\x02\n\x11GetSignalsRequest\x12\x18\n\x07symbols\x18\x01 \x03(\tR\x07symbols\x12\x35\n\nstrategies\x18\x02 \x03(\x0e\x32\x15.tickmesh.v1.StrategyR\nstrategies\x12\x33\n\x07\x61\x63tions\x18\x03 \x03(\x0e\x32\x19.tickmesh.v1.SignalActionR\x07\x61\x63tions\x12\"\n\rstart_time_us\x18\x04 \x01(\x03R\x0bstartTimeUs\x12\x1e\n\x0b\x65nd_time_us\x18\x05 \x01(\x03R\tendTimeUs\x12%\n\x0emin_confidence\x18\x06 \x01(\x01R\rminConfidence\x12\x1b\n\tpage_size\x18\x07 \x01(\rR\x08pageSize\x12\x1d\n\npage_token\x18\x08 \x01(\tR\tpageToken\"k\n\x12GetSignalsResponse\x12-\n\x07signals\x18\x01 \x03(\x0b\x32\x13.tickmesh.v1.SignalR\x07signals\x12&\n\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\xf7\x01\n\x14GetIndicatorsRequest\x12\x16\n\x06symbol\x18\x01 \x01(\tR\x06symbol\x12\x31\n\x08interval\x18\x02 \x01(\x0e\x32\x15.tickmesh.v1.IntervalR\x08interval\x12:\n\nindicators\x18\x03 \x03(\x0b\x32\x1a.tickmesh.v1.IndicatorSpecR\nindicators\x12\"\n\rstart_time_us\x18\x04 \x01(\x03R\x0bstartTimeUs\x12\x1e\n\x0b\x65nd_time_us\x18\x05 \x01(\x03R\tendTimeUs\x12\x14\n\x05limit\x18\x06 \x01(\rR\x05limit\"j\n\x15GetIndicatorsResponse\x12\x34\n\x06series\x18\x01 \x03(\x0b\x32\x1c.tickmesh.v1.IndicatorSeriesR\x06series\x12\x1b\n\tcache_hit\x18\x02 \x01(\x08R\x08\x63\x61\x63heHit\"\xc5\x01\n\x17StreamMarketDataRequest\x12\x18\n\x07symbols\x18\x01 \x03(\tR\x07symbols\x12,\n\x05kinds\x18\x02 \x03(\x0e\x32\x16.tickmesh.v1.EventKindR\x05kinds\x12\x33\n\tintervals\x18\x03 \x03(\x0e\x32\x15.tickmesh.v1.IntervalR\tintervals\x12-\n\x13resume_from_time_us\x18\x04 \x01(\x03R\x10resumeFromTimeUs\"j\n\x18StreamMarketDataResponse\x12.\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x18.tickmesh.v1.MarketEventR\x05\x65vent\x12\x1e\n\nhistorical\x18\x02 \x01(\x08R\nhistorical*\\\n\tSortOrder\x12\x1a\n\x16SORT_ORDER_UNSPECIFIED\x10\x00\x12\x18\n\x14SORT_ORDER_ASCENDING\x10\x01\x12\x19\n\x15SORT_ORDER_DESCENDING\x10\x02*j\n\tEventKind\x12\x1a\n\x16\x45VENT_KIND_UNSPECIFIED\x10\x00\x12\x13\n\x0f\x45VENT_KIND_TICK\x10\x01\x12\x15\n\x11\x45VENT_KIND_CANDLE\x10\x02\x12\x15\n\x11\x45VENT_KIND_SIGNAL\x10\x03\x32\xd0\x04\n\x0cQueryService\x12V\n\nGetCandles\x12\x1e.tickmesh.v1.GetCandlesRequest\x1a\x1f.tickmesh.v1.GetCandlesResponse\"\x07\x90\x02\x01\xc8\xf3\x18\x01\x12\x65\n\x0fGetLatestPrices\x12#.tickmesh.v1.GetLatestPricesRequest\x1a$.tickmesh.v1.GetLatestPricesResponse\"\x07\x90\x02\x01\xc8\xf3\x18\x01\x12V\n\nGetSignals\x12\x1e.tickmesh.v1.GetSignalsRequest\x1a\x1f.tickmesh.v1.GetSignalsResponse\"\x07\x90\x02\x01\xc8\xf3\x18\x01\x12_\n\rGetIndicators\x12!.tickmesh.v1.GetIndicatorsRequest\x1a\".tickmesh.v1.GetIndicatorsResponse\"\x07\x90\x02\x01\xc8\xf3\x18\x01\x12_\n\rExportCandles\x12!.tickmesh.v1.ExportCandlesRequest\x1a\".tickmesh.v1.ExportCandlesResponse\"\x07\x90\x02\x01\xc8\xf3\x18\x01\x12g\n\x10StreamMarketData\x12$.tickmesh.v1.StreamMarketDataRequest\x1a%.tickmesh.v1.StreamMarketDataResponse\"\x04\xc8\xf3\x18\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -45,36 +45,36 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_QUERYSERVICE'].methods_by_name['ExportCandles']._serialized_options = b'\220\002\001\310\363\030\001'
   _globals['_QUERYSERVICE'].methods_by_name['StreamMarketData']._loaded_options = None
   _globals['_QUERYSERVICE'].methods_by_name['StreamMarketData']._serialized_options = b'\310\363\030\001'
-  _globals['_SORTORDER']._serialized_start=2250
-  _globals['_SORTORDER']._serialized_end=2342
-  _globals['_EVENTKIND']._serialized_start=2344
-  _globals['_EVENTKIND']._serialized_end=2450
+  _globals['_SORTORDER']._serialized_start=2388
+  _globals['_SORTORDER']._serialized_end=2480
+  _globals['_EVENTKIND']._serialized_start=2482
+  _globals['_EVENTKIND']._serialized_end=2588
   _globals['_GETCANDLESREQUEST']._serialized_start=94
-  _globals['_GETCANDLESREQUEST']._serialized_end=362
-  _globals['_GETCANDLESRESPONSE']._serialized_start=364
-  _globals['_GETCANDLESRESPONSE']._serialized_end=471
-  _globals['_EXPORTCANDLESREQUEST']._serialized_start=474
-  _globals['_EXPORTCANDLESREQUEST']._serialized_end=699
-  _globals['_EXPORTCANDLESRESPONSE']._serialized_start=702
-  _globals['_EXPORTCANDLESRESPONSE']._serialized_end=894
-  _globals['_GETLATESTPRICESREQUEST']._serialized_start=896
-  _globals['_GETLATESTPRICESREQUEST']._serialized_end=946
-  _globals['_LATESTPRICE']._serialized_start=948
-  _globals['_LATESTPRICE']._serialized_end=1032
-  _globals['_GETLATESTPRICESRESPONSE']._serialized_start=1034
-  _globals['_GETLATESTPRICESRESPONSE']._serialized_end=1150
-  _globals['_GETSIGNALSREQUEST']._serialized_start=1153
-  _globals['_GETSIGNALSREQUEST']._serialized_end=1473
-  _globals['_GETSIGNALSRESPONSE']._serialized_start=1475
-  _globals['_GETSIGNALSRESPONSE']._serialized_end=1582
-  _globals['_GETINDICATORSREQUEST']._serialized_start=1585
-  _globals['_GETINDICATORSREQUEST']._serialized_end=1832
-  _globals['_GETINDICATORSRESPONSE']._serialized_start=1834
-  _globals['_GETINDICATORSRESPONSE']._serialized_end=1940
-  _globals['_STREAMMARKETDATAREQUEST']._serialized_start=1943
-  _globals['_STREAMMARKETDATAREQUEST']._serialized_end=2140
-  _globals['_STREAMMARKETDATARESPONSE']._serialized_start=2142
-  _globals['_STREAMMARKETDATARESPONSE']._serialized_end=2248
-  _globals['_QUERYSERVICE']._serialized_start=2453
-  _globals['_QUERYSERVICE']._serialized_end=3045
+  _globals['_GETCANDLESREQUEST']._serialized_end=435
+  _globals['_GETCANDLESRESPONSE']._serialized_start=438
+  _globals['_GETCANDLESRESPONSE']._serialized_end=609
+  _globals['_EXPORTCANDLESREQUEST']._serialized_start=612
+  _globals['_EXPORTCANDLESREQUEST']._serialized_end=837
+  _globals['_EXPORTCANDLESRESPONSE']._serialized_start=840
+  _globals['_EXPORTCANDLESRESPONSE']._serialized_end=1032
+  _globals['_GETLATESTPRICESREQUEST']._serialized_start=1034
+  _globals['_GETLATESTPRICESREQUEST']._serialized_end=1084
+  _globals['_LATESTPRICE']._serialized_start=1086
+  _globals['_LATESTPRICE']._serialized_end=1170
+  _globals['_GETLATESTPRICESRESPONSE']._serialized_start=1172
+  _globals['_GETLATESTPRICESRESPONSE']._serialized_end=1288
+  _globals['_GETSIGNALSREQUEST']._serialized_start=1291
+  _globals['_GETSIGNALSREQUEST']._serialized_end=1611
+  _globals['_GETSIGNALSRESPONSE']._serialized_start=1613
+  _globals['_GETSIGNALSRESPONSE']._serialized_end=1720
+  _globals['_GETINDICATORSREQUEST']._serialized_start=1723
+  _globals['_GETINDICATORSREQUEST']._serialized_end=1970
+  _globals['_GETINDICATORSRESPONSE']._serialized_start=1972
+  _globals['_GETINDICATORSRESPONSE']._serialized_end=2078
+  _globals['_STREAMMARKETDATAREQUEST']._serialized_start=2081
+  _globals['_STREAMMARKETDATAREQUEST']._serialized_end=2278
+  _globals['_STREAMMARKETDATARESPONSE']._serialized_start=2280
+  _globals['_STREAMMARKETDATARESPONSE']._serialized_end=2386
+  _globals['_QUERYSERVICE']._serialized_start=2591
+  _globals['_QUERYSERVICE']._serialized_end=3183
 # @@protoc_insertion_point(module_scope)

@@ -71,6 +71,9 @@ class GetCandlesRequest(_message.Message):
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
     ORDER_FIELD_NUMBER: _builtins.int
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    BAR_FIELD_NUMBER: _builtins.int
+    TIME_ZONE_FIELD_NUMBER: _builtins.int
+    SESSION_FIELD_NUMBER: _builtins.int
     symbol: _builtins.str
     interval: _market_pb2.Interval.ValueType
     start_time_us: _builtins.int
@@ -81,6 +84,26 @@ class GetCandlesRequest(_message.Message):
     order: Global___SortOrder.ValueType
     page_token: _builtins.str
     """From the previous response; opaque. The other fields must not change between pages."""
+    bar: _builtins.str
+    """Resampling at query time: any bar size instead of `interval` (leave `interval` unset), a
+    count and a unit: "90s", "10m", "4h", "2d" (aligned to the Unix epoch), "1w" (calendar
+    weeks from Monday) or "1mo" (calendar months). Bars are aggregated from the coarsest
+    stored interval that divides them and has rows in the range (open first, high max, low
+    min, close last, volume and trade count summed); periods without rows are absent. Pages
+    are ascending only and may hold fewer bars than `page_size` (at most 200,000 stored bars
+    are read per call); `next_page_token` says whether more follow. `start_time_us` and
+    `end_time_us` select the stored bars.
+    """
+    time_zone: _builtins.str
+    """Days, weeks and months of `bar` in this IANA time zone ("America/New_York"; daylight
+    saving applies) instead of UTC. Stored daily bars count for their UTC date.
+    """
+    session: _builtins.str
+    """Days, weeks and months of `bar` as the regular sessions of this exchange in
+    `adaptive_ttl.sessions` ("XNYS": 09:30-16:00 America/New_York, weekdays); intraday bars
+    outside the session are left out. Bars are labelled with the session's open. Either this
+    or `time_zone`.
+    """
     def __init__(
         self,
         *,
@@ -91,10 +114,13 @@ class GetCandlesRequest(_message.Message):
         page_size: _builtins.int = ...,
         order: Global___SortOrder.ValueType = ...,
         page_token: _builtins.str = ...,
+        bar: _builtins.str = ...,
+        time_zone: _builtins.str = ...,
+        session: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["end_time_us", b"end_time_us", "interval", b"interval", "order", b"order", "page_size", b"page_size", "page_token", b"page_token", "start_time_us", b"start_time_us", "symbol", b"symbol"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bar", b"bar", "end_time_us", b"end_time_us", "interval", b"interval", "order", b"order", "page_size", b"page_size", "page_token", b"page_token", "session", b"session", "start_time_us", b"start_time_us", "symbol", b"symbol", "time_zone", b"time_zone"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -106,8 +132,11 @@ class GetCandlesResponse(_message.Message):
 
     CANDLES_FIELD_NUMBER: _builtins.int
     NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    SOURCE_INTERVAL_FIELD_NUMBER: _builtins.int
     next_page_token: _builtins.str
     """Empty on the last page."""
+    source_interval: _market_pb2.Interval.ValueType
+    """With `bar`: the stored interval the bars were aggregated from (unset when no rows)."""
     @_builtins.property
     def candles(self) -> _containers.RepeatedCompositeFieldContainer[_market_pb2.Candle]: ...
     def __init__(
@@ -115,10 +144,11 @@ class GetCandlesResponse(_message.Message):
         *,
         candles: _abc.Iterable[_market_pb2.Candle] | None = ...,
         next_page_token: _builtins.str = ...,
+        source_interval: _market_pb2.Interval.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["candles", b"candles", "next_page_token", b"next_page_token"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["candles", b"candles", "next_page_token", b"next_page_token", "source_interval", b"source_interval"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
