@@ -1,6 +1,6 @@
 //! Candle history from the store, as the columns the indicator library works on.
 
-use tickmesh_store::{CandleQuery, CandleRow, Store};
+use tickmesh_store::{CandleQuery, CandleRow, Store, resample};
 use tonic::Status;
 
 /// Most candles one symbol's history may hold in one computation.
@@ -155,6 +155,65 @@ pub async fn load(
         }
     }
     history.reverse();
+    Ok(history)
+}
+
+/// The last `limit` resampled bars (0: up to [`MAX_BARS`]) of `symbol` made by `plan` from
+/// stored bars with open times in `[start, end)`, oldest first. A bar the symbol's stored
+/// intervals cannot make is INVALID_ARGUMENT (`bar`).
+pub async fn load_resampled(
+    store: &Store,
+    plan: &resample::Plan,
+    (symbol, bar): (&str, &str),
+    start_us: i64,
+    end_us: i64,
+    limit: usize,
+) -> Result<History, Status> {
+    let limit = if limit == 0 {
+        MAX_BARS
+    } else {
+        limit.min(MAX_BARS)
+    };
+    let unavailable = |e: tickmesh_store::StoreError| {
+        Status::unavailable(format!("reading candles of {symbol}: {e}"))
+    };
+    let range = resample::Range {
+        symbol: symbol.to_owned(),
+        start_us: (start_us > 0).then_some(start_us),
+        end_us: (end_us > 0).then_some(end_us),
+    };
+    let source = match resample::source(store, plan, &range)
+        .await
+        .map_err(unavailable)?
+    {
+        Ok(Some(source)) => source,
+        Ok(None) => return Ok(History::default()),
+        Err(stored) => {
+            return Err(crate::convert::bad_field(
+                "bar",
+                resample::unmakeable(bar, symbol, &stored),
+            ));
+        }
+    };
+    let now_us = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX));
+    let bars = resample::latest(store, plan, &range, source, limit, now_us)
+        .await
+        .map_err(unavailable)?;
+    let mut history = History::default();
+    for column in history.value_columns() {
+        column.reserve_exact(bars.len());
+    }
+    history.time_us.reserve_exact(bars.len());
+    for bar in bars {
+        history.time_us.push(bar.open_time_us);
+        history.open.push(bar.open);
+        history.high.push(bar.high);
+        history.low.push(bar.low);
+        history.close.push(bar.close);
+        history.volume.push(bar.volume);
+    }
     Ok(history)
 }
 

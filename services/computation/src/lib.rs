@@ -23,7 +23,7 @@ use tickmesh_proto::v1::{
     IndicatorOutput, IndicatorSeries, Interval, OptimizePortfolioRequest,
     OptimizePortfolioResponse, SymbolError,
 };
-use tickmesh_store::Store;
+use tickmesh_store::{Store, resample};
 use tonic::{Request, Response, Status};
 
 use crate::history::History;
@@ -126,6 +126,7 @@ fn series(
             })
             .collect(),
         lookback: computed.lookback as u32,
+        ..IndicatorSeries::default()
     })
 }
 
@@ -157,7 +158,45 @@ impl ComputationService for ComputationApi {
     ) -> Result<Response<ComputeIndicatorsResponse>, Status> {
         let request = request.into_inner();
         convert::symbols(&request.symbols, MAX_SYMBOLS)?;
-        let interval = convert::interval(request.interval, "interval")?;
+        // Resampled bars (`bar`), else a stored interval.
+        let plan = if request.bar.is_empty() {
+            for (field, value) in [
+                ("time_zone", &request.time_zone),
+                ("session", &request.session),
+            ] {
+                if !value.is_empty() {
+                    return Err(convert::bad_field(field, "applies with `bar` only"));
+                }
+            }
+            None
+        } else {
+            if request.interval != Interval::Unspecified as i32 {
+                return Err(convert::bad_field(
+                    "interval",
+                    "leave unset when `bar` is given",
+                ));
+            }
+            let config = self.config.current();
+            let sessions = config
+                .config
+                .adaptive_ttl
+                .as_ref()
+                .map(|a| a.sessions.clone())
+                .unwrap_or_default();
+            Some(
+                resample::request_plan(
+                    &request.bar,
+                    &request.time_zone,
+                    &request.session,
+                    &sessions,
+                )
+                .map_err(|(field, why)| convert::bad_field(field, why))?,
+            )
+        };
+        let interval = match plan {
+            Some(_) => Interval::Unspecified,
+            None => convert::interval(request.interval, "interval")?,
+        };
         if request.indicators.is_empty() || request.indicators.len() > MAX_INDICATORS {
             return Err(convert::bad_field(
                 "indicators",
@@ -182,15 +221,30 @@ impl ComputationService for ComputationApi {
         };
         let mut histories = Vec::with_capacity(request.symbols.len());
         for symbol in &request.symbols {
-            let history = history::load(
-                &self.store,
-                symbol,
-                interval as i32,
-                request.start_time_us,
-                request.end_time_us,
-                bars,
-            )
-            .await?;
+            let history = match &plan {
+                None => {
+                    history::load(
+                        &self.store,
+                        symbol,
+                        interval as i32,
+                        request.start_time_us,
+                        request.end_time_us,
+                        bars,
+                    )
+                    .await?
+                }
+                Some(plan) => {
+                    history::load_resampled(
+                        &self.store,
+                        plan,
+                        (symbol, &request.bar),
+                        request.start_time_us,
+                        request.end_time_us,
+                        bars,
+                    )
+                    .await?
+                }
+            };
             histories.push((symbol.clone(), history));
         }
 
@@ -225,7 +279,11 @@ impl ComputationService for ComputationApi {
             if history.is_empty() {
                 response.errors.push(SymbolError {
                     symbol: symbol.clone(),
-                    reason: format!("no {interval:?} candles stored for {symbol} in the range"),
+                    reason: if plan.is_some() {
+                        format!("no candles stored for {symbol} in the range")
+                    } else {
+                        format!("no {interval:?} candles stored for {symbol} in the range")
+                    },
                 });
                 continue;
             }
@@ -245,11 +303,13 @@ impl ComputationService for ComputationApi {
                     symbol: symbol.clone(),
                     reason,
                 }),
-                None => response.series.extend(
-                    computed
-                        .into_iter()
-                        .map(|s| last(s, request.limit as usize)),
-                ),
+                None => response.series.extend(computed.into_iter().map(|s| {
+                    let mut s = last(s, request.limit as usize);
+                    s.bar.clone_from(&request.bar);
+                    s.time_zone.clone_from(&request.time_zone);
+                    s.session.clone_from(&request.session);
+                    s
+                })),
             }
         }
         Ok(Response::new(response))

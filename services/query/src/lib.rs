@@ -6,7 +6,6 @@ pub mod indicators;
 pub mod latest;
 pub mod live;
 pub mod paging;
-mod resample;
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -26,7 +25,7 @@ use tickmesh_proto::v1::{
     SetRequest, Signal, SignalAction, SortOrder, Strategy, StreamMarketDataRequest,
     StreamMarketDataResponse,
 };
-use tickmesh_store::{CandleQuery, SignalKey, SignalQuery, Store};
+use tickmesh_store::{CandleQuery, SignalKey, SignalQuery, Store, resample};
 use tokio_stream::Stream;
 use tonic::codec::CompressionEncoding;
 use tonic::{Request, Response, Status};
@@ -84,10 +83,28 @@ pub struct QueryApi {
     config: tokio::sync::watch::Receiver<tickmesh_mesh::ConfigSnapshot>,
 }
 
-/// Stored bars read from the store at a time while resampling.
-const RESAMPLE_READ: i64 = 5_000;
-/// Stored bars read at most per resampled page (the page ends at the bar in progress then).
-const RESAMPLE_MAX_READ: usize = 200_000;
+/// The clock, in microseconds since the epoch.
+fn now_us() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
+}
+
+/// The bar plan of a request's `bar`, `time_zone` and `session`, or the field at fault.
+fn bar_plan(
+    bar: &str,
+    time_zone: &str,
+    session: &str,
+    config: &tickmesh_proto::v1::PerformanceOptimizationConfig,
+) -> Result<resample::Plan, Status> {
+    let sessions = config
+        .adaptive_ttl
+        .as_ref()
+        .map(|a| a.sessions.as_slice())
+        .unwrap_or_default();
+    resample::request_plan(bar, time_zone, session, sessions)
+        .map_err(|(field, why)| bad_field(field, why))
+}
 
 impl QueryApi {
     /// `GetCandles` with `bar`: stored bars of the coarsest interval that can make them,
@@ -96,29 +113,12 @@ impl QueryApi {
         if r.interval != Interval::Unspecified as i32 {
             return Err(bad_field("interval", "leave unset when `bar` is given"));
         }
-        let size = resample::parse_bar(&r.bar).map_err(|e| bad_field("bar", e))?;
-        let align = match (r.time_zone.as_str(), r.session.as_str()) {
-            ("", "") => resample::Align::Utc,
-            (tz, "") => resample::zone(tz).map_err(|e| bad_field("time_zone", e))?,
-            ("", name) => {
-                let sessions = self
-                    .config
-                    .borrow()
-                    .config
-                    .adaptive_ttl
-                    .as_ref()
-                    .map(|a| a.sessions.clone())
-                    .unwrap_or_default();
-                resample::session(name, &sessions).map_err(|e| bad_field("session", e))?
-            }
-            _ => {
-                return Err(bad_field(
-                    "session",
-                    "either time_zone or session, not both",
-                ));
-            }
-        };
-        let plan = resample::Plan::new(size, align).map_err(|e| bad_field("bar", e))?;
+        let plan = bar_plan(
+            &r.bar,
+            &r.time_zone,
+            &r.session,
+            &self.config.borrow().config,
+        )?;
         let limit = page_size(r.page_size)? as usize;
         if SortOrder::try_from(r.order) != Ok(SortOrder::Ascending)
             && r.order != SortOrder::Unspecified as i32
@@ -151,109 +151,37 @@ impl QueryApi {
             );
             after = Some(fields[1].parse::<i64>().map_err(|_| bad())?);
         }
-        let query = |interval: Interval, after_us: Option<i64>, limit: i64| CandleQuery {
+        let range = resample::Range {
             symbol: r.symbol.clone(),
-            interval_code: interval as i16,
             start_us: (r.start_time_us != 0).then_some(r.start_time_us),
             end_us: (r.end_time_us != 0).then_some(r.end_time_us),
-            after_us,
-            descending: false,
-            limit,
         };
         let source = match source {
             Some(source) => source,
-            None => {
-                let mut found = None;
-                for interval in plan.sources() {
-                    let probe = self
-                        .store
-                        .candles(&query(interval, None, 1))
-                        .await
-                        .map_err(store_error)?;
-                    if !probe.is_empty() {
-                        found = Some(interval);
-                        break;
-                    }
-                }
-                let Some(found) = found else {
-                    // Rows of other intervals: this bar cannot be made from them.
-                    let mut stored = Vec::new();
-                    for interval in resample::stored() {
-                        let probe = self
-                            .store
-                            .candles(&query(interval, None, 1))
-                            .await
-                            .map_err(store_error)?;
-                        if !probe.is_empty() {
-                            stored.push(interval.as_str_name());
-                        }
-                    }
-                    if stored.is_empty() {
-                        return Ok(GetCandlesResponse::default());
-                    }
+            None => match resample::source(&self.store, &plan, &range)
+                .await
+                .map_err(store_error)?
+            {
+                Ok(Some(source)) => source,
+                Ok(None) => return Ok(GetCandlesResponse::default()),
+                Err(stored) => {
                     return Err(bad_field(
                         "bar",
-                        format!(
-                            "{} cannot be made from what is stored for {} ({}): bars of a stored \
-                             interval must each fall inside one period",
-                            r.bar,
-                            r.symbol,
-                            stored.join(", ")
-                        ),
+                        resample::unmakeable(&r.bar, &r.symbol, &stored),
                     ));
-                };
-                found
-            }
+                }
+            },
         };
-        let now_us = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX));
-        let mut bars = Vec::new();
-        let mut building: Option<resample::Building> = None;
-        let (mut cursor, mut read, mut more) = (after, 0usize, false);
-        'pages: loop {
-            let rows = self
-                .store
-                .candles(&query(source, cursor, RESAMPLE_READ))
-                .await
-                .map_err(store_error)?;
-            for row in &rows {
-                read += 1;
-                let Some((label, end)) = plan.period(source, row.open_time_us) else {
-                    continue;
-                };
-                match building.as_mut() {
-                    Some(bar) if bar.is(label) => bar.add(row),
-                    _ => {
-                        if let Some(done) = building.take() {
-                            let last = done.last_us;
-                            bars.push(done.finish(now_us));
-                            if bars.len() >= limit || read >= RESAMPLE_MAX_READ {
-                                cursor = Some(last);
-                                more = true;
-                                break 'pages;
-                            }
-                        }
-                        building = Some(resample::Building::start(label, end, row));
-                    }
-                }
-            }
-            match rows.last() {
-                Some(last) if rows.len() as i64 == RESAMPLE_READ => {
-                    cursor = Some(last.open_time_us);
-                }
-                _ => break,
-            }
-        }
-        if !more && let Some(done) = building.take() {
-            bars.push(done.finish(now_us));
-        }
-        let next_page_token = match (more, cursor) {
-            (true, Some(last)) => paging::encode(
+        let page = resample::ascending(&self.store, &plan, &range, source, after, limit, now_us())
+            .await
+            .map_err(store_error)?;
+        let bars = page.bars;
+        let next_page_token = match page.cursor {
+            Some(last) => paging::encode(
                 &[(source as i32).to_string(), last.to_string()],
                 fingerprint,
             ),
-            _ => String::new(),
+            None => String::new(),
         };
         Ok(GetCandlesResponse {
             candles: bars,
@@ -280,8 +208,12 @@ fn seed_ttl(config: &tickmesh_proto::v1::PerformanceOptimizationConfig) -> Durat
 
 /// The stored interval whose candles an indicator request is computed from (the revision that
 /// tells whether a cached series is current).
-fn revision_interval(request: &GetIndicatorsRequest) -> i16 {
-    i16::try_from(request.interval).unwrap_or(0)
+fn revision_intervals(request: &GetIndicatorsRequest) -> Vec<i16> {
+    if request.bar.is_empty() {
+        vec![i16::try_from(request.interval).unwrap_or(0)]
+    } else {
+        resample::stored().map(|i| i as i16).collect()
+    }
 }
 
 /// Namespaces of the caching service the query service reads.
@@ -560,11 +492,16 @@ impl QueryService for QueryApi {
         symbol(&message.symbol, "symbol")?;
         // The revision of the candles the series is computed from, read before computing: a
         // series cached at it is current (see `indicators`).
-        let revision = self
-            .store
-            .candle_revision(&message.symbol, revision_interval(&message))
-            .await
-            .map_err(store_error)?;
+        // Resampled bars may come from any stored interval: the sum of their revisions moves
+        // whenever one of them does.
+        let mut revision = 0;
+        for interval in revision_intervals(&message) {
+            revision += self
+                .store
+                .candle_revision(&message.symbol, interval)
+                .await
+                .map_err(store_error)?;
+        }
         // Cached under a key of the request's parameters: a repeat is a cache hit.
         let key = format!(
             "{}/{}/{:016x}",
@@ -609,6 +546,9 @@ impl QueryService for QueryApi {
             start_time_us: message.start_time_us,
             end_time_us: message.end_time_us,
             limit: message.limit,
+            bar: message.bar,
+            time_zone: message.time_zone,
+            session: message.session,
         };
         let computed = computation
             .compute_indicators(on_behalf_of(&request, compute))

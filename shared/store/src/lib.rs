@@ -22,6 +22,7 @@ mod outbox;
 mod plan;
 mod postgres;
 mod prices;
+pub mod resample;
 mod revisions;
 pub mod rollup;
 pub mod schema;

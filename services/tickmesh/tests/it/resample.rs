@@ -9,7 +9,10 @@ use std::process::Command;
 
 use tickmesh_proto::v1::ingestion_service_client::IngestionServiceClient;
 use tickmesh_proto::v1::query_service_client::QueryServiceClient;
-use tickmesh_proto::v1::{Candle, GetCandlesRequest, IngestCandlesRequest, Interval};
+use tickmesh_proto::v1::{
+    Candle, GetCandlesRequest, GetIndicatorsRequest, IndicatorKind, IndicatorSpec,
+    IngestCandlesRequest, Interval,
+};
 use tonic::Code;
 use tonic_types::StatusExt;
 
@@ -146,6 +149,58 @@ async fn resampled_bars_equal_pandas_on_goog_eurusd_and_a_dst_change() {
         .unwrap()
         .into_inner();
     assert_eq!(week.source_interval, Interval::Interval1d as i32);
+
+    // Indicators over resampled bars, through GetIndicators (the computation service), equal
+    // TA-Lib over pandas' bars: the last 50 points, twice (the repeat from the cache).
+    for case in reference["indicators"].as_array().unwrap() {
+        let kind = match case["kind"].as_str().unwrap() {
+            "RSI" => IndicatorKind::Rsi,
+            _ => IndicatorKind::Sma,
+        };
+        let request = GetIndicatorsRequest {
+            symbol: case["symbol"].as_str().unwrap().into(),
+            bar: case["bar"].as_str().unwrap().into(),
+            time_zone: case["time_zone"].as_str().unwrap().into(),
+            indicators: vec![IndicatorSpec {
+                kind: kind as i32,
+                period: case["period"].as_u64().unwrap() as u32,
+                ..IndicatorSpec::default()
+            }],
+            limit: 50,
+            ..GetIndicatorsRequest::default()
+        };
+        let name = format!("{request:?}");
+        let times: Vec<i64> = case["time_us"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t.as_i64().unwrap())
+            .collect();
+        let values: Vec<f64> = case["values"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap_or(f64::NAN))
+            .collect();
+        for round in 0..2 {
+            let answer = query
+                .get_indicators(request.clone())
+                .await
+                .unwrap_or_else(|e| panic!("{name}: {e:?}"))
+                .into_inner();
+            assert_eq!(answer.cache_hit, round == 1, "{name}");
+            let series = &answer.series[0];
+            assert_eq!(series.bar, request.bar);
+            assert_eq!(series.time_us, times[times.len() - 50..], "{name}");
+            for (got, want) in series.outputs[0]
+                .values
+                .iter()
+                .zip(&values[values.len() - 50..])
+            {
+                assert!(close_to(*got, *want), "{name}: {got} vs TA-Lib {want}");
+            }
+        }
+    }
 
     // Bad requests: each names its field.
     let bad =

@@ -12,6 +12,7 @@ import sys
 import backtesting
 import numpy as np
 import pandas as pd
+import talib
 
 OHLCV = {"Open": "first", "High": "max", "Low": "min", "Close": "last", "Volume": "sum"}
 NY = "America/New_York"
@@ -81,8 +82,20 @@ def main() -> None:
         ("SYN", "1d", "", "XNYS", session_days(syn)),
         ("SYN", "1d", NY, "", syn.tz_convert(NY).resample("1D").agg(OHLCV)),
     ]
+    # TA-Lib over pandas' bars: RSI(14) of GOOG's weeks, SMA(10) of EURUSD's New York days.
+    goog_weeks = goog.resample(**weekly).agg(OHLCV).dropna(subset=["Open"])
+    ny_days = eurusd.tz_convert(NY).resample("1D").agg(OHLCV).dropna(subset=["Open"])
+    indicators = [
+        ("GOOG", "1w", "", "RSI", 14, goog_weeks, talib.RSI(goog_weeks["Close"].to_numpy(), 14)),
+        ("EURUSD", "1d", NY, "SMA", 10, ny_days, talib.SMA(ny_days["Close"].to_numpy(), 10)),
+    ]
     json.dump(
         {
+            "indicators": [
+                {"symbol": s, "bar": b, "time_zone": tz, "kind": k, "period": p,
+                 "time_us": micros(df.index), "values": [None if np.isnan(v) else float(v) for v in values]}
+                for s, b, tz, k, p, df, values in indicators
+            ],
             "input": {
                 "GOOG": {"interval": "INTERVAL_1D", "rows": rows(goog)},
                 "EURUSD": {"interval": "INTERVAL_1H", "rows": rows(eurusd)},

@@ -26,7 +26,7 @@ from tickmesh.v1 import market_pb2 as tickmesh_dot_v1_dot_market__pb2
 from tickmesh.v1 import options_pb2 as tickmesh_dot_v1_dot_options__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dtickmesh/v1/computation.proto\x12\x0btickmesh.v1\x1a\x18tickmesh/v1/market.proto\x1a\x19tickmesh/v1/options.proto\"=\n\x0bSymbolError\x12\x16\n\x06symbol\x18\x01 \x01(\tR\x06symbol\x12\x16\n\x06reason\x18\x02 \x01(\tR\x06reason\"\xfd\x01\n\x18\x43omputeIndicatorsRequest\x12\x18\n\x07symbols\x18\x01 \x03(\tR\x07symbols\x12\x31\n\x08interval\x18\x02 \x01(\x0e\x32\x15.tickmesh.v1.IntervalR\x08interval\x12:\n\nindicators\x18\x03 \x03(\x0b\x32\x1a.tickmesh.v1.IndicatorSpecR\nindicators\x12\"\n\rstart_time_us\x18\x04 \x01(\x03R\x0bstartTimeUs\x12\x1e\n\x0b\x65nd_time_us\x18\x05 \x01(\x03R\tendTimeUs\x12\x14\n\x05limit\x18\x06 \x01(\rR\x05limit\"\x83\x01\n\x19\x43omputeIndicatorsResponse\x12\x34\n\x06series\x18\x01 \x03(\x0b\x32\x1c.tickmesh.v1.IndicatorSeriesR\x06series\x12\x30\n\x06\x65rrors\x18\x02 \x03(\x0b\x32\x18.tickmesh.v1.SymbolErrorR\x06\x65rrors\"\xa3\x02\n\x0eStrategyParams\x12$\n\x0e\x66\x61st_ma_period\x18\x01 \x01(\rR\x0c\x66\x61stMaPeriod\x12$\n\x0eslow_ma_period\x18\x02 \x01(\rR\x0cslowMaPeriod\x12\x1d\n\nrsi_period\x18\x03 \x01(\rR\trsiPeriod\x12%\n\x0ersi_overbought\x18\x04 \x01(\x01R\rrsiOverbought\x12!\n\x0crsi_oversold\x18\x05 \x01(\x01R\x0brsiOversold\x12)\n\x10\x62ollinger_period\x18\x06 \x01(\rR\x0f\x62ollingerPeriod\x12\x31\n\x14\x62ollinger_deviations\x18\x07 \x01(\x01R\x13\x62ollingerDeviations\"\xcf\x01\n\x16GenerateSignalsRequest\x12\x16\n\x06symbol\x18\x01 \x01(\tR\x06symbol\x12\x31\n\x08interval\x18\x02 \x01(\x0e\x32\x15.tickmesh.v1.IntervalR\x08interval\x12\x35\n\nstrategies\x18\x03 \x03(\x0e\x32\x15.tickmesh.v1.StrategyR\nstrategies\x12\x33\n\x06params\x18\x04 \x01(\x0b\x32\x1b.tickmesh.v1.StrategyParamsR\x06params\"F\n\x17GenerateSignalsResponse\x12+\n\x06signal\x18\x01 \x01(\x0b\x32\x13.tickmesh.v1.SignalR\x06signal\"\xce\x01\n\x13\x42\x61tchSignalsRequest\x12\x18\n\x07symbols\x18\x01 \x03(\tR\x07symbols\x12\x31\n\x08interval\x18\x02 \x01(\x0e\x32\x15.tickmesh.v1.IntervalR\x08interval\x12\x35\n\nstrategies\x18\x03 \x03(\x0e\x32\x15.tickmesh.v1.StrategyR\nstrategies\x12\x33\n\x06params\x18\x04 \x01(\x0b\x32\x1b.tickmesh.v1.StrategyParamsR\x06params\"\x91\x01\n\x14\x42\x61tchSignalsResponse\x12-\n\x07signals\x18\x01 \x03(\x0b\x32\x13.tickmesh.v1.SignalR\x07signals\x12\x30\n\x06\x65rrors\x18\x02 \x03(\x0b\x32\x18.tickmesh.v1.SymbolErrorR\x06\x65rrors\x12\x18\n\x07skipped\x18\x03 \x01(\rR\x07skipped\"c\n\x0bWeightBound\x12\x16\n\x06symbol\x18\x01 \x01(\tR\x06symbol\x12\x1d\n\nmin_weight\x18\x02 \x01(\x01R\tminWeight\x12\x1d\n\nmax_weight\x18\x03 \x01(\x01R\tmaxWeight\"\xa3\x02\n\x18OptimizePortfolioRequest\x12\x18\n\x07symbols\x18\x01 \x03(\tR\x07symbols\x12\x31\n\x08interval\x18\x02 \x01(\x0e\x32\x15.tickmesh.v1.IntervalR\x08interval\x12#\n\rlookback_bars\x18\x03 \x01(\rR\x0clookbackBars\x12=\n\tobjective\x18\x04 \x01(\x0e\x32\x1f.tickmesh.v1.PortfolioObjectiveR\tobjective\x12\x30\n\x06\x62ounds\x18\x05 \x03(\x0b\x32\x18.tickmesh.v1.WeightBoundR\x06\x62ounds\x12$\n\x0erisk_free_rate\x18\x06 \x01(\x01R\x0criskFreeRate\"j\n\x0b\x41ssetWeight\x12\x16\n\x06symbol\x18\x01 \x01(\tR\x06symbol\x12\x16\n\x06weight\x18\x02 \x01(\x01R\x06weight\x12+\n\x11risk_contribution\x18\x03 \x01(\x01R\x10riskContribution\"\xdf\x01\n\x19OptimizePortfolioResponse\x12\x32\n\x07weights\x18\x01 \x03(\x0b\x32\x18.tickmesh.v1.AssetWeightR\x07weights\x12\'\n\x0f\x65xpected_return\x18\x02 \x01(\x01R\x0e\x65xpectedReturn\x12\x1e\n\nvolatility\x18\x03 \x01(\x01R\nvolatility\x12!\n\x0csharpe_ratio\x18\x04 \x01(\x01R\x0bsharpeRatio\x12\"\n\x0cobservations\x18\x05 \x01(\rR\x0cobservations\"J\n\x15GetSignalStatsRequest\x12\x31\n\x08interval\x18\x01 \x01(\x0e\x32\x15.tickmesh.v1.IntervalR\x08interval\"b\n\x0bSignalStats\x12\x1c\n\tevaluated\x18\x01 \x01(\x04R\tevaluated\x12\x18\n\x07skipped\x18\x02 \x01(\x04R\x07skipped\x12\x1b\n\tskip_rate\x18\x03 \x01(\x01R\x08skipRate\"x\n\x13IntervalSignalStats\x12\x31\n\x08interval\x18\x01 \x01(\x0e\x32\x15.tickmesh.v1.IntervalR\x08interval\x12.\n\x05stats\x18\x02 \x01(\x0b\x32\x18.tickmesh.v1.SignalStatsR\x05stats\"\x88\x01\n\x16GetSignalStatsResponse\x12.\n\x05total\x18\x01 \x01(\x0b\x32\x18.tickmesh.v1.SignalStatsR\x05total\x12>\n\tintervals\x18\x02 \x03(\x0b\x32 .tickmesh.v1.IntervalSignalStatsR\tintervals*\xa8\x01\n\x12PortfolioObjective\x12#\n\x1fPORTFOLIO_OBJECTIVE_UNSPECIFIED\x10\x00\x12$\n PORTFOLIO_OBJECTIVE_MIN_VARIANCE\x10\x01\x12\"\n\x1ePORTFOLIO_OBJECTIVE_MAX_SHARPE\x10\x02\x12#\n\x1fPORTFOLIO_OBJECTIVE_RISK_PARITY\x10\x03\x32\x97\x04\n\x12\x43omputationService\x12k\n\x11\x43omputeIndicators\x12%.tickmesh.v1.ComputeIndicatorsRequest\x1a&.tickmesh.v1.ComputeIndicatorsResponse\"\x07\x90\x02\x01\xc8\xf3\x18\x01\x12\x65\n\x0fGenerateSignals\x12#.tickmesh.v1.GenerateSignalsRequest\x1a$.tickmesh.v1.GenerateSignalsResponse\"\x07\x90\x02\x01\xc8\xf3\x18\x01\x12\\\n\x0c\x42\x61tchSignals\x12 .tickmesh.v1.BatchSignalsRequest\x1a!.tickmesh.v1.BatchSignalsResponse\"\x07\x90\x02\x01\xc8\xf3\x18\x01\x12k\n\x11OptimizePortfolio\x12%.tickmesh.v1.OptimizePortfolioRequest\x1a&.tickmesh.v1.OptimizePortfolioResponse\"\x07\x90\x02\x01\xc8\xf3\x18\x01\x12\x62\n\x0eGetSignalStats\x12\".tickmesh.v1.GetSignalStatsRequest\x1a#.tickmesh.v1.GetSignalStatsResponse\"\x07\x90\x02\x01\xc8\xf3\x18\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dtickmesh/v1/computation.proto\x12\x0btickmesh.v1\x1a\x18tickmesh/v1/market.proto\x1a\x19tickmesh/v1/options.proto\"=\n\x0bSymbolError\x12\x16\n\x06symbol\x18\x01 \x01(\tR\x06symbol\x12\x16\n\x06reason\x18\x02 \x01(\tR\x06reason\"\xc6\x02\n\x18\x43omputeIndicatorsRequest\x12\x18\n\x07symbols\x18\x01 \x03(\tR\x07symbols\x12\x31\n\x08interval\x18\x02 \x01(\x0e\x32\x15.tickmesh.v1.IntervalR\x08interval\x12:\n\nindicators\x18\x03 \x03(\x0b\x32\x1a.tickmesh.v1.IndicatorSpecR\nindicators\x12\"\n\rstart_time_us\x18\x04 \x01(\x03R\x0bstartTimeUs\x12\x1e\n\x0b\x65nd_time_us\x18\x05 \x01(\x03R\tendTimeUs\x12\x14\n\x05limit\x18\x06 \x01(\rR\x05limit\x12\x10\n\x03\x62\x61r\x18\x07 \x01(\tR\x03\x62\x61r\x12\x1b\n\ttime_zone\x18\x08 \x01(\tR\x08timeZone\x12\x18\n\x07session\x18\t \x01(\tR\x07session\"\x83\x01\n\x19\x43omputeIndicatorsResponse\x12\x34\n\x06series\x18\x01 \x03(\x0b\x32\x1c.tickmesh.v1.IndicatorSeriesR\x06series\x12\x30\n\x06\x65rrors\x18\x02 \x03(\x0b\x32\x18.tickmesh.v1.SymbolErrorR\x06\x65rrors\"\xa3\x02\n\x0eStrategyParams\x12$\n\x0e\x66\x61st_ma_period\x18\x01 \x01(\rR\x0c\x66\x61stMaPeriod\x12$\n\x0eslow_ma_period\x18\x02 \x01(\rR\x0cslowMaPeriod\x12\x1d\n\nrsi_period\x18\x03 \x01(\rR\trsiPeriod\x12%\n\x0ersi_overbought\x18\x04 \x01(\x01R\rrsiOverbought\x12!\n\x0crsi_oversold\x18\x05 \x01(\x01R\x0brsiOversold\x12)\n\x10\x62ollinger_period\x18\x06 \x01(\rR\x0f\x62ollingerPeriod\x12\x31\n\x14\x62ollinger_deviations\x18\x07 \x01(\x01R\x13\x62ollingerDeviations\"\xcf\x01\n\x16GenerateSignalsRequest\x12\x16\n\x06symbol\x18\x01 \x01(\tR\x06symbol\x12\x31\n\x08interval\x18\x02 \x01(\x0e\x32\x15.tickmesh.v1.IntervalR\x08interval\x12\x35\n\nstrategies\x18\x03 \x03(\x0e\x32\x15.tickmesh.v1.StrategyR\nstrategies\x12\x33\n\x06params\x18\x04 \x01(\x0b\x32\x1b.tickmesh.v1.StrategyParamsR\x06params\"F\n\x17GenerateSignalsResponse\x12+\n\x06signal\x18\x01 \x01(\x0b\x32\x13.tickmesh.v1.SignalR\x06signal\"\xce\x01\n\x13\x42\x61tchSignalsRequest\x12\x18\n\x07symbols\x18\x01 \x03(\tR\x07symbols\x12\x31\n\x08interval\x18\x02 \x01(\x0e\x32\x15.tickmesh.v1.IntervalR\x08interval\x12\x35\n\nstrategies\x18\x03 \x03(\x0e\x32\x15.tickmesh.v1.StrategyR\nstrategies\x12\x33\n\x06params\x18\x04 \x01(\x0b\x32\x1b.tickmesh.v1.StrategyParamsR\x06params\"\x91\x01\n\x14\x42\x61tchSignalsResponse\x12-\n\x07signals\x18\x01 \x03(\x0b\x32\x13.tickmesh.v1.SignalR\x07signals\x12\x30\n\x06\x65rrors\x18\x02 \x03(\x0b\x32\x18.tickmesh.v1.SymbolErrorR\x06\x65rrors\x12\x18\n\x07skipped\x18\x03 \x01(\rR\x07skipped\"c\n\x0bWeightBound\x12\x16\n\x06symbol\x18\x01 \x01(\tR\x06symbol\x12\x1d\n\nmin_weight\x18\x02 \x01(\x01R\tminWeight\x12\x1d\n\nmax_weight\x18\x03 \x01(\x01R\tmaxWeight\"\xa3\x02\n\x18OptimizePortfolioRequest\x12\x18\n\x07symbols\x18\x01 \x03(\tR\x07symbols\x12\x31\n\x08interval\x18\x02 \x01(\x0e\x32\x15.tickmesh.v1.IntervalR\x08interval\x12#\n\rlookback_bars\x18\x03 \x01(\rR\x0clookbackBars\x12=\n\tobjective\x18\x04 \x01(\x0e\x32\x1f.tickmesh.v1.PortfolioObjectiveR\tobjective\x12\x30\n\x06\x62ounds\x18\x05 \x03(\x0b\x32\x18.tickmesh.v1.WeightBoundR\x06\x62ounds\x12$\n\x0erisk_free_rate\x18\x06 \x01(\x01R\x0criskFreeRate\"j\n\x0b\x41ssetWeight\x12\x16\n\x06symbol\x18\x01 \x01(\tR\x06symbol\x12\x16\n\x06weight\x18\x02 \x01(\x01R\x06weight\x12+\n\x11risk_contribution\x18\x03 \x01(\x01R\x10riskContribution\"\xdf\x01\n\x19OptimizePortfolioResponse\x12\x32\n\x07weights\x18\x01 \x03(\x0b\x32\x18.tickmesh.v1.AssetWeightR\x07weights\x12\'\n\x0f\x65xpected_return\x18\x02 \x01(\x01R\x0e\x65xpectedReturn\x12\x1e\n\nvolatility\x18\x03 \x01(\x01R\nvolatility\x12!\n\x0csharpe_ratio\x18\x04 \x01(\x01R\x0bsharpeRatio\x12\"\n\x0cobservations\x18\x05 \x01(\rR\x0cobservations\"J\n\x15GetSignalStatsRequest\x12\x31\n\x08interval\x18\x01 \x01(\x0e\x32\x15.tickmesh.v1.IntervalR\x08interval\"b\n\x0bSignalStats\x12\x1c\n\tevaluated\x18\x01 \x01(\x04R\tevaluated\x12\x18\n\x07skipped\x18\x02 \x01(\x04R\x07skipped\x12\x1b\n\tskip_rate\x18\x03 \x01(\x01R\x08skipRate\"x\n\x13IntervalSignalStats\x12\x31\n\x08interval\x18\x01 \x01(\x0e\x32\x15.tickmesh.v1.IntervalR\x08interval\x12.\n\x05stats\x18\x02 \x01(\x0b\x32\x18.tickmesh.v1.SignalStatsR\x05stats\"\x88\x01\n\x16GetSignalStatsResponse\x12.\n\x05total\x18\x01 \x01(\x0b\x32\x18.tickmesh.v1.SignalStatsR\x05total\x12>\n\tintervals\x18\x02 \x03(\x0b\x32 .tickmesh.v1.IntervalSignalStatsR\tintervals*\xa8\x01\n\x12PortfolioObjective\x12#\n\x1fPORTFOLIO_OBJECTIVE_UNSPECIFIED\x10\x00\x12$\n PORTFOLIO_OBJECTIVE_MIN_VARIANCE\x10\x01\x12\"\n\x1ePORTFOLIO_OBJECTIVE_MAX_SHARPE\x10\x02\x12#\n\x1fPORTFOLIO_OBJECTIVE_RISK_PARITY\x10\x03\x32\x97\x04\n\x12\x43omputationService\x12k\n\x11\x43omputeIndicators\x12%.tickmesh.v1.ComputeIndicatorsRequest\x1a&.tickmesh.v1.ComputeIndicatorsResponse\"\x07\x90\x02\x01\xc8\xf3\x18\x01\x12\x65\n\x0fGenerateSignals\x12#.tickmesh.v1.GenerateSignalsRequest\x1a$.tickmesh.v1.GenerateSignalsResponse\"\x07\x90\x02\x01\xc8\xf3\x18\x01\x12\\\n\x0c\x42\x61tchSignals\x12 .tickmesh.v1.BatchSignalsRequest\x1a!.tickmesh.v1.BatchSignalsResponse\"\x07\x90\x02\x01\xc8\xf3\x18\x01\x12k\n\x11OptimizePortfolio\x12%.tickmesh.v1.OptimizePortfolioRequest\x1a&.tickmesh.v1.OptimizePortfolioResponse\"\x07\x90\x02\x01\xc8\xf3\x18\x01\x12\x62\n\x0eGetSignalStats\x12\".tickmesh.v1.GetSignalStatsRequest\x1a#.tickmesh.v1.GetSignalStatsResponse\"\x07\x90\x02\x01\xc8\xf3\x18\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -43,40 +43,40 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_COMPUTATIONSERVICE'].methods_by_name['OptimizePortfolio']._serialized_options = b'\220\002\001\310\363\030\001'
   _globals['_COMPUTATIONSERVICE'].methods_by_name['GetSignalStats']._loaded_options = None
   _globals['_COMPUTATIONSERVICE'].methods_by_name['GetSignalStats']._serialized_options = b'\220\002\001\310\363\030\001'
-  _globals['_PORTFOLIOOBJECTIVE']._serialized_start=2652
-  _globals['_PORTFOLIOOBJECTIVE']._serialized_end=2820
+  _globals['_PORTFOLIOOBJECTIVE']._serialized_start=2725
+  _globals['_PORTFOLIOOBJECTIVE']._serialized_end=2893
   _globals['_SYMBOLERROR']._serialized_start=99
   _globals['_SYMBOLERROR']._serialized_end=160
   _globals['_COMPUTEINDICATORSREQUEST']._serialized_start=163
-  _globals['_COMPUTEINDICATORSREQUEST']._serialized_end=416
-  _globals['_COMPUTEINDICATORSRESPONSE']._serialized_start=419
-  _globals['_COMPUTEINDICATORSRESPONSE']._serialized_end=550
-  _globals['_STRATEGYPARAMS']._serialized_start=553
-  _globals['_STRATEGYPARAMS']._serialized_end=844
-  _globals['_GENERATESIGNALSREQUEST']._serialized_start=847
-  _globals['_GENERATESIGNALSREQUEST']._serialized_end=1054
-  _globals['_GENERATESIGNALSRESPONSE']._serialized_start=1056
-  _globals['_GENERATESIGNALSRESPONSE']._serialized_end=1126
-  _globals['_BATCHSIGNALSREQUEST']._serialized_start=1129
-  _globals['_BATCHSIGNALSREQUEST']._serialized_end=1335
-  _globals['_BATCHSIGNALSRESPONSE']._serialized_start=1338
-  _globals['_BATCHSIGNALSRESPONSE']._serialized_end=1483
-  _globals['_WEIGHTBOUND']._serialized_start=1485
-  _globals['_WEIGHTBOUND']._serialized_end=1584
-  _globals['_OPTIMIZEPORTFOLIOREQUEST']._serialized_start=1587
-  _globals['_OPTIMIZEPORTFOLIOREQUEST']._serialized_end=1878
-  _globals['_ASSETWEIGHT']._serialized_start=1880
-  _globals['_ASSETWEIGHT']._serialized_end=1986
-  _globals['_OPTIMIZEPORTFOLIORESPONSE']._serialized_start=1989
-  _globals['_OPTIMIZEPORTFOLIORESPONSE']._serialized_end=2212
-  _globals['_GETSIGNALSTATSREQUEST']._serialized_start=2214
-  _globals['_GETSIGNALSTATSREQUEST']._serialized_end=2288
-  _globals['_SIGNALSTATS']._serialized_start=2290
-  _globals['_SIGNALSTATS']._serialized_end=2388
-  _globals['_INTERVALSIGNALSTATS']._serialized_start=2390
-  _globals['_INTERVALSIGNALSTATS']._serialized_end=2510
-  _globals['_GETSIGNALSTATSRESPONSE']._serialized_start=2513
-  _globals['_GETSIGNALSTATSRESPONSE']._serialized_end=2649
-  _globals['_COMPUTATIONSERVICE']._serialized_start=2823
-  _globals['_COMPUTATIONSERVICE']._serialized_end=3358
+  _globals['_COMPUTEINDICATORSREQUEST']._serialized_end=489
+  _globals['_COMPUTEINDICATORSRESPONSE']._serialized_start=492
+  _globals['_COMPUTEINDICATORSRESPONSE']._serialized_end=623
+  _globals['_STRATEGYPARAMS']._serialized_start=626
+  _globals['_STRATEGYPARAMS']._serialized_end=917
+  _globals['_GENERATESIGNALSREQUEST']._serialized_start=920
+  _globals['_GENERATESIGNALSREQUEST']._serialized_end=1127
+  _globals['_GENERATESIGNALSRESPONSE']._serialized_start=1129
+  _globals['_GENERATESIGNALSRESPONSE']._serialized_end=1199
+  _globals['_BATCHSIGNALSREQUEST']._serialized_start=1202
+  _globals['_BATCHSIGNALSREQUEST']._serialized_end=1408
+  _globals['_BATCHSIGNALSRESPONSE']._serialized_start=1411
+  _globals['_BATCHSIGNALSRESPONSE']._serialized_end=1556
+  _globals['_WEIGHTBOUND']._serialized_start=1558
+  _globals['_WEIGHTBOUND']._serialized_end=1657
+  _globals['_OPTIMIZEPORTFOLIOREQUEST']._serialized_start=1660
+  _globals['_OPTIMIZEPORTFOLIOREQUEST']._serialized_end=1951
+  _globals['_ASSETWEIGHT']._serialized_start=1953
+  _globals['_ASSETWEIGHT']._serialized_end=2059
+  _globals['_OPTIMIZEPORTFOLIORESPONSE']._serialized_start=2062
+  _globals['_OPTIMIZEPORTFOLIORESPONSE']._serialized_end=2285
+  _globals['_GETSIGNALSTATSREQUEST']._serialized_start=2287
+  _globals['_GETSIGNALSTATSREQUEST']._serialized_end=2361
+  _globals['_SIGNALSTATS']._serialized_start=2363
+  _globals['_SIGNALSTATS']._serialized_end=2461
+  _globals['_INTERVALSIGNALSTATS']._serialized_start=2463
+  _globals['_INTERVALSIGNALSTATS']._serialized_end=2583
+  _globals['_GETSIGNALSTATSRESPONSE']._serialized_start=2586
+  _globals['_GETSIGNALSTATSRESPONSE']._serialized_end=2722
+  _globals['_COMPUTATIONSERVICE']._serialized_start=2896
+  _globals['_COMPUTATIONSERVICE']._serialized_end=3431
 # @@protoc_insertion_point(module_scope)

@@ -74,6 +74,9 @@ class ComputeIndicatorsRequest(_message.Message):
     START_TIME_US_FIELD_NUMBER: _builtins.int
     END_TIME_US_FIELD_NUMBER: _builtins.int
     LIMIT_FIELD_NUMBER: _builtins.int
+    BAR_FIELD_NUMBER: _builtins.int
+    TIME_ZONE_FIELD_NUMBER: _builtins.int
+    SESSION_FIELD_NUMBER: _builtins.int
     interval: _market_pb2.Interval.ValueType
     start_time_us: _builtins.int
     """Range of candle open times, inclusive start, exclusive end (0: unbounded)."""
@@ -83,6 +86,13 @@ class ComputeIndicatorsRequest(_message.Message):
     bars before them that the indicators need to warm up are read too (their lookback plus 500
     bars for exponential smoothing to converge), so these points have settled values.
     """
+    bar: _builtins.str
+    """Resampled bars instead of `interval` (leave it unset): a bar size, and optionally a time
+    zone or an exchange session, as in `tickmesh.v1.GetCandlesRequest` (`bar`, `time_zone`,
+    `session`). The indicators run over the resampled bars; `limit` counts them.
+    """
+    time_zone: _builtins.str
+    session: _builtins.str
     @_builtins.property
     def symbols(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     @_builtins.property
@@ -96,10 +106,13 @@ class ComputeIndicatorsRequest(_message.Message):
         start_time_us: _builtins.int = ...,
         end_time_us: _builtins.int = ...,
         limit: _builtins.int = ...,
+        bar: _builtins.str = ...,
+        time_zone: _builtins.str = ...,
+        session: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["end_time_us", b"end_time_us", "indicators", b"indicators", "interval", b"interval", "limit", b"limit", "start_time_us", b"start_time_us", "symbols", b"symbols"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bar", b"bar", "end_time_us", b"end_time_us", "indicators", b"indicators", "interval", b"interval", "limit", b"limit", "session", b"session", "start_time_us", b"start_time_us", "symbols", b"symbols", "time_zone", b"time_zone"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -537,10 +537,17 @@ class IndicatorSeries(_message.Message):
     TIME_US_FIELD_NUMBER: _builtins.int
     OUTPUTS_FIELD_NUMBER: _builtins.int
     LOOKBACK_FIELD_NUMBER: _builtins.int
+    BAR_FIELD_NUMBER: _builtins.int
+    TIME_ZONE_FIELD_NUMBER: _builtins.int
+    SESSION_FIELD_NUMBER: _builtins.int
     symbol: _builtins.str
     interval: Global___Interval.ValueType
     lookback: _builtins.int
     """Number of leading values that are NaN because the indicator is still warming up."""
+    bar: _builtins.str
+    """For resampled bars (`interval` unset): their size, time zone or session, as requested."""
+    time_zone: _builtins.str
+    session: _builtins.str
     @_builtins.property
     def spec(self) -> Global___IndicatorSpec: ...
     @_builtins.property
@@ -558,10 +565,13 @@ class IndicatorSeries(_message.Message):
         time_us: _abc.Iterable[_builtins.int] | None = ...,
         outputs: _abc.Iterable[Global___IndicatorOutput] | None = ...,
         lookback: _builtins.int = ...,
+        bar: _builtins.str = ...,
+        time_zone: _builtins.str = ...,
+        session: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["spec", b"spec"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["interval", b"interval", "lookback", b"lookback", "outputs", b"outputs", "spec", b"spec", "symbol", b"symbol", "time_us", b"time_us"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bar", b"bar", "interval", b"interval", "lookback", b"lookback", "outputs", b"outputs", "session", b"session", "spec", b"spec", "symbol", b"symbol", "time_us", b"time_us", "time_zone", b"time_zone"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -394,11 +394,18 @@ class GetIndicatorsRequest(_message.Message):
     START_TIME_US_FIELD_NUMBER: _builtins.int
     END_TIME_US_FIELD_NUMBER: _builtins.int
     LIMIT_FIELD_NUMBER: _builtins.int
+    BAR_FIELD_NUMBER: _builtins.int
+    TIME_ZONE_FIELD_NUMBER: _builtins.int
+    SESSION_FIELD_NUMBER: _builtins.int
     symbol: _builtins.str
     interval: _market_pb2.Interval.ValueType
     start_time_us: _builtins.int
     end_time_us: _builtins.int
     limit: _builtins.int
+    bar: _builtins.str
+    """Indicators over resampled bars instead of `interval`, as in `GetCandlesRequest`."""
+    time_zone: _builtins.str
+    session: _builtins.str
     @_builtins.property
     def indicators(self) -> _containers.RepeatedCompositeFieldContainer[_market_pb2.IndicatorSpec]: ...
     def __init__(
@@ -410,10 +417,13 @@ class GetIndicatorsRequest(_message.Message):
         start_time_us: _builtins.int = ...,
         end_time_us: _builtins.int = ...,
         limit: _builtins.int = ...,
+        bar: _builtins.str = ...,
+        time_zone: _builtins.str = ...,
+        session: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["end_time_us", b"end_time_us", "indicators", b"indicators", "interval", b"interval", "limit", b"limit", "start_time_us", b"start_time_us", "symbol", b"symbol"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bar", b"bar", "end_time_us", b"end_time_us", "indicators", b"indicators", "interval", b"interval", "limit", b"limit", "session", b"session", "start_time_us", b"start_time_us", "symbol", b"symbol", "time_zone", b"time_zone"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

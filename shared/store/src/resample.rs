@@ -11,7 +11,8 @@ use jiff::Timestamp;
 use jiff::civil::{Date, Time, Weekday};
 use jiff::tz::TimeZone;
 use tickmesh_proto::v1::{Candle, Interval, MarketSession};
-use tickmesh_store::CandleRow;
+
+use crate::{CandleQuery, CandleRow, Store, StoreError};
 
 const SECOND: i64 = 1_000_000;
 const DAY: i64 = 86_400 * SECOND;
@@ -121,6 +122,34 @@ pub fn session(name: &str, sessions: &[MarketSession]) -> Result<Align, String> 
         (Some(open), Some(close)) if open < close => Ok(Align::Session { tz, open, close }),
         _ => Err(format!("session {name} has no valid open and close times")),
     }
+}
+
+/// The plan of a request's `bar`, `time_zone` and `session` fields (sessions from
+/// `adaptive_ttl.sessions`), or the field at fault and why.
+pub fn request_plan(
+    bar: &str,
+    time_zone: &str,
+    session_name: &str,
+    sessions: &[MarketSession],
+) -> Result<Plan, (&'static str, String)> {
+    let size = parse_bar(bar).map_err(|e| ("bar", e))?;
+    let align = match (time_zone, session_name) {
+        ("", "") => Align::Utc,
+        (tz, "") => zone(tz).map_err(|e| ("time_zone", e))?,
+        ("", name) => session(name, sessions).map_err(|e| ("session", e))?,
+        _ => return Err(("session", "either time_zone or session, not both".into())),
+    };
+    Plan::new(size, align).map_err(|e| ("bar", e))
+}
+
+/// Why `bar` cannot be made for `symbol`, which has rows of the `stored` intervals only.
+pub fn unmakeable(bar: &str, symbol: &str, stored: &[Interval]) -> String {
+    let names: Vec<&str> = stored.iter().map(|i| i.as_str_name()).collect();
+    format!(
+        "{bar} cannot be made from what is stored for {symbol} ({}): bars of a stored interval \
+         must each fall inside one period",
+        names.join(", ")
+    )
 }
 
 /// How one request's bars are made.
@@ -257,6 +286,17 @@ impl Building {
         self.bar.open_time_us == label
     }
 
+    /// Adds the stored bar before the ones added so far (reading newest first).
+    fn add_earlier(&mut self, row: &CandleRow) {
+        let bar = &mut self.bar;
+        bar.open = row.open;
+        bar.high = bar.high.max(row.high);
+        bar.low = bar.low.min(row.low);
+        bar.volume += row.volume;
+        bar.trade_count += u64::try_from(row.trade_count).unwrap_or_default();
+        self.all_closed &= row.closed;
+    }
+
     /// Adds the next stored bar of the same period.
     pub fn add(&mut self, row: &CandleRow) {
         let bar = &mut self.bar;
@@ -276,6 +316,185 @@ impl Building {
             ..self.bar
         }
     }
+}
+
+/// Stored bars read from the store at a time.
+const READ: i64 = 5_000;
+/// Stored bars read at most for one page (it ends at the bar in progress then).
+pub const MAX_READ: usize = 200_000;
+
+/// What to resample: one symbol's stored bars of `source` with open times in `[start, end)`.
+#[derive(Debug, Clone)]
+pub struct Range {
+    /// Instrument symbol.
+    pub symbol: String,
+    /// Inclusive lower bound of the stored bars' open times.
+    pub start_us: Option<i64>,
+    /// Exclusive upper bound.
+    pub end_us: Option<i64>,
+}
+
+impl Range {
+    fn query(
+        &self,
+        source: Interval,
+        after_us: Option<i64>,
+        descending: bool,
+        limit: i64,
+    ) -> CandleQuery {
+        CandleQuery {
+            symbol: self.symbol.clone(),
+            interval_code: source as i16,
+            start_us: self.start_us,
+            end_us: self.end_us,
+            after_us,
+            descending,
+            limit,
+        }
+    }
+}
+
+/// Where the bars of `plan` come from: the coarsest of its sources with rows in the range.
+/// `Err` lists the intervals that do have rows when none of the sources does; `Ok(None)` means
+/// no rows at all.
+pub async fn source(
+    store: &Store,
+    plan: &Plan,
+    range: &Range,
+) -> Result<Result<Option<Interval>, Vec<Interval>>, StoreError> {
+    for interval in plan.sources() {
+        if !store
+            .candles(&range.query(interval, None, false, 1))
+            .await?
+            .is_empty()
+        {
+            return Ok(Ok(Some(interval)));
+        }
+    }
+    let mut with_rows = Vec::new();
+    for interval in stored() {
+        if !store
+            .candles(&range.query(interval, None, false, 1))
+            .await?
+            .is_empty()
+        {
+            with_rows.push(interval);
+        }
+    }
+    Ok(if with_rows.is_empty() {
+        Ok(None)
+    } else {
+        Err(with_rows)
+    })
+}
+
+/// One ascending page of resampled bars.
+#[derive(Debug, Clone, Default)]
+pub struct Page {
+    /// The bars, oldest first.
+    pub bars: Vec<Candle>,
+    /// When more follow: the open time of the last stored bar in `bars` (the next page's
+    /// `after_us`).
+    pub cursor: Option<i64>,
+}
+
+/// At most `limit` bars of `plan` from the stored bars of `source` after `after_us`, oldest
+/// first; fewer when [`MAX_READ`] stored bars were read.
+pub async fn ascending(
+    store: &Store,
+    plan: &Plan,
+    range: &Range,
+    source: Interval,
+    after_us: Option<i64>,
+    limit: usize,
+    now_us: i64,
+) -> Result<Page, StoreError> {
+    let mut page = Page::default();
+    let mut building: Option<Building> = None;
+    let (mut cursor, mut read) = (after_us, 0usize);
+    'pages: loop {
+        let rows = store
+            .candles(&range.query(source, cursor, false, READ))
+            .await?;
+        for row in &rows {
+            read += 1;
+            let Some((label, end)) = plan.period(source, row.open_time_us) else {
+                continue;
+            };
+            match building.as_mut() {
+                Some(bar) if bar.is(label) => bar.add(row),
+                _ => {
+                    if let Some(done) = building.take() {
+                        let last = done.last_us;
+                        page.bars.push(done.finish(now_us));
+                        if page.bars.len() >= limit || read >= MAX_READ {
+                            page.cursor = Some(last);
+                            break 'pages;
+                        }
+                    }
+                    building = Some(Building::start(label, end, row));
+                }
+            }
+        }
+        match rows.last() {
+            Some(last) if rows.len() as i64 == READ => cursor = Some(last.open_time_us),
+            _ => break,
+        }
+    }
+    if page.cursor.is_none()
+        && let Some(done) = building.take()
+    {
+        page.bars.push(done.finish(now_us));
+    }
+    Ok(page)
+}
+
+/// The last `count` bars of `plan` from the stored bars of `source`, oldest first (the first
+/// may be cut by the range's start).
+pub async fn latest(
+    store: &Store,
+    plan: &Plan,
+    range: &Range,
+    source: Interval,
+    count: usize,
+    now_us: i64,
+) -> Result<Vec<Candle>, StoreError> {
+    let mut bars = Vec::new();
+    let mut building: Option<Building> = None;
+    let mut cursor = None;
+    'pages: while bars.len() < count {
+        let rows = store
+            .candles(&range.query(source, cursor, true, READ))
+            .await?;
+        for row in &rows {
+            let Some((label, end)) = plan.period(source, row.open_time_us) else {
+                continue;
+            };
+            match building.as_mut() {
+                Some(bar) if bar.is(label) => bar.add_earlier(row),
+                _ => {
+                    if let Some(done) = building.take() {
+                        bars.push(done.finish(now_us));
+                        if bars.len() >= count {
+                            break 'pages;
+                        }
+                    }
+                    building = Some(Building::start(label, end, row));
+                }
+            }
+        }
+        match rows.last() {
+            Some(last) if rows.len() as i64 == READ => cursor = Some(last.open_time_us),
+            _ => {
+                if let Some(done) = building.take() {
+                    bars.push(done.finish(now_us));
+                }
+                break;
+            }
+        }
+    }
+    bars.reverse();
+    Ok(bars)
 }
 
 #[cfg(test)]
