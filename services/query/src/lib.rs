@@ -1,6 +1,7 @@
 //! The query service: candles in keyset pages, latest prices, signals, indicators (computed by
 //! the computation service through its gRPC API) and live market-data streams.
 
+pub mod candles;
 mod export;
 pub mod indicators;
 pub mod latest;
@@ -80,6 +81,7 @@ pub struct QueryApi {
     caching: Option<CachingServiceClient<MeshChannel>>,
     latest: Arc<LatestPrices>,
     near: indicators::NearIndicators,
+    held: candles::HeldCandles,
     config: tokio::sync::watch::Receiver<tickmesh_mesh::ConfigSnapshot>,
 }
 
@@ -331,30 +333,40 @@ impl QueryService for QueryApi {
             )
         };
         // One row more than the page tells whether another page follows.
-        let mut rows = self
-            .store
-            .candles(&CandleQuery {
-                symbol: r.symbol.clone(),
-                interval_code: interval as i16,
-                start_us: (r.start_time_us != 0).then_some(r.start_time_us),
-                end_us: (r.end_time_us != 0).then_some(r.end_time_us),
-                after_us: after,
-                descending,
-                limit: limit + 1,
-            })
+        let query = CandleQuery {
+            symbol: r.symbol.clone(),
+            interval_code: interval as i16,
+            start_us: (r.start_time_us != 0).then_some(r.start_time_us),
+            end_us: (r.end_time_us != 0).then_some(r.end_time_us),
+            after_us: after,
+            descending,
+            limit: limit + 1,
+        };
+        // From the held history when the page lies inside it, else from the store.
+        let mut candles = match self
+            .held
+            .page(&self.store, &query)
             .await
-            .map_err(store_error)?;
-        let more = rows.len() as i64 > limit;
-        rows.truncate(limit as usize);
-        let next_page_token = match (more, rows.last()) {
+            .map_err(store_error)?
+        {
+            Some(candles) => candles,
+            None => self
+                .store
+                .candles(&query)
+                .await
+                .map_err(store_error)?
+                .iter()
+                .map(tickmesh_store::events::candle_message)
+                .collect(),
+        };
+        let more = candles.len() as i64 > limit;
+        candles.truncate(limit as usize);
+        let next_page_token = match (more, candles.last()) {
             (true, Some(last)) => paging::encode(&[last.open_time_us.to_string()], fingerprint),
             _ => String::new(),
         };
         Ok(Response::new(GetCandlesResponse {
-            candles: rows
-                .iter()
-                .map(tickmesh_store::events::candle_message)
-                .collect(),
+            candles,
             next_page_token,
             source_interval: Interval::Unspecified as i32,
         }))
@@ -690,6 +702,10 @@ pub fn service(
                 .query
                 .as_ref()
                 .map_or(0, |q| q.indicator_cache_bytes),
+        ),
+        held: current.config.query.as_ref().map_or_else(
+            || candles::HeldCandles::new(0, 0),
+            |q| candles::HeldCandles::new(q.candle_cache_bytes, q.candle_history_bars),
         ),
         config: config.subscribe(),
         live,

@@ -17,7 +17,7 @@ pub const MAX_REDIS_TIMEOUT: std::time::Duration = std::time::Duration::from_sec
 /// Longest `store.connect_timeout`: past this, every write during an outage hangs its caller.
 pub const MAX_CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
-/// Largest `query.indicator_cache_bytes`.
+/// Largest `query.indicator_cache_bytes` and `query.candle_cache_bytes`.
 pub const MAX_INDICATOR_CACHE_BYTES: u64 = 16 << 30;
 
 fn fail(field: &str, reason: impl Into<String>) -> Check {
@@ -330,6 +330,23 @@ pub fn validate(config: &PerformanceOptimizationConfig) -> Check {
             "query.indicator_cache_bytes",
             format!("must be at most {MAX_INDICATOR_CACHE_BYTES} (16 GiB; got {near_bytes})"),
         );
+    }
+    let query = config.query.unwrap_or_default();
+    if query.candle_cache_bytes > MAX_INDICATOR_CACHE_BYTES {
+        return fail(
+            "query.candle_cache_bytes",
+            format!(
+                "must be at most {MAX_INDICATOR_CACHE_BYTES} (16 GiB; got {})",
+                query.candle_cache_bytes
+            ),
+        );
+    }
+    if query.candle_cache_bytes > 0 {
+        at_least(
+            "query.candle_history_bars",
+            query.candle_history_bars.into(),
+            1,
+        )?;
     }
     Ok(())
 }

@@ -329,3 +329,29 @@ fn the_query_near_cache_defaults_to_64_mib_and_is_bounded() {
     let err = load(Some(&path), no_env()).unwrap_err();
     assert_eq!(invalid_field(err), "query.indicator_cache_bytes");
 }
+
+#[test]
+fn the_held_candle_history_defaults_to_256_mib_and_is_bounded() {
+    let q = load(None, no_env()).unwrap().config.query.unwrap();
+    assert_eq!(
+        (q.candle_cache_bytes, q.candle_history_bars),
+        (256 << 20, 100_000)
+    );
+    let set = load(None, env(&[("TICKMESH_QUERY__CANDLE_HISTORY_BARS", "500")])).unwrap();
+    assert_eq!(set.config.query.unwrap().candle_history_bars, 500);
+    let dir = tempfile::tempdir().unwrap();
+    for (yaml, field) in [
+        (
+            "query:\n  candle_cache_bytes: 17179869185\n",
+            "query.candle_cache_bytes",
+        ),
+        (
+            "query:\n  candle_history_bars: 0\n",
+            "query.candle_history_bars",
+        ),
+    ] {
+        let path = write(&dir, "q.yaml", yaml);
+        let err = load(Some(&path), no_env()).unwrap_err();
+        assert_eq!(invalid_field(err), field, "{yaml}");
+    }
+}

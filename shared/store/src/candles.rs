@@ -68,6 +68,26 @@ pub(crate) async fn page(backend: &Backend, q: &CandleQuery) -> Result<Vec<Candl
     })
 }
 
+/// The newest `limit` candles of a pair, newest first, read from the primary (a replica could
+/// be behind the revision the caller read before).
+pub(crate) async fn newest(
+    backend: &Backend,
+    symbol: &str,
+    interval_code: i16,
+    limit: i64,
+) -> Result<Vec<CandleRow>, StoreError> {
+    with_conn!(backend, write, |conn| {
+        Ok(c::candles
+            .filter(c::symbol.eq(symbol))
+            .filter(c::interval_code.eq(interval_code))
+            .select(CandleRow::as_select())
+            .order(c::open_time_us.desc())
+            .limit(limit)
+            .load(conn)
+            .await?)
+    })
+}
+
 /// The candle statements on PostgreSQL (async, inside the executor's transaction).
 pub(crate) mod pg {
     use diesel::prelude::*;

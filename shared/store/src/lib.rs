@@ -214,6 +214,20 @@ impl Store {
         revisions::read(&self.backend, symbol, interval_code).await
     }
 
+    /// The newest `limit` candles of (symbol, interval), newest first, with the pair's revision
+    /// read before them: the rows hold at least every change up to that revision, so whatever
+    /// is kept of them is current while `candle_revision` still says it.
+    pub async fn candle_history(
+        &self,
+        symbol: &str,
+        interval_code: i16,
+        limit: i64,
+    ) -> Result<(i64, Vec<CandleRow>), StoreError> {
+        let revision = revisions::read(&self.backend, symbol, interval_code).await?;
+        let rows = candles::newest(&self.backend, symbol, interval_code, limit).await?;
+        Ok((revision, rows))
+    }
+
     /// One keyset page of candles.
     pub async fn candles(&self, q: &CandleQuery) -> Result<Vec<CandleRow>, StoreError> {
         candles::page(&self.backend, q).await

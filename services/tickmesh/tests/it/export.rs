@@ -23,7 +23,7 @@ const VIEWER_KEY: &str = "viewer-key-5d0c2b9e71aa";
 const FEEDER_KEY: &str = "feeder-key-e83f1c0a4b62";
 
 /// The CSV's rows as (open time in µs, [open, high, low, close, volume]).
-fn goog_rows() -> (std::path::PathBuf, Vec<(i64, [f64; 5])>) {
+pub(crate) fn goog_rows() -> (std::path::PathBuf, Vec<(i64, [f64; 5])>) {
     let path = support::goog_csv();
     let rows = std::fs::read_to_string(&path)
         .unwrap()

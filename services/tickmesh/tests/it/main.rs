@@ -15,6 +15,7 @@ mod export;
 mod faults;
 mod fresh_indicators;
 mod freshness;
+mod held_candles;
 mod in_process;
 mod ingestion;
 mod mesh;

@@ -903,19 +903,33 @@ class QueryConfig(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     INDICATOR_CACHE_BYTES_FIELD_NUMBER: _builtins.int
+    CANDLE_CACHE_BYTES_FIELD_NUMBER: _builtins.int
+    CANDLE_HISTORY_BARS_FIELD_NUMBER: _builtins.int
     indicator_cache_bytes: _builtins.int
     """Bytes of indicator series the query process keeps next to it (a near cache in front of
     the caching service), each tagged with the candle revision it was computed at, so a hit is
     served only while no candle of its (symbol, interval) has changed. 0: none kept.
     """
+    candle_cache_bytes: _builtins.int
+    """Bytes of candle history the query process keeps in memory, as columns per (symbol,
+    interval), loaded on a pair's first read and reloaded when its candle revision moves; a
+    `GetCandles` page inside the held history is answered from it. 0: every page is read from
+    the store. Each pair weighs 57 bytes a bar plus its key.
+    """
+    candle_history_bars: _builtins.int
+    """Newest bars held per (symbol, interval); a page reaching further back is read from the
+    store.
+    """
     def __init__(
         self,
         *,
         indicator_cache_bytes: _builtins.int = ...,
+        candle_cache_bytes: _builtins.int = ...,
+        candle_history_bars: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["indicator_cache_bytes", b"indicator_cache_bytes"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["candle_cache_bytes", b"candle_cache_bytes", "candle_history_bars", b"candle_history_bars", "indicator_cache_bytes", b"indicator_cache_bytes"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

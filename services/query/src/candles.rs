@@ -1,0 +1,336 @@
+//! Candle history kept in the query process: the newest `query.candle_history_bars` bars of each
+//! (symbol, interval) read, as columns, at most `query.candle_cache_bytes` in all. A
+//! `GetCandles` page that lies inside what is held is cut from it; the rest is read from the
+//! store.
+//!
+//! What is held is never stale, by the rule the indicator caches follow (see `indicators`): a
+//! pair's history is tagged with the candle revision the store reported before its rows were
+//! read, and each page first reads the pair's revision (one primary-key lookup on the primary).
+//! When the revision moved (a new bar, a merged tick, a closed bar, a correction), the history
+//! is read again before the page is served, once for every caller waiting on that pair.
+
+use std::sync::Arc;
+
+use tickmesh_proto::v1::Candle;
+use tickmesh_store::{CandleQuery, CandleRow, Store, StoreError};
+
+/// Bytes a held bar weighs: open time, five prices and volume, trade count, closed flag.
+pub const BAR_BYTES: usize = 8 + 5 * 8 + 8 + 1;
+
+/// One pair's newest bars, oldest first.
+#[derive(Debug, Default)]
+struct History {
+    revision: i64,
+    /// Every stored bar of the pair is held (fewer than the most held per pair).
+    complete: bool,
+    time_us: Vec<i64>,
+    open: Vec<f64>,
+    high: Vec<f64>,
+    low: Vec<f64>,
+    close: Vec<f64>,
+    volume: Vec<f64>,
+    trade_count: Vec<i64>,
+    closed: Vec<bool>,
+}
+
+impl History {
+    /// From the newest-first rows of `Store::candle_history`.
+    fn from_newest(revision: i64, rows: &[CandleRow], complete: bool) -> Self {
+        let n = rows.len();
+        let mut h = History {
+            revision,
+            complete,
+            time_us: Vec::with_capacity(n),
+            open: Vec::with_capacity(n),
+            high: Vec::with_capacity(n),
+            low: Vec::with_capacity(n),
+            close: Vec::with_capacity(n),
+            volume: Vec::with_capacity(n),
+            trade_count: Vec::with_capacity(n),
+            closed: Vec::with_capacity(n),
+        };
+        for row in rows.iter().rev() {
+            h.time_us.push(row.open_time_us);
+            h.open.push(row.open);
+            h.high.push(row.high);
+            h.low.push(row.low);
+            h.close.push(row.close);
+            h.volume.push(row.volume);
+            h.trade_count.push(row.trade_count);
+            h.closed.push(row.closed);
+        }
+        h
+    }
+
+    fn bytes(&self) -> usize {
+        self.time_us.len() * BAR_BYTES
+    }
+
+    fn candle(&self, i: usize, symbol: &str, interval: i32) -> Candle {
+        Candle {
+            symbol: symbol.to_owned(),
+            interval,
+            open_time_us: self.time_us[i],
+            open: self.open[i],
+            high: self.high[i],
+            low: self.low[i],
+            close: self.close[i],
+            volume: self.volume[i],
+            trade_count: u64::try_from(self.trade_count[i]).unwrap_or_default(),
+            closed: self.closed[i],
+        }
+    }
+
+    /// The page of `q` (at most `q.limit` rows, in its order), or `None` when part of it may
+    /// lie before the held bars.
+    fn page(&self, q: &CandleQuery) -> Option<Vec<Candle>> {
+        // Bounds of the open times the query can return: [lower, upper).
+        let mut lower = q.start_us.unwrap_or(i64::MIN);
+        let mut upper = q.end_us.unwrap_or(i64::MAX);
+        if let Some(after) = q.after_us {
+            if q.descending {
+                upper = upper.min(after);
+            } else {
+                lower = lower.max(after.saturating_add(1));
+            }
+        }
+        let first_held = self.time_us.first().copied().unwrap_or(i64::MAX);
+        let from = self.time_us.partition_point(|&t| t < lower);
+        let to = self.time_us.partition_point(|&t| t < upper).max(from);
+        let limit = usize::try_from(q.limit).unwrap_or(0);
+        // Everything at or after the first held bar is held.
+        let all_held = self.complete || lower >= first_held;
+        let interval = i32::from(q.interval_code);
+        if q.descending {
+            let start = to.saturating_sub(limit).max(from);
+            // Short of `limit` rows and the range goes on before the held bars: the store.
+            if to - start < limit && !all_held {
+                return None;
+            }
+            Some(
+                (start..to)
+                    .rev()
+                    .map(|i| self.candle(i, &q.symbol, interval))
+                    .collect(),
+            )
+        } else {
+            if !all_held {
+                return None;
+            }
+            let end = to.min(from.saturating_add(limit));
+            Some(
+                (from..end)
+                    .map(|i| self.candle(i, &q.symbol, interval))
+                    .collect(),
+            )
+        }
+    }
+}
+
+/// The held histories, by (symbol, interval).
+#[derive(Clone)]
+pub struct HeldCandles {
+    entries: Option<moka::future::Cache<(String, i16), Arc<History>>>,
+    bars: i64,
+}
+
+impl std::fmt::Debug for HeldCandles {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HeldCandles")
+            .field("enabled", &self.entries.is_some())
+            .field("bars", &self.bars)
+            .finish()
+    }
+}
+
+impl HeldCandles {
+    /// At most `bytes` of bars in all, `bars` per pair (either 0: none held).
+    pub fn new(bytes: u64, bars: u32) -> Self {
+        let entries = (bytes > 0 && bars > 0).then(|| {
+            moka::future::Cache::builder()
+                .max_capacity(bytes)
+                .weigher(|key: &(String, i16), history: &Arc<History>| {
+                    u32::try_from(history.bytes() + key.0.len() + 64).unwrap_or(u32::MAX)
+                })
+                .build()
+        });
+        Self {
+            entries,
+            bars: i64::from(bars),
+        }
+    }
+
+    /// Bytes held now (after pending evictions).
+    pub async fn weight(&self) -> u64 {
+        match &self.entries {
+            Some(entries) => {
+                entries.run_pending_tasks().await;
+                entries.weighted_size()
+            }
+            None => 0,
+        }
+    }
+
+    /// The page of `q` from the held history of its pair, read (again) from the store when its
+    /// revision moved; `None` when nothing is held or the page reaches before the held bars.
+    pub async fn page(
+        &self,
+        store: &Store,
+        q: &CandleQuery,
+    ) -> Result<Option<Vec<Candle>>, StoreError> {
+        let Some(entries) = &self.entries else {
+            return Ok(None);
+        };
+        let revision = store.candle_revision(&q.symbol, q.interval_code).await?;
+        if revision == 0 {
+            // Never written: nothing to hold, and the store says so at once.
+            return Ok(None);
+        }
+        let key = (q.symbol.clone(), q.interval_code);
+        if let Some(held) = entries.get(&key).await
+            && held.revision >= revision
+        {
+            return Ok(held.page(q));
+        }
+        // Read the history again, once for all callers of this pair: the others wait here and
+        // find it current.
+        let limit = self.bars;
+        let result = entries
+            .entry(key)
+            .and_try_compute_with(|held| async move {
+                if held.is_some_and(|h| h.value().revision >= revision) {
+                    return Ok(moka::ops::compute::Op::Nop);
+                }
+                let (read_at, rows) = store
+                    .candle_history(&q.symbol, q.interval_code, limit)
+                    .await?;
+                let complete = (rows.len() as i64) < limit;
+                Ok::<_, StoreError>(moka::ops::compute::Op::Put(Arc::new(History::from_newest(
+                    read_at, &rows, complete,
+                ))))
+            })
+            .await?;
+        use moka::ops::compute::CompResult;
+        let held = match result {
+            CompResult::Inserted(e) | CompResult::ReplacedWith(e) | CompResult::Unchanged(e) => {
+                e.into_value()
+            }
+            CompResult::Removed(_) | CompResult::StillNone(_) => return Ok(None),
+        };
+        Ok(held.page(q))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rows(times: &[i64]) -> Vec<CandleRow> {
+        times
+            .iter()
+            .rev()
+            .map(|&t| CandleRow {
+                symbol: "S".into(),
+                interval_code: 7,
+                open_time_us: t,
+                open: t as f64,
+                high: t as f64 + 1.0,
+                low: t as f64 - 1.0,
+                close: t as f64 + 0.5,
+                volume: 10.0,
+                trade_count: 3,
+                closed: true,
+            })
+            .collect()
+    }
+
+    fn q(
+        start: Option<i64>,
+        end: Option<i64>,
+        after: Option<i64>,
+        desc: bool,
+        limit: i64,
+    ) -> CandleQuery {
+        CandleQuery {
+            symbol: "S".into(),
+            interval_code: 7,
+            start_us: start,
+            end_us: end,
+            after_us: after,
+            descending: desc,
+            limit,
+        }
+    }
+
+    fn times(page: Option<Vec<Candle>>) -> Option<Vec<i64>> {
+        page.map(|p| p.iter().map(|c| c.open_time_us).collect())
+    }
+
+    #[test]
+    fn pages_are_cut_like_the_store_would_cut_them() {
+        let all: Vec<i64> = (1..=10).map(|i| i * 10).collect();
+        let h = History::from_newest(1, &rows(&all), true);
+        assert_eq!(
+            times(h.page(&q(None, None, None, false, 3))),
+            Some(vec![10, 20, 30])
+        );
+        assert_eq!(
+            times(h.page(&q(None, None, Some(30), false, 3))),
+            Some(vec![40, 50, 60])
+        );
+        assert_eq!(
+            times(h.page(&q(Some(25), Some(55), None, false, 9))),
+            Some(vec![30, 40, 50])
+        );
+        assert_eq!(
+            times(h.page(&q(None, None, None, true, 2))),
+            Some(vec![100, 90])
+        );
+        assert_eq!(
+            times(h.page(&q(None, None, Some(90), true, 2))),
+            Some(vec![80, 70])
+        );
+        assert_eq!(
+            times(h.page(&q(Some(20), Some(45), None, true, 9))),
+            Some(vec![40, 30, 20])
+        );
+        assert_eq!(
+            times(h.page(&q(Some(200), None, None, false, 9))),
+            Some(vec![])
+        );
+        assert_eq!(
+            h.page(&q(None, None, None, false, 3)).unwrap()[0].close,
+            10.5
+        );
+    }
+
+    #[test]
+    fn a_page_reaching_before_the_held_bars_goes_to_the_store() {
+        // The newest five of a longer history.
+        let h = History::from_newest(1, &rows(&[60, 70, 80, 90, 100]), false);
+        assert_eq!(times(h.page(&q(None, None, None, false, 3))), None);
+        assert_eq!(times(h.page(&q(Some(55), None, None, false, 3))), None);
+        assert_eq!(
+            times(h.page(&q(Some(60), None, None, false, 3))),
+            Some(vec![60, 70, 80])
+        );
+        assert_eq!(
+            times(h.page(&q(None, None, Some(70), false, 9))),
+            Some(vec![80, 90, 100])
+        );
+        assert_eq!(
+            times(h.page(&q(None, None, None, true, 5))),
+            Some(vec![100, 90, 80, 70, 60])
+        );
+        assert_eq!(times(h.page(&q(None, None, None, true, 6))), None);
+        assert_eq!(
+            times(h.page(&q(Some(65), None, None, true, 9))),
+            Some(vec![100, 90, 80, 70])
+        );
+        assert_eq!(
+            times(h.page(&q(None, Some(75), None, true, 2))),
+            Some(vec![70, 60])
+        );
+        assert_eq!(times(h.page(&q(None, Some(75), None, true, 3))), None);
+    }
+}
