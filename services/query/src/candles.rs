@@ -212,9 +212,13 @@ impl HeldCandles {
             .await?;
         use moka::ops::compute::CompResult;
         let held = match result {
-            CompResult::Inserted(e) | CompResult::ReplacedWith(e) | CompResult::Unchanged(e) => {
+            CompResult::Inserted(e) | CompResult::ReplacedWith(e) => {
+                // Evict what the new history pushed over the bound now, not at some later
+                // maintenance.
+                entries.run_pending_tasks().await;
                 e.into_value()
             }
+            CompResult::Unchanged(e) => e.into_value(),
             CompResult::Removed(_) | CompResult::StillNone(_) => return Ok(None),
         };
         Ok(held.page(q))
