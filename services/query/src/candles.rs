@@ -11,7 +11,7 @@
 
 use std::sync::Arc;
 
-use tickmesh_proto::v1::Candle;
+use tickmesh_proto::v1::{Candle, ExportCandlesResponse};
 use tickmesh_store::{CandleQuery, CandleRow, Store, StoreError};
 
 /// Bytes a held bar weighs: open time, five prices and volume, trade count, closed flag.
@@ -81,9 +81,9 @@ impl History {
         }
     }
 
-    /// The page of `q` (at most `q.limit` rows, in its order), or `None` when part of it may
-    /// lie before the held bars.
-    fn page(&self, q: &CandleQuery) -> Option<Vec<Candle>> {
+    /// The held indexes of the page of `q` (at most `q.limit` rows, ascending; a descending
+    /// page walks them backwards), or `None` when part of it may lie before the held bars.
+    fn span(&self, q: &CandleQuery) -> Option<std::ops::Range<usize>> {
         // Bounds of the open times the query can return: [lower, upper).
         let mut lower = q.start_us.unwrap_or(i64::MIN);
         let mut upper = q.end_us.unwrap_or(i64::MAX);
@@ -100,30 +100,39 @@ impl History {
         let limit = usize::try_from(q.limit).unwrap_or(0);
         // Everything at or after the first held bar is held.
         let all_held = self.complete || lower >= first_held;
-        let interval = i32::from(q.interval_code);
         if q.descending {
             let start = to.saturating_sub(limit).max(from);
             // Short of `limit` rows and the range goes on before the held bars: the store.
-            if to - start < limit && !all_held {
-                return None;
-            }
-            Some(
-                (start..to)
-                    .rev()
-                    .map(|i| self.candle(i, &q.symbol, interval))
-                    .collect(),
-            )
+            (to - start == limit || all_held).then_some(start..to)
         } else {
-            if !all_held {
-                return None;
-            }
-            let end = to.min(from.saturating_add(limit));
-            Some(
-                (from..end)
-                    .map(|i| self.candle(i, &q.symbol, interval))
-                    .collect(),
-            )
+            all_held.then_some(from..to.min(from.saturating_add(limit)))
         }
+    }
+
+    /// The page of `q` as messages, in its order.
+    fn page(&self, q: &CandleQuery) -> Option<Vec<Candle>> {
+        let span = self.span(q)?;
+        let interval = i32::from(q.interval_code);
+        let candle = |i| self.candle(i, &q.symbol, interval);
+        Some(if q.descending {
+            span.rev().map(candle).collect()
+        } else {
+            span.map(candle).collect()
+        })
+    }
+
+    /// The page of an ascending `q` as export columns (copies of the held slices).
+    fn columns(&self, q: &CandleQuery) -> Option<ExportCandlesResponse> {
+        let span = self.span(q)?;
+        Some(ExportCandlesResponse {
+            time_us: self.time_us[span.clone()].to_vec(),
+            open: self.open[span.clone()].to_vec(),
+            high: self.high[span.clone()].to_vec(),
+            low: self.low[span.clone()].to_vec(),
+            close: self.close[span.clone()].to_vec(),
+            volume: self.volume[span].to_vec(),
+            next_page_token: String::new(),
+        })
     }
 }
 
@@ -178,6 +187,24 @@ impl HeldCandles {
         store: &Store,
         q: &CandleQuery,
     ) -> Result<Option<Vec<Candle>>, StoreError> {
+        Ok(self.current(store, q).await?.and_then(|h| h.page(q)))
+    }
+
+    /// The page of an ascending `q` as export columns, like [`HeldCandles::page`].
+    pub async fn columns(
+        &self,
+        store: &Store,
+        q: &CandleQuery,
+    ) -> Result<Option<ExportCandlesResponse>, StoreError> {
+        Ok(self.current(store, q).await?.and_then(|h| h.columns(q)))
+    }
+
+    /// The held history of the pair of `q` at the store's revision or later.
+    async fn current(
+        &self,
+        store: &Store,
+        q: &CandleQuery,
+    ) -> Result<Option<Arc<History>>, StoreError> {
         let Some(entries) = &self.entries else {
             return Ok(None);
         };
@@ -190,10 +217,10 @@ impl HeldCandles {
         if let Some(held) = entries.get(&key).await
             && held.revision >= revision
         {
-            return Ok(held.page(q));
+            return Ok(Some(held));
         }
         // Read the history again, once for all callers of this pair: the others wait here and
-        // find it current.
+        // find it current. One bar more than is held tells whether the history is whole.
         let limit = self.bars;
         let result = entries
             .entry(key)
@@ -201,27 +228,27 @@ impl HeldCandles {
                 if held.is_some_and(|h| h.value().revision >= revision) {
                     return Ok(moka::ops::compute::Op::Nop);
                 }
-                let (read_at, rows) = store
-                    .candle_history(&q.symbol, q.interval_code, limit)
+                let (read_at, mut rows) = store
+                    .candle_history(&q.symbol, q.interval_code, limit + 1)
                     .await?;
-                let complete = (rows.len() as i64) < limit;
+                let complete = rows.len() as i64 <= limit;
+                rows.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
                 Ok::<_, StoreError>(moka::ops::compute::Op::Put(Arc::new(History::from_newest(
                     read_at, &rows, complete,
                 ))))
             })
             .await?;
         use moka::ops::compute::CompResult;
-        let held = match result {
+        Ok(match result {
             CompResult::Inserted(e) | CompResult::ReplacedWith(e) => {
                 // Evict what the new history pushed over the bound now, not at some later
                 // maintenance.
                 entries.run_pending_tasks().await;
-                e.into_value()
+                Some(e.into_value())
             }
-            CompResult::Unchanged(e) => e.into_value(),
-            CompResult::Removed(_) | CompResult::StillNone(_) => return Ok(None),
-        };
-        Ok(held.page(q))
+            CompResult::Unchanged(e) => Some(e.into_value()),
+            CompResult::Removed(_) | CompResult::StillNone(_) => None,
+        })
     }
 }
 

@@ -3,7 +3,8 @@
 //! memory copies where `GetCandles` rows cost a message per bar, which is what makes a year
 //! of minute bars cheap to pull into numpy.
 //!
-//! Pages are unary calls with a keyset token, read from the store one page at a time: memory
+//! Pages are unary calls with a keyset token, cut from the candle history the query process
+//! holds (see `candles`) or read from the store, one page at a time: memory
 //! is bounded by [`MAX_EXPORT_PAGE`] rows whatever the range, and each page is an ordinary
 //! idempotent read (retried by the service config, bounded by the call deadline, drained on
 //! shutdown like any other).
@@ -12,6 +13,7 @@ use tickmesh_proto::v1::{ExportCandlesRequest, ExportCandlesResponse};
 use tickmesh_store::{CandleQuery, CandleRow, Store};
 use tonic::Status;
 
+use crate::candles::HeldCandles;
 use crate::{bad_field, interval, paging, store_error, symbol};
 
 /// Most rows per page, and the page when the request says 0: 48 bytes a row on the wire
@@ -59,6 +61,7 @@ fn columns(rows: &[CandleRow]) -> ExportCandlesResponse {
 /// One page of the export `r` asks for, validated as `GetCandles` validates its request.
 pub(crate) async fn page(
     store: &Store,
+    held: &HeldCandles,
     r: &ExportCandlesRequest,
 ) -> Result<ExportCandlesResponse, Status> {
     symbol(&r.symbol, "symbol")?;
@@ -91,23 +94,34 @@ pub(crate) async fn page(
         )
     };
     // One row more than the page tells whether another page follows.
-    let mut rows = store
-        .candles(&CandleQuery {
-            symbol: r.symbol.clone(),
-            interval_code: interval as i16,
-            start_us: (r.start_time_us != 0).then_some(r.start_time_us),
-            end_us: (r.end_time_us != 0).then_some(r.end_time_us),
-            after_us: after,
-            descending: false,
-            limit: limit + 1,
-        })
-        .await
-        .map_err(store_error)?;
-    let more = rows.len() as i64 > limit;
-    rows.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
-    let mut response = columns(&rows);
-    if let (true, Some(last)) = (more, rows.last()) {
-        response.next_page_token = paging::encode(&[last.open_time_us.to_string()], fingerprint);
+    let query = CandleQuery {
+        symbol: r.symbol.clone(),
+        interval_code: interval as i16,
+        start_us: (r.start_time_us != 0).then_some(r.start_time_us),
+        end_us: (r.end_time_us != 0).then_some(r.end_time_us),
+        after_us: after,
+        descending: false,
+        limit: limit + 1,
+    };
+    // From the held history when the page lies inside it (slices copied), else the store.
+    let mut response = match held.columns(store, &query).await.map_err(store_error)? {
+        Some(response) => response,
+        None => columns(&store.candles(&query).await.map_err(store_error)?),
+    };
+    let rows = usize::try_from(limit).unwrap_or(usize::MAX);
+    let more = response.time_us.len() > rows;
+    for column in [
+        &mut response.open,
+        &mut response.high,
+        &mut response.low,
+        &mut response.close,
+        &mut response.volume,
+    ] {
+        column.truncate(rows);
+    }
+    response.time_us.truncate(rows);
+    if let (true, Some(last)) = (more, response.time_us.last()) {
+        response.next_page_token = paging::encode(&[last.to_string()], fingerprint);
     }
     Ok(response)
 }

@@ -606,7 +606,7 @@ impl QueryService for QueryApi {
         &self,
         request: Request<tickmesh_proto::v1::ExportCandlesRequest>,
     ) -> Result<Response<tickmesh_proto::v1::ExportCandlesResponse>, Status> {
-        export::page(&self.store, request.get_ref())
+        export::page(&self.store, &self.held, request.get_ref())
             .await
             .map(Response::new)
     }
