@@ -145,14 +145,18 @@ fn within_3x(attacked: std::time::Duration, baseline: std::time::Duration) -> bo
     attacked <= 3 * baseline.max(std::time::Duration::from_millis(5))
 }
 
-/// The victim's p99 while an attack is held, within 3x of `baseline`. Measured up to three
-/// times: the noise of a shared 2-core machine running the whole suite comes and goes, the
+/// The victim's p99 while an attack is held, within 3x of `baseline`. Measured up to
+/// [`ROUNDS`] times: the noise of a shared 2-core machine running the whole suite comes and goes, the
 /// effect of a held attack does not, so one round within 3x (with the attack still held, as
 /// `held` reports) shows that the attack does not slow the victim. Every round must be free of
 /// refusals.
 async fn victim_unhurt(addr: &str, baseline: std::time::Duration, held: impl Fn() -> bool) {
     let mut rounds = Vec::new();
-    for _ in 0..3 {
+    for round in 0..ROUNDS {
+        if round > 0 {
+            // Let a neighbour's burst of work (other tests share the two cores) pass.
+            tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+        }
         let (failures, attacked) = victim(addr, 200).await;
         assert!(failures.is_empty(), "the victim was refused: {failures:?}");
         assert!(
@@ -164,8 +168,12 @@ async fn victim_unhurt(addr: &str, baseline: std::time::Duration, held: impl Fn(
             return;
         }
     }
-    panic!("victim p99 {rounds:?} in three rounds under attack, {baseline:?} before");
+    panic!("victim p99 {rounds:?} in {ROUNDS} rounds under attack, {baseline:?} before");
 }
+
+/// Rounds of the victim under a held attack, a quarter of a second apart: the whole suite runs on two
+/// shared cores, and a neighbouring test's burst has lasted three back-to-back rounds.
+const ROUNDS: usize = 6;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_caller_holding_calls_open_leaves_the_other_callers_their_slots() {
