@@ -113,6 +113,15 @@ impl History {
     }
 }
 
+/// Bars a load returns for a requested `limit` (0: as many as held, at most [`MAX_BARS`]).
+fn bars_wanted(limit: usize) -> usize {
+    if limit == 0 {
+        MAX_BARS
+    } else {
+        limit.min(MAX_BARS)
+    }
+}
+
 /// The last `limit` candles (0: up to [`MAX_BARS`]) of `symbol` at `interval` with open times in
 /// `[start, end)` (0: unbounded), oldest first.
 pub async fn load(
@@ -123,11 +132,7 @@ pub async fn load(
     end_us: i64,
     limit: usize,
 ) -> Result<History, Status> {
-    let limit = if limit == 0 {
-        MAX_BARS
-    } else {
-        limit.min(MAX_BARS)
-    };
+    let limit = bars_wanted(limit);
     let mut history = History::default();
     let mut after = None;
     // Newest first in pages, so that `limit` keeps the most recent bars; reversed at the end.
@@ -169,11 +174,7 @@ pub async fn load_resampled(
     end_us: i64,
     limit: usize,
 ) -> Result<History, Status> {
-    let limit = if limit == 0 {
-        MAX_BARS
-    } else {
-        limit.min(MAX_BARS)
-    };
+    let limit = bars_wanted(limit);
     let unavailable = |e: tickmesh_store::StoreError| {
         Status::unavailable(format!("reading candles of {symbol}: {e}"))
     };

@@ -538,13 +538,7 @@ mod tests {
                 Interval::Interval1s
             ]
         );
-        let sessions = [MarketSession {
-            name: "XNYS".into(),
-            time_zone: "America/New_York".into(),
-            open_time: "09:30".into(),
-            close_time: "16:00".into(),
-            symbols: vec![],
-        }];
+        let sessions = xnys();
         let plan = Plan::new(Size::Days(1), session("XNYS", &sessions).unwrap()).unwrap();
         // 09:30 is not on an hour: hourly bars would straddle the open.
         assert_eq!(
@@ -553,6 +547,17 @@ mod tests {
         );
         assert!(session("XLON", &sessions).unwrap_err().contains("XNYS"));
         assert!(Plan::new(Size::Micros(DAY), zone("Europe/Paris").unwrap()).is_err());
+    }
+
+    /// The New York Stock Exchange's regular session.
+    fn xnys() -> [MarketSession; 1] {
+        [MarketSession {
+            name: "XNYS".into(),
+            time_zone: "America/New_York".into(),
+            open_time: "09:30".into(),
+            close_time: "16:00".into(),
+            symbols: vec![],
+        }]
     }
 
     #[test]
@@ -595,13 +600,7 @@ mod tests {
 
     #[test]
     fn session_days_leave_out_the_rest_of_the_day() {
-        let sessions = [MarketSession {
-            name: "XNYS".into(),
-            time_zone: "America/New_York".into(),
-            open_time: "09:30".into(),
-            close_time: "16:00".into(),
-            symbols: vec![],
-        }];
+        let sessions = xnys();
         let plan = Plan::new(Size::Days(1), session("XNYS", &sessions).unwrap()).unwrap();
         // Summer: 09:30 New York is 13:30 UTC.
         assert_eq!(
