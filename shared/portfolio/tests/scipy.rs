@@ -49,7 +49,8 @@ fn python() -> PathBuf {
 
 fn reference() -> Value {
     let python = python();
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/scipy_reference.py");
+    let script =
+        tickmesh_testkit::workspace_root().join("shared/portfolio/tests/scipy_reference.py");
     let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
         .join(format!("portfolio-scipy-{}.json", std::process::id()));
     let run = Command::new(&python)

@@ -54,11 +54,19 @@ pub fn find_binary(name: &str, extra_dirs: &[PathBuf], hint: &str) -> Result<Pat
 }
 
 /// The root of the tickmesh cargo workspace (the directory holding the workspace `Cargo.toml`).
+///
+/// Found at run time from the `CARGO_MANIFEST_DIR` that `cargo test` sets for the running test
+/// (the nearest directory above it with a `Cargo.lock`), not from the path this crate was compiled
+/// at: a target directory shared between clones (`.ci/run` keeps one outside the clone) hands a
+/// compiled testkit to another clone, which must then read its own files.
 pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+    let start = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")));
+    start
         .ancestors()
-        .nth(2)
-        .expect("the testkit lives at <workspace>/shared/testkit")
+        .find(|dir| dir.join("Cargo.lock").is_file())
+        .unwrap_or_else(|| panic!("no Cargo.lock above {}", start.display()))
         .to_path_buf()
 }
 

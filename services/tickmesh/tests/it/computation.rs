@@ -91,11 +91,9 @@ fn assert_close(name: &str, ours: &[f64], reference: &serde_json::Value) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn indicators_over_stored_goog_candles_equal_talib() {
     let (mesh, _csv) = mesh_with_goog();
-    let reference: serde_json::Value = serde_json::from_str(&python(&[concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/it/talib_goog.py"
-    )]))
-    .unwrap();
+    let script = crate::support::in_repo("services/tickmesh/tests/it/talib_goog.py");
+    let reference: serde_json::Value =
+        serde_json::from_str(&python(&[script.to_str().unwrap()])).unwrap();
     let mut client = ComputationServiceClient::new(channel(mesh.addr("computation")).await);
     let response = client
         .compute_indicators(ComputeIndicatorsRequest {

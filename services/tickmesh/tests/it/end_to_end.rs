@@ -175,9 +175,8 @@ async fn four_processes_on_postgres_and_redis_serve_the_replayed_market() {
     let resume = rows[2000].0;
     let tail = rows.len() - 2000;
     let output = run(Command::new(program("python3", VENV_HINT))
-        .arg(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/it/query_client.py"
+        .arg(crate::support::in_repo(
+            "services/tickmesh/tests/it/query_client.py",
         ))
         .arg(query.addr("query"))
         .arg("GOOG")

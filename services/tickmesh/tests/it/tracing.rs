@@ -30,7 +30,7 @@ impl Drop for Receiver {
 
 fn receiver() -> Receiver {
     let python = program("python3", VENV_HINT);
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/it/otlp_receiver.py");
+    let script = crate::support::in_repo("services/tickmesh/tests/it/otlp_receiver.py");
     let mut child = Command::new(python)
         .arg(script)
         .stdin(Stdio::piped())
