@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Smoke-test client for one tickmesh server port, written the way a Python user would.
 
-It compiles the stubs from the repo's proto/ at run time (grpcio-tools, no protoc needed), then:
+It uses the message classes and stubs that ship in the `tickmesh` package (clients/python,
+generated from proto/ by `buf generate`; install it with `pip install ./clients/python`), then:
 
 1. checks grpc.health.v1.Health/Check is SERVING for service "" and for --service,
 2. calls tickmesh.v1.ConfigService/GetConfig and checks the circuit breaker settings,
@@ -13,16 +14,16 @@ Exit code 0 means every check passed; otherwise the reason is printed to stderr.
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
-import tempfile
-from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-HERE = Path(__file__).resolve().parent
-DEFAULT_PROTO_ROOT = HERE.parent.parent / "proto"
+try:
+    from tickmesh.v1 import config_pb2, config_pb2_grpc
+except ImportError:
+    sys.exit("the tickmesh package is not installed: pip install ./clients/python")
+
 CONFIG_MESSAGE = "tickmesh.v1.PerformanceOptimizationConfig"
 
 
@@ -46,44 +47,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=5.0,
         help="deadline in seconds for connecting and for each call (default: %(default)s)",
     )
-    parser.add_argument(
-        "--proto-root",
-        type=Path,
-        default=DEFAULT_PROTO_ROOT,
-        help="directory holding tickmesh/v1/*.proto (default: the repo's proto/)",
-    )
     return parser.parse_args(argv)
-
-
-def well_known_types_dir() -> str:
-    """The include dir grpcio-tools bundles google/protobuf/*.proto in."""
-    try:
-        from importlib.resources import files
-
-        return str(files("grpc_tools") / "_proto")
-    except (ImportError, AttributeError):  # Python < 3.9
-        import pkg_resources
-
-        return pkg_resources.resource_filename("grpc_tools", "_proto")
-
-
-def generate_stubs(proto_root: Path, out_dir: Path) -> None:
-    """Compile every tickmesh proto into out_dir (config.proto may import its siblings)."""
-    from grpc_tools import protoc
-
-    if not (proto_root / "tickmesh" / "v1" / "config.proto").is_file():
-        raise CheckFailed(f"no tickmesh/v1/config.proto under proto root {proto_root}")
-    protos = sorted(str(p.relative_to(proto_root)) for p in proto_root.rglob("*.proto"))
-    args = [
-        "grpc_tools.protoc",
-        f"--proto_path={proto_root}",
-        f"--proto_path={well_known_types_dir()}",
-        f"--python_out={out_dir}",
-        f"--grpc_python_out={out_dir}",
-        *protos,
-    ]
-    if protoc.main(args) != 0:
-        raise CheckFailed(f"grpc_tools.protoc failed on {proto_root} (its errors are above)")
 
 
 def rpc(call, request, timeout: float, what: str):
@@ -126,9 +90,6 @@ def enum_fields_summary(config) -> list[str]:
 
 
 def check_config(channel: grpc.Channel, timeout: float) -> None:
-    config_pb2 = importlib.import_module("tickmesh.v1.config_pb2")
-    config_pb2_grpc = importlib.import_module("tickmesh.v1.config_pb2_grpc")
-
     stub = config_pb2_grpc.ConfigServiceStub(channel)
     resp = rpc(
         stub.GetConfig,
@@ -161,19 +122,13 @@ def check_config(channel: grpc.Channel, timeout: float) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    with tempfile.TemporaryDirectory(prefix="tickmesh-pystubs-") as gen:
-        generate_stubs(args.proto_root.resolve(), Path(gen))
-        sys.path.insert(0, gen)
-
-        with grpc.insecure_channel(args.addr) as channel:
-            try:
-                grpc.channel_ready_future(channel).result(timeout=args.timeout)
-            except grpc.FutureTimeoutError:
-                raise CheckFailed(
-                    f"could not connect to {args.addr} within {args.timeout:g}s"
-                ) from None
-            check_health(channel, ["", args.service], args.timeout)
-            check_config(channel, args.timeout)
+    with grpc.insecure_channel(args.addr) as channel:
+        try:
+            grpc.channel_ready_future(channel).result(timeout=args.timeout)
+        except grpc.FutureTimeoutError:
+            raise CheckFailed(f"could not connect to {args.addr} within {args.timeout:g}s") from None
+        check_health(channel, ["", args.service], args.timeout)
+        check_config(channel, args.timeout)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,26 +1,18 @@
-"""A caching-service client built from the generated Python stubs (grpcio-tools, at run time):
-Gets one key and prints the typed value as JSON, without knowing how the service stores it.
+"""A caching-service client built from the generated Python stubs that ship in the tickmesh
+package (clients/python). Gets one key and prints the typed value as JSON, without knowing how the service stores it.
 Used by the polyglot test, as any Python user of tickmesh would call it."""
 
 import importlib
 import json
 import sys
-import tempfile
-from pathlib import Path
 
 import grpc
 from google.protobuf import json_format
 
-ROOT = Path(__file__).resolve().parents[4]
-sys.path.insert(0, str(ROOT / "examples" / "python"))
-from client import generate_stubs  # noqa: E402
 
 
 def main():
     addr, namespace, key = sys.argv[1], sys.argv[2], sys.argv[3]
-    out = Path(tempfile.mkdtemp())
-    generate_stubs(ROOT / "proto", out)
-    sys.path.insert(0, str(out))
     caching_pb2 = importlib.import_module("tickmesh.v1.caching_pb2")
     caching_grpc = importlib.import_module("tickmesh.v1.caching_pb2_grpc")
     stub = caching_grpc.CachingServiceStub(grpc.insecure_channel(addr))

@@ -140,9 +140,8 @@ async fn a_python_client_reads_a_typed_cached_value_without_the_rust_codec() {
     // The caching service loads the price from the store and stores it in its own encoding;
     // the Python stubs read it from the contract's `CacheValue`.
     let output = run(Command::new(&python)
-        .arg(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/it/cache_client.py"
+        .arg(crate::support::in_repo(
+            "services/tickmesh/tests/it/cache_client.py",
         ))
         .args([mesh.addr("caching"), "latest_prices", "BTC-USD"]));
     assert!(output.status.success(), "{}", describe(&output));

@@ -1,25 +1,17 @@
-"""A query client built from the generated Python stubs (grpcio-tools, at run time): pages
-through GetCandles and reads StreamMarketData from a resume point, then prints what it saw as
+"""A query client built from the generated Python stubs that ship in the tickmesh package
+(clients/python): pages through GetCandles and reads StreamMarketData from a resume point, then prints what it saw as
 JSON. Used by the end-to-end test, as any Python user of tickmesh would call it."""
 
 import importlib
 import json
 import sys
-import tempfile
-from pathlib import Path
 
 import grpc
 
-ROOT = Path(__file__).resolve().parents[4]
-sys.path.insert(0, str(ROOT / "examples" / "python"))
-from client import generate_stubs  # noqa: E402
 
 
 def main():
     addr, symbol, resume_from, stream_count = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
-    out = Path(tempfile.mkdtemp())
-    generate_stubs(ROOT / "proto", out)
-    sys.path.insert(0, str(out))
     query_pb2 = importlib.import_module("tickmesh.v1.query_pb2")
     market_pb2 = importlib.import_module("tickmesh.v1.market_pb2")
     query_grpc = importlib.import_module("tickmesh.v1.query_pb2_grpc")
