@@ -56,6 +56,8 @@ __all__ = [
 
 # Most rows GetCandles / GetSignals return per page (the server's maximum): fewer round trips.
 PAGE_SIZE = 5000
+# ExportCandles' largest page (query.proto).
+EXPORT_PAGE_ROWS = 32_768
 # Rows per ingestion call: half the server's default `ingestion.max_batch_rows` (10,000).
 BATCH_ROWS = 5000
 
@@ -257,48 +259,43 @@ def _required(df: pd.DataFrame, name: str, *aliases: str) -> "np.ndarray[Any, np
 # -- requests and results, shared by Client and AsyncClient ----------------------------------
 
 
-def _candles_request(
+def _export_request(
     symbol: str, interval: str, start: TimeLike, end: TimeLike, page_size: int
-) -> query_pb2.GetCandlesRequest:
-    return query_pb2.GetCandlesRequest(
+) -> query_pb2.ExportCandlesRequest:
+    if page_size < 1:
+        raise ValueError(f"page_size must be at least 1, got {page_size}")
+    return query_pb2.ExportCandlesRequest(
         symbol=symbol,
         interval=_convert.interval(interval),
         start_time_us=_convert.time_us(start),
         end_time_us=_convert.time_us(end),
-        page_size=page_size,
-        order=query_pb2.SORT_ORDER_ASCENDING,
+        page_size=min(page_size, EXPORT_PAGE_ROWS),
     )
 
 
-def _utc_index(times: Sequence[int]) -> pd.DatetimeIndex:
+def _utc_index(times: "Union[Sequence[int], np.ndarray[Any, Any]]") -> pd.DatetimeIndex:
     return pd.DatetimeIndex(
         pd.to_datetime(np.asarray(times, dtype=np.int64), unit="us", utc=True), name="time"
     )
 
 
-class _CandleRows:
-    """The pages of a GetCandles walk, as columns."""
+class _CandleColumns:
+    """The pages of an ExportCandles walk: packed columns, joined once at the end."""
 
     def __init__(self) -> None:
-        self.times: List[int] = []
-        self.columns: Dict[str, List[float]] = {
-            k: [] for k in ("open", "high", "low", "close", "volume")
-        }
+        self.pages: List[query_pb2.ExportCandlesResponse] = []
 
-    def add(self, page: query_pb2.GetCandlesResponse) -> None:
-        columns = self.columns
-        for c in page.candles:
-            self.times.append(c.open_time_us)
-            columns["open"].append(c.open)
-            columns["high"].append(c.high)
-            columns["low"].append(c.low)
-            columns["close"].append(c.close)
-            columns["volume"].append(c.volume)
+    def add(self, page: query_pb2.ExportCandlesResponse) -> None:
+        self.pages.append(page)
+
+    def _column(self, name: str, dtype: Any) -> "np.ndarray[Any, Any]":
+        parts = [np.asarray(getattr(page, name), dtype=dtype) for page in self.pages]
+        return np.concatenate(parts) if parts else np.empty(0, dtype=dtype)
 
     def frame(self) -> pd.DataFrame:
         return pd.DataFrame(
-            {k: np.asarray(v, dtype=np.float64) for k, v in self.columns.items()},
-            index=_utc_index(self.times),
+            {k: self._column(k, np.float64) for k in ("open", "high", "low", "close", "volume")},
+            index=_utc_index(self._column("time_us", np.int64)),
         )
 
 
@@ -610,6 +607,12 @@ class _Channels:
         elif isinstance(service_config, Mapping):
             channel_options.append(("grpc.service_config", json.dumps(service_config)))
         channel_options.extend(options)
+        if not any(name == "grpc.compression_enabled_algorithms_bitset" for name, _ in options):
+            # Accept identity only, so the server sends responses uncompressed: on a LAN gzip
+            # costs more to make and undo than its bytes save (benches/export_decode.py:
+            # 100,000 bars 11.1x faster than GetCandles rows uncompressed, 1.76x with gzip).
+            # Over a slow link pass options=[("grpc.compression_enabled_algorithms_bitset", 7)].
+            channel_options.append(("grpc.compression_enabled_algorithms_bitset", 1))
         self._options = channel_options
         self._credentials: Optional[grpc.ChannelCredentials]
         if tls is True:
@@ -684,17 +687,20 @@ class Client(_Channels):
         start: TimeLike = None,
         end: TimeLike = None,
         *,
-        page_size: int = PAGE_SIZE,
+        page_size: int = EXPORT_PAGE_ROWS,
     ) -> pd.DataFrame:
         """Bars of `symbol` with open times in [start, end) (None: unbounded), oldest first, every
-        page: columns open, high, low, close, volume; a UTC DatetimeIndex named "time"."""
-        request = _candles_request(symbol, interval, start, end, page_size)
-        rows = _CandleRows()
+        page: columns open, high, low, close, volume; a UTC DatetimeIndex named "time".
+
+        Read with ExportCandles, pages of packed columns (`page_size` rows each, at most 32,768),
+        which decode many times faster than GetCandles' Candle messages."""
+        request = _export_request(symbol, interval, start, end, page_size)
+        pages = _CandleColumns()
         while True:
-            page = self._call(self.query.GetCandles, request)
-            rows.add(page)
+            page = self._call(self.query.ExportCandles, request)
+            pages.add(page)
             if not page.next_page_token:
-                return rows.frame()
+                return pages.frame()
             request.page_token = page.next_page_token
 
     def latest_prices(self, symbols: Iterable[str]) -> pd.DataFrame:
@@ -905,16 +911,18 @@ class AsyncClient(_Channels):
         start: TimeLike = None,
         end: TimeLike = None,
         *,
-        page_size: int = PAGE_SIZE,
+        page_size: int = EXPORT_PAGE_ROWS,
     ) -> pd.DataFrame:
         """As `Client.candles`."""
-        request = _candles_request(symbol, interval, start, end, page_size)
-        rows = _CandleRows()
+        request = _export_request(symbol, interval, start, end, page_size)
+        pages = _CandleColumns()
         while True:
-            page: query_pb2.GetCandlesResponse = await self._call(self.query.GetCandles, request)
-            rows.add(page)
+            page: query_pb2.ExportCandlesResponse = await self._call(
+                self.query.ExportCandles, request
+            )
+            pages.add(page)
             if not page.next_page_token:
-                return rows.frame()
+                return pages.frame()
             request.page_token = page.next_page_token
 
     async def latest_prices(self, symbols: Iterable[str]) -> pd.DataFrame:
