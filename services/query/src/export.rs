@@ -10,11 +10,11 @@
 //! shutdown like any other).
 
 use tickmesh_proto::v1::{ExportCandlesRequest, ExportCandlesResponse};
-use tickmesh_store::{CandleQuery, CandleRow, Store};
+use tickmesh_store::{CandleRow, Store};
 use tonic::Status;
 
 use crate::candles::HeldCandles;
-use crate::{bad_field, interval, paging, store_error, symbol};
+use crate::{bad_field, interval, paging, store_error, stored_page_query, symbol};
 
 /// Most rows per page, and the page when the request says 0: 48 bytes a row on the wire
 /// (one int64 and five doubles), so about 1.5 MiB, well under gRPC's 4 MiB default limit
@@ -83,26 +83,14 @@ pub(crate) async fn page(
         &r.start_time_us.to_le_bytes(),
         &r.end_time_us.to_le_bytes(),
     ]);
-    let after = if r.page_token.is_empty() {
-        None
-    } else {
-        let fields = paging::decode(&r.page_token, fingerprint, 1)?;
-        Some(
-            fields[0]
-                .parse::<i64>()
-                .map_err(|_| bad_field("page_token", "not a page token of this query"))?,
-        )
-    };
-    // One row more than the page tells whether another page follows.
-    let query = CandleQuery {
-        symbol: r.symbol.clone(),
-        interval_code: interval as i16,
-        start_us: (r.start_time_us != 0).then_some(r.start_time_us),
-        end_us: (r.end_time_us != 0).then_some(r.end_time_us),
-        after_us: after,
-        descending: false,
-        limit: limit + 1,
-    };
+    let query = stored_page_query(
+        &r.symbol,
+        interval,
+        (r.start_time_us, r.end_time_us),
+        (&r.page_token, fingerprint),
+        false,
+        limit,
+    )?;
     // From the held history when the page lies inside it (slices copied), else the store.
     let mut response = match held.columns(store, &query).await.map_err(store_error)? {
         Some(response) => response,

@@ -49,6 +49,38 @@ fn store_error(e: tickmesh_store::StoreError) -> Status {
     Status::unavailable(format!("store: {e}"))
 }
 
+/// The store query of one page of stored candles (`GetCandles` and `ExportCandles`): open times in
+/// `[start_us, end_us)` (0: unbounded), after the open time the page token carries (checked
+/// against `fingerprint`), and one row more than `limit`, which tells whether another page follows.
+fn stored_page_query(
+    symbol: &str,
+    interval: Interval,
+    (start_us, end_us): (i64, i64),
+    (page_token, fingerprint): (&str, u64),
+    descending: bool,
+    limit: i64,
+) -> Result<CandleQuery, Status> {
+    let after_us = if page_token.is_empty() {
+        None
+    } else {
+        let fields = paging::decode(page_token, fingerprint, 1)?;
+        Some(
+            fields[0]
+                .parse::<i64>()
+                .map_err(|_| bad_field("page_token", "not a page token of this query"))?,
+        )
+    };
+    Ok(CandleQuery {
+        symbol: symbol.to_owned(),
+        interval_code: interval as i16,
+        start_us: (start_us != 0).then_some(start_us),
+        end_us: (end_us != 0).then_some(end_us),
+        after_us,
+        descending,
+        limit: limit + 1,
+    })
+}
+
 fn page_size(requested: u32) -> Result<i64, Status> {
     match requested {
         0 => Ok(i64::from(DEFAULT_PAGE)),
@@ -322,26 +354,14 @@ impl QueryService for QueryApi {
             &r.end_time_us.to_le_bytes(),
             &[u8::from(descending)],
         ]);
-        let after = if r.page_token.is_empty() {
-            None
-        } else {
-            let fields = paging::decode(&r.page_token, fingerprint, 1)?;
-            Some(
-                fields[0]
-                    .parse::<i64>()
-                    .map_err(|_| bad_field("page_token", "not a page token of this query"))?,
-            )
-        };
-        // One row more than the page tells whether another page follows.
-        let query = CandleQuery {
-            symbol: r.symbol.clone(),
-            interval_code: interval as i16,
-            start_us: (r.start_time_us != 0).then_some(r.start_time_us),
-            end_us: (r.end_time_us != 0).then_some(r.end_time_us),
-            after_us: after,
+        let query = stored_page_query(
+            &r.symbol,
+            interval,
+            (r.start_time_us, r.end_time_us),
+            (&r.page_token, fingerprint),
             descending,
-            limit: limit + 1,
-        };
+            limit,
+        )?;
         // From the held history when the page lies inside it, else from the store.
         let mut candles = match self
             .held
