@@ -173,22 +173,34 @@ async fn a_stream_blocked_behind_a_frozen_postgres_past_the_grace_period_exits_n
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     // Freeze PostgreSQL (postmaster and backends): the batch in flight can never commit.
+    // The postmaster stops first, so it forks no backend after the list below is taken;
+    // a backend that exits in between is simply gone (kill then says "no such process",
+    // which must not fail the test: CI once lost this test to an exiting worker).
     let postmaster = pg.pid().unwrap().to_string();
+    let kill = |sig: &str, pid: &str| {
+        support::run(Command::new("kill").arg(format!("-{sig}")).arg(pid))
+            .status
+            .success()
+    };
+    assert!(kill("STOP", &postmaster), "cannot stop the postmaster");
     let children = support::run(Command::new("pgrep").args(["-P", &postmaster]));
-    let mut pids: Vec<String> = String::from_utf8_lossy(&children.stdout)
+    let backends: Vec<String> = String::from_utf8_lossy(&children.stdout)
         .split_whitespace()
         .map(str::to_owned)
         .collect();
-    pids.push(postmaster);
-    let signal = |sig: &str| {
-        let mut kill = Command::new("kill");
-        kill.arg(format!("-{sig}")).args(&pids);
-        assert!(support::run(&mut kill).status.success());
+    assert!(!backends.is_empty(), "no PostgreSQL backend to freeze");
+    for pid in &backends {
+        kill("STOP", pid);
+    }
+    let signal_cont = || {
+        for pid in &backends {
+            kill("CONT", pid);
+        }
+        assert!(kill("CONT", &postmaster), "cannot continue the postmaster");
     };
-    signal("STOP");
     server.terminate();
     let status = server.wait_exit(Duration::from_secs(20));
-    signal("CONT");
+    signal_cont();
     let log = server.log();
     assert_ne!(
         status.code(),
