@@ -30,7 +30,7 @@ done
 
 VENV="$ROOT/.venv"
 TEST_REQUIREMENTS="scripts/requirements-test.txt"
-NODE_DIRS=(examples/node scripts/tools)
+NODE_DIRS=(clients/typescript examples/node scripts/tools)
 # buf from scripts/tools (npm packages pinned in its package-lock.json); see scripts/tools/buf.
 BUF="$ROOT/scripts/tools/buf"
 
@@ -156,7 +156,8 @@ install_venv() {
 }
 
 # ---------------------------------------------------------------------------------------------
-# npm packages: examples/node (the Node example client) and scripts/tools (buf).
+# npm packages: clients/typescript (the TypeScript SDK and its protoc-gen-es plugin, before
+# examples/node, which depends on it), examples/node (the Node example client), scripts/tools (buf).
 # ---------------------------------------------------------------------------------------------
 install_node_dir() {
     local dir="$1"
@@ -229,13 +230,15 @@ step_done
 step "generated code: buf generate, scripts/service_config.py --check"
 generated="$(mktemp -d)"
 "$BUF" generate --output "$generated"
-if ! diff -r -x __pycache__ "$generated/clients/python/src/tickmesh/v1" clients/python/src/tickmesh/v1; then
-    rm -rf "$generated"
-    echo "clients/python/src/tickmesh/v1 is not what buf generate gives: run scripts/tools/buf generate" >&2
-    exit 1
-fi
+for out in clients/python/src/tickmesh/v1 clients/typescript/src/gen/tickmesh; do
+    if ! diff -r -x __pycache__ "$generated/$out" "$out"; then
+        rm -rf "$generated"
+        echo "$out is not what buf generate gives: run scripts/tools/buf generate" >&2
+        exit 1
+    fi
+done
 rm -rf "$generated"
-echo "buf generate: committed clients/python/src/tickmesh/v1 up to date"
+echo "buf generate: committed clients/python/src/tickmesh/v1 and clients/typescript/src/gen/tickmesh up to date"
 "$VENV/bin/python" scripts/service_config.py --check
 step_done
 

@@ -1,5 +1,6 @@
 //! Integration tests of the tickmesh binary and its services, over real sockets with real
-//! clients (tonic, grpcurl, Python grpcio, Node grpc-js). One test binary, so it links once.
+//! clients (tonic, grpcurl, Python grpcio, Node grpc-js and Connect). One test binary, so it
+//! links once.
 
 // Helpers outside #[test] functions unwrap too: a panic is a failed test, as .clippy.toml says.
 #![allow(clippy::unwrap_used)]
@@ -24,6 +25,7 @@ mod query;
 mod reload;
 mod resample;
 mod sdk_python;
+mod sdk_typescript;
 mod shutdown;
 mod slow_consumers;
 mod startup;

@@ -1,0 +1,94 @@
+//! The TypeScript SDK (`clients/typescript`, `@tickmesh/client`) as a Node user runs it: its
+//! `node --test` suite against `tickmesh up` (GOOG's daily bars through `ingestCandles` and back
+//! through `candles` equal to the CSV, typed errors, retries from the shipped service config,
+//! indicators equal to TA-Lib's), and a live stream that survives a restart of the mesh. The
+//! package is compiled with its own `tsc` first, which type-checks it and its tests.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::OnceLock;
+
+use crate::support::{Process, describe, goog_csv, in_repo, program, run, scratch_file};
+
+const HINT: &str = "clients/typescript has no node_modules: run scripts/test.sh --install-only (or `npm ci` in clients/typescript)";
+
+pub fn node() -> PathBuf {
+    program(
+        "node",
+        "install Node.js 18+ with `apt-get install nodejs npm`",
+    )
+}
+
+/// `clients/typescript` compiled (`dist/` and `dist-test/`) once per test run, or a panic with
+/// tsc's errors. Every test here runs the compiled JavaScript.
+pub fn built_sdk() -> PathBuf {
+    static BUILT: OnceLock<Result<(), String>> = OnceLock::new();
+    let dir = in_repo("clients/typescript");
+    let built = BUILT.get_or_init(|| {
+        let tsc = dir.join("node_modules/typescript/bin/tsc");
+        if !tsc.exists() {
+            return Err(HINT.to_owned());
+        }
+        for config in ["tsconfig.json", "tsconfig.test.json"] {
+            let output = run(Command::new(node())
+                .arg(&tsc)
+                .args(["-p", config])
+                .current_dir(&dir));
+            if !output.status.success() {
+                return Err(format!("tsc -p {config}: {}", describe(&output)));
+            }
+        }
+        Ok(())
+    });
+    if let Err(e) = built {
+        panic!("{e}");
+    }
+    dir
+}
+
+/// TA-Lib's values on GOOG's closes (services/tickmesh/tests/it/talib_goog.py), as a file.
+fn talib_reference() -> PathBuf {
+    let python = program("python3", crate::support::VENV_HINT);
+    let output = run(Command::new(python).arg(in_repo("services/tickmesh/tests/it/talib_goog.py")));
+    assert!(
+        output.status.success(),
+        "talib_goog.py: {}",
+        describe(&output)
+    );
+    let path = scratch_file("talib.json");
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(&path, &output.stdout).unwrap();
+    path
+}
+
+#[test]
+fn typescript_sdk_suite_passes_against_tickmesh_up() {
+    let dir = built_sdk();
+    let talib = talib_reference();
+    let mesh = Process::start(&["up", "--base-port", "0"], |_| {});
+    let output = run(Command::new(node())
+        .args(["--test", "--test-concurrency=1", "dist-test/live.test.js"])
+        .current_dir(&dir)
+        .env("TICKMESH_QUERY", mesh.addr("query"))
+        .env("TICKMESH_INGESTION", mesh.addr("ingestion"))
+        .env("TICKMESH_COMPUTATION", mesh.addr("computation"))
+        .env("GOOG_CSV", goog_csv())
+        .env("TALIB_JSON", &talib));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "node --test clients/typescript/dist-test/live.test.js: {}\n--- mesh log\n{}",
+        describe(&output),
+        mesh.log()
+    );
+    // Every test ran and passed: none skipped, cancelled or left as todo.
+    for want in [
+        "# pass 13",
+        "# fail 0",
+        "# cancelled 0",
+        "# skipped 0",
+        "# todo 0",
+    ] {
+        assert!(stdout.contains(want), "{want:?} missing from:\n{stdout}");
+    }
+}
