@@ -4,7 +4,6 @@
 //! resumed subscriber sees no gap and no duplicate, and a Python client built from the generated
 //! stubs pages and streams.
 
-use std::ffi::OsString;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -14,7 +13,7 @@ use tickmesh_proto::v1::{
     market_event::Payload,
 };
 
-use crate::support::{Process, VENV_HINT, channel, describe, program, run, tickmesh};
+use crate::support::{FourProcesses, VENV_HINT, channel, describe, program, run, tickmesh};
 
 fn goog_rows() -> (std::path::PathBuf, Vec<(i64, [f64; 5])>) {
     let path = crate::support::goog_csv();
@@ -38,40 +37,8 @@ fn goog_rows() -> (std::path::PathBuf, Vec<(i64, [f64; 5])>) {
 async fn four_processes_on_postgres_and_redis_serve_the_replayed_market() {
     let pg = tickmesh_testkit::Postgres::start().expect("a throwaway PostgreSQL");
     let redis = tickmesh_testkit::Redis::start().expect("a throwaway Redis");
-    let env: Vec<(&str, OsString)> = vec![
-        ("TICKMESH_STORE_URL", pg.url().into()),
-        ("TICKMESH_BUS_URL", redis.url().into()),
-        (
-            "TICKMESH_CACHING_STRATEGY",
-            "CACHING_STRATEGY_MULTI_LAYER".into(),
-        ),
-        (
-            "TICKMESH_DEPENDENCY_MANAGEMENT",
-            "DEPENDENCY_MANAGEMENT_APPROACH_SELECTIVE_IMPORT".into(),
-        ),
-    ];
-    let serve = |target: &str, extra: Vec<(&str, OsString)>| {
-        let env = env.clone();
-        Process::start(
-            &["serve", "--target", target, "--listen", "127.0.0.1:0"],
-            move |c| {
-                c.envs(env.iter().chain(extra.iter()).map(|(k, v)| (*k, v)));
-            },
-        )
-    };
-    let ingestion = serve("ingestion", vec![]);
-    let computation = serve("computation", vec![]);
-    let caching = serve("caching", vec![]);
-    let query = serve(
-        "query",
-        vec![
-            (
-                "TICKMESH_COMPUTATION_ADDR",
-                computation.addr("computation").into(),
-            ),
-            ("TICKMESH_CACHING_ADDR", caching.addr("caching").into()),
-        ],
-    );
+    let mesh = FourProcesses::start(&pg, &redis);
+    let (ingestion, computation, query) = (&mesh.ingestion, &mesh.computation, &mesh.query);
     let mut client = QueryServiceClient::new(channel(query.addr("query")).await);
 
     // A live subscriber from before the replay.

@@ -24,6 +24,7 @@ mod polyglot;
 mod query;
 mod reload;
 mod resample;
+mod sdk_mesh;
 mod sdk_python;
 mod sdk_typescript;
 mod shutdown;

@@ -341,3 +341,70 @@ pub fn goog_csv() -> PathBuf {
     );
     PathBuf::from(String::from_utf8(output.stdout).unwrap().trim())
 }
+
+/// The mesh as four processes (`tickmesh serve --target ...`) on a PostgreSQL store and a Redis
+/// bus, with the multi-layer cache: the production layout, on the test kit's servers.
+pub struct FourProcesses {
+    pub ingestion: Process,
+    pub computation: Process,
+    pub caching: Process,
+    pub query: Process,
+}
+
+impl FourProcesses {
+    pub fn start(pg: &tickmesh_testkit::Postgres, redis: &tickmesh_testkit::Redis) -> Self {
+        let env: Vec<(&str, std::ffi::OsString)> = vec![
+            ("TICKMESH_STORE_URL", pg.url().into()),
+            ("TICKMESH_BUS_URL", redis.url().into()),
+            (
+                "TICKMESH_CACHING_STRATEGY",
+                "CACHING_STRATEGY_MULTI_LAYER".into(),
+            ),
+            (
+                "TICKMESH_DEPENDENCY_MANAGEMENT",
+                "DEPENDENCY_MANAGEMENT_APPROACH_SELECTIVE_IMPORT".into(),
+            ),
+        ];
+        let serve = |target: &str, extra: Vec<(&str, std::ffi::OsString)>| {
+            let env = env.clone();
+            Process::start(
+                &["serve", "--target", target, "--listen", "127.0.0.1:0"],
+                move |c| {
+                    c.envs(env.iter().chain(extra.iter()).map(|(k, v)| (*k, v)));
+                },
+            )
+        };
+        let ingestion = serve("ingestion", vec![]);
+        let computation = serve("computation", vec![]);
+        let caching = serve("caching", vec![]);
+        let query = serve(
+            "query",
+            vec![
+                (
+                    "TICKMESH_COMPUTATION_ADDR",
+                    computation.addr("computation").into(),
+                ),
+                ("TICKMESH_CACHING_ADDR", caching.addr("caching").into()),
+            ],
+        );
+        FourProcesses {
+            ingestion,
+            computation,
+            caching,
+            query,
+        }
+    }
+
+    /// The four logs, for a failed assertion's message.
+    pub fn logs(&self) -> String {
+        [
+            ("ingestion", &self.ingestion),
+            ("computation", &self.computation),
+            ("caching", &self.caching),
+            ("query", &self.query),
+        ]
+        .iter()
+        .map(|(name, p)| format!("--- {name} log\n{}", p.log()))
+        .collect()
+    }
+}
