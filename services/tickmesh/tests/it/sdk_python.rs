@@ -1,8 +1,9 @@
 //! The Python SDK (`clients/python`, the `tickmesh` package installed into the test venv by
 //! scripts/test.sh) as a user runs it: its pytest suite against `tickmesh up` (GOOG's daily bars
 //! through `ingest_candles` and back through `candles` equal to the CSV, typed errors,
-//! indicators equal to TA-Lib's), a live stream that survives a restart of the mesh, and
-//! `mypy --strict` over a user script and the package.
+//! indicators equal to TA-Lib's), every python block of its README run against a live mesh, a
+//! live stream that survives a restart of the mesh, and `mypy --strict` over a user script and
+//! the package.
 
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
@@ -53,6 +54,47 @@ fn python_sdk_suite_passes_against_tickmesh_up() {
     assert!(
         stdout.contains("15 passed") && !stdout.contains("skipped"),
         "{stdout}"
+    );
+}
+
+/// Every python block of clients/python/README.md, run by tests/test_readme.py in order against
+/// `tickmesh up` on an empty store. The blocks use the default addresses
+/// (`Client("127.0.0.1:7404")` alone, ingestion and computation found by the README's port
+/// rule), so this mesh runs on consecutive ports from a free base port, not `--base-port 0`
+/// (any ports): the rule is then exercised for real and the test only swaps the default base
+/// for the free one.
+#[test]
+fn python_readme_blocks_run_against_tickmesh_up() {
+    let python = sdk_python();
+    let base = free_base_port().to_string();
+    let mesh = Process::start(&["up", "--base-port", &base], |_| {});
+    let output = run(Command::new(python)
+        .args(["-m", "pytest", "-q", "-p", "no:cacheprovider"])
+        .arg(in_repo("clients/python/tests/test_readme.py"))
+        .env("TICKMESH_QUERY", mesh.addr("query"))
+        .env("TICKMESH_INGESTION", mesh.addr("ingestion"))
+        .env("TICKMESH_COMPUTATION", mesh.addr("computation"))
+        .env("GOOG_CSV", goog_csv()));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "pytest clients/python/tests/test_readme.py: {}\n--- mesh log\n{}",
+        describe(&output),
+        mesh.log()
+    );
+    // Counted here from the README itself, not from what pytest collected: one test per python
+    // block, plus the two checks of the file (every fence labelled; every block ran). None
+    // skipped or deselected.
+    let readme = std::fs::read_to_string(in_repo("clients/python/README.md")).unwrap();
+    let blocks = readme
+        .lines()
+        .filter(|line| line.trim_end() == "```python")
+        .count();
+    assert!(blocks > 0, "no ```python block in clients/python/README.md");
+    let passed = format!("{} passed", blocks + 2);
+    assert!(
+        stdout.lines().any(|line| line.starts_with(&passed)) && !stdout.contains("skipped"),
+        "want {passed} ({blocks} README blocks):\n{stdout}"
     );
 }
 
