@@ -7,6 +7,7 @@ import { Code, ConnectError } from "@connectrpc/connect";
 
 import { interval as wireInterval, intervalName, timeUs, toDate, type IntervalName, type TimeLike } from "./convert.js";
 import { fromError, TickmeshError } from "./errors.js";
+import { healthCheck, servingStatus, type ServingStatus } from "./health.js";
 import { serviceConfig as shippedServiceConfig } from "./gen/service_config.js";
 import {
   ComputationService,
@@ -14,6 +15,7 @@ import {
   PortfolioObjective,
   WeightBoundSchema,
 } from "./gen/tickmesh/v1/computation_pb.js";
+import { ConfigService, type PerformanceOptimizationConfig } from "./gen/tickmesh/v1/config_pb.js";
 import { IngestionService, type IngestSummary as WireSummary } from "./gen/tickmesh/v1/ingestion_pb.js";
 import {
   CandleSchema,
@@ -369,6 +371,9 @@ const SEEN_EVENTS = 200_000;
  */
 export class TickmeshClient {
   readonly query: Client<typeof QueryService>;
+  /** ConfigService, which every tickmesh port serves: here the query service's. */
+  readonly configService: Client<typeof ConfigService>;
+  readonly #queryTransport: Transport;
   readonly #ingestion: Client<typeof IngestionService> | undefined;
   readonly #computation: Client<typeof ComputationService> | undefined;
   readonly #timeoutMs: number | undefined;
@@ -376,6 +381,8 @@ export class TickmeshClient {
 
   constructor(transports: Transports, options: { timeoutMs?: number | undefined; onClose?: () => void } = {}) {
     this.query = createClient(QueryService, transports.query);
+    this.configService = createClient(ConfigService, transports.query);
+    this.#queryTransport = transports.query;
     this.#ingestion = transports.ingestion && createClient(IngestionService, transports.ingestion);
     this.#computation = transports.computation && createClient(ComputationService, transports.computation);
     this.#timeoutMs = options.timeoutMs === undefined ? 30_000 : options.timeoutMs;
@@ -408,6 +415,26 @@ export class TickmeshClient {
     } catch (error) {
       throw fromError(error);
     }
+  }
+
+  /** The running PerformanceOptimizationConfig (`tickmesh.v1.ConfigService/GetConfig`). */
+  async config(): Promise<PerformanceOptimizationConfig> {
+    const response = await this.#call((o) => this.configService.getConfig({}, o));
+    if (response.config === undefined) {
+      throw new TickmeshError(Code.Internal, "GetConfig returned no config");
+    }
+    return response.config;
+  }
+
+  /**
+   * The query port's health (`grpc.health.v1.Health/Check`) for `service`: "" for the whole
+   * process, or a service's full name (`"tickmesh.v1.QueryService"`).
+   */
+  async health(service = ""): Promise<ServingStatus> {
+    const response = await this.#call((o) =>
+      this.#queryTransport.unary(healthCheck, o.signal, o.timeoutMs, undefined, { service } as never),
+    );
+    return servingStatus((response.message as { status?: unknown }).status);
   }
 
   // -- reads ------------------------------------------------------------------------------------

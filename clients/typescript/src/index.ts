@@ -3,6 +3,7 @@
 export * from "./client.js";
 export * from "./convert.js";
 export * from "./errors.js";
+export type { ServingStatus } from "./health.js";
 export { retryInterceptor, retryPolicies, type MethodConfig, type RetryPolicy, type ServiceConfig } from "./retry.js";
 export { serviceConfig } from "./gen/service_config.js";
 export type { Interceptor, Transport } from "@connectrpc/connect";

@@ -8,6 +8,7 @@ import { after, before, describe, test } from "node:test";
 
 import {
   InvalidArgument,
+  NotFound,
   Unavailable,
   connect,
   serviceConfig,
@@ -177,6 +178,15 @@ describe("@tickmesh/client against tickmesh up", () => {
     } finally {
       down.close();
     }
+  });
+
+  test("health and the running config, as every port serves them", async () => {
+    assert.equal(await client.health(), "SERVING");
+    assert.equal(await client.health("tickmesh.v1.QueryService"), "SERVING");
+    await assert.rejects(client.health("no.such.Service"), NotFound);
+    const config = await client.config();
+    const threshold = config.circuitBreaker?.failureThreshold ?? 0;
+    assert.ok(threshold >= 1, `circuit breaker failure threshold ${threshold}`);
   });
 
   test("the shipped service config is clients/service_config.json", () => {

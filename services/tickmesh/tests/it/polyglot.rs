@@ -99,11 +99,13 @@ fn the_python_example_client_checks_health_and_reads_the_config() {
 
 #[test]
 fn the_node_example_client_checks_health_and_reads_the_config() {
-    let node = program("node", "install it with `apt-get install nodejs npm`");
+    let node = crate::sdk_typescript::node();
     assert!(
-        in_repo("examples/node/node_modules/@grpc/grpc-js").exists(),
+        in_repo("examples/node/node_modules/@tickmesh/client").exists(),
         "examples/node has no node_modules: run `npm ci` in examples/node (scripts/test.sh does)"
     );
+    // The example imports the compiled package (clients/typescript/dist).
+    crate::sdk_typescript::built_sdk();
     let mesh = up();
     for (target, service) in SERVICES {
         let output = run(Command::new(&node)

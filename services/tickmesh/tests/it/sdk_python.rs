@@ -120,7 +120,7 @@ fn python_user_script_and_package_pass_mypy_strict() {
 
 /// A base port whose four ports are free right now (the mesh must come back on the same
 /// addresses for the subscriber to reconnect to).
-fn free_base_port() -> u16 {
+pub fn free_base_port() -> u16 {
     for _ in 0..50 {
         let first = TcpListener::bind("127.0.0.1:0").unwrap();
         let base = first.local_addr().unwrap().port();
@@ -178,6 +178,20 @@ fn next_line(lines: &mpsc::Receiver<String>, limit: Duration) -> serde_json::Val
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_stream_survives_a_restart_of_the_mesh_without_gaps_or_duplicates() {
     let python = sdk_python();
+    stream_survives_a_restart(|| {
+        let mut command = Command::new(&python);
+        command.arg(in_repo("clients/python/tests/stream_resume.py"));
+        command
+    })
+    .await;
+}
+
+/// A subscriber (`subscriber()` then `QUERY_ADDR SYMBOL RESUME_FROM_US COUNT`, printing
+/// `{"ready": true}` and then one JSON line per candle event: id, time_us, historical) follows
+/// "RSM" through a restart of the whole mesh: days 0-9 stored before it comes, 10-14 live,
+/// then SIGTERM and a new mesh on the same store and ports, and days 15-29 after. It must get
+/// every day once, in order, without a duplicate.
+pub async fn stream_survives_a_restart(subscriber: impl Fn() -> Command) {
     let base = free_base_port().to_string();
     let store = format!("sqlite:{}", scratch_file("store.db").display());
     let start = |store: &str| {
@@ -192,8 +206,7 @@ async fn python_stream_survives_a_restart_of_the_mesh_without_gaps_or_duplicates
 
     // Days 0-9 stored before the subscriber comes: it gets them replayed from T0.
     ingest_days(&ingestion, 0..10).await;
-    let mut subscriber = Command::new(python)
-        .arg(in_repo("clients/python/tests/stream_resume.py"))
+    let mut subscriber = subscriber()
         .args([&query, "RSM", &T0.to_string(), "30"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -208,7 +221,8 @@ async fn python_stream_survives_a_restart_of_the_mesh_without_gaps_or_duplicates
             }
         }
     });
-    // Python with grpcio and pandas imports in ~1 s; 30 s leaves room on a loaded 2-core box.
+    // Python with grpcio and pandas imports in ~1 s, Node faster; 30 s leaves room on a loaded
+    // 2-core box.
     let limit = Duration::from_secs(30);
     assert_eq!(next_line(&lines, limit)["ready"], true);
     let mut events = Vec::new();

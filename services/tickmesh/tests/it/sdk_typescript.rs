@@ -1,7 +1,8 @@
 //! The TypeScript SDK (`clients/typescript`, `@tickmesh/client`) as a Node user runs it: its
 //! `node --test` suite against `tickmesh up` (GOOG's daily bars through `ingestCandles` and back
 //! through `candles` equal to the CSV, typed errors, retries from the shipped service config,
-//! indicators equal to TA-Lib's), and a live stream that survives a restart of the mesh. The
+//! indicators equal to TA-Lib's), and a live stream that survives a restart of the mesh (the
+//! same scenario as the Python SDK's, `sdk_python::stream_survives_a_restart`). The
 //! package is compiled with its own `tsc` first, which type-checks it and its tests.
 
 use std::path::PathBuf;
@@ -83,7 +84,7 @@ fn typescript_sdk_suite_passes_against_tickmesh_up() {
     );
     // Every test ran and passed: none skipped, cancelled or left as todo.
     for want in [
-        "# pass 13",
+        "# pass 14",
         "# fail 0",
         "# cancelled 0",
         "# skipped 0",
@@ -91,4 +92,15 @@ fn typescript_sdk_suite_passes_against_tickmesh_up() {
     ] {
         assert!(stdout.contains(want), "{want:?} missing from:\n{stdout}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn typescript_stream_survives_a_restart_of_the_mesh_without_gaps_or_duplicates() {
+    let dir = built_sdk();
+    crate::sdk_python::stream_survives_a_restart(|| {
+        let mut command = Command::new(node());
+        command.arg(dir.join("dist-test/stream_resume.js"));
+        command
+    })
+    .await;
 }
