@@ -68,6 +68,23 @@ def test_candles_range_takes_datetimes_timestamps_and_iso_strings(
     assert client.candles("GOOG", "1d", start="2030-01-01").empty
 
 
+def test_bar_sizes_not_stored_are_resampled_equal_to_pandas(
+    client: tickmesh.Client, goog: pd.DataFrame, ingested: tickmesh.IngestSummary
+) -> None:
+    ohlcv = {"open": "first", "high": "max", "low": "min", "close": "last", "volume": "sum"}
+    # Weeks from Monday and calendar months, labelled with their first day; no empty periods.
+    for bar, rule in (("1w", "W-MON"), ("1mo", "MS")):
+        want = goog.resample(rule, label="left", closed="left").agg(ohlcv).dropna()
+        got = client.candles("GOOG", bar)
+        assert len(got) == len(want) > 100, bar
+        pd.testing.assert_frame_equal(got, want, check_freq=False, check_names=False)
+    # A range selects the stored bars; indicators over resampled bars take the same sizes.
+    weekly = client.candles("GOOG", "1w", start="2010-01-04", end="2011-01-03")
+    assert weekly.index[0] == pd.Timestamp("2010-01-04", tz="UTC") and len(weekly) == 52
+    rsi = client.indicators("GOOG", "1w", {"rsi": 14})
+    assert list(rsi.columns) == ["rsi_14"] and len(rsi) == len(client.candles("GOOG", "1w"))
+
+
 def test_ingesting_the_same_frame_again_counts_duplicates(
     client: tickmesh.Client, goog: pd.DataFrame, ingested: tickmesh.IngestSummary
 ) -> None:
@@ -129,7 +146,7 @@ def test_a_bad_symbol_is_invalid_argument_naming_the_field(client: tickmesh.Clie
         client.latest_prices(["GOOG", "bad symbol"])
     assert raised.value.fields == ["symbols[1]"], raised.value.field_violations
     with pytest.raises(ValueError, match="unknown interval"):
-        client.candles("GOOG", "7d")
+        client.candles("GOOG", "7y")
 
 
 def test_an_unreachable_service_is_unavailable() -> None:

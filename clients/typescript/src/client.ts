@@ -5,7 +5,16 @@ import { create } from "@bufbuild/protobuf";
 import { createClient, type CallOptions, type Client, type Interceptor, type Transport } from "@connectrpc/connect";
 import { Code, ConnectError } from "@connectrpc/connect";
 
-import { interval as wireInterval, intervalName, timeUs, toDate, type IntervalName, type TimeLike } from "./convert.js";
+import {
+  barSize,
+  interval as wireInterval,
+  intervalName,
+  isResampled,
+  timeUs,
+  toDate,
+  type IntervalName,
+  type TimeLike,
+} from "./convert.js";
 import { fromError, TickmeshError } from "./errors.js";
 import { healthCheck, servingStatus, type ServingStatus } from "./health.js";
 import { serviceConfig as shippedServiceConfig } from "./gen/service_config.js";
@@ -34,10 +43,11 @@ import {
 import {
   EventKind,
   ExportCandlesRequestSchema,
+  GetCandlesRequestSchema,
   GetSignalsRequestSchema,
+  SortOrder,
   QueryService,
   StreamMarketDataRequestSchema,
-  type ExportCandlesResponse,
   type StreamMarketDataResponse,
 } from "./gen/tickmesh/v1/query_pb.js";
 import { retryInterceptor, type ServiceConfig } from "./retry.js";
@@ -93,10 +103,34 @@ export interface RangeOptions {
   end?: TimeLike;
 }
 
-export interface CandleOptions extends RangeOptions {
-  /** Rows per ExportCandles page, at most 32,768. */
+/**
+ * A stored interval (`"1m"`, `"1h"`, `"1d"`, ...) or any bar size the query service resamples
+ * to: a count and s, m, h, d, w (weeks from Monday) or mo (calendar months): `"2h"`, `"1w"`.
+ */
+export type BarSize = IntervalName | (string & {});
+
+export interface ResampleOptions {
+  /** Days, weeks and months in this IANA time zone (`"America/New_York"`) instead of UTC. */
+  timeZone?: string;
+  /** Days, weeks and months as the regular sessions of this exchange (`"XNYS"`). */
+  session?: string;
+}
+
+export interface CandleOptions extends RangeOptions, ResampleOptions {
+  /** Rows per ExportCandles page, at most 32,768 (stored intervals only). */
   pageSize?: number;
   signal?: AbortSignal;
+}
+
+/** One page of bars as columns: an ExportCandles page, or a page of resampled bars. */
+export interface CandlePage {
+  timeUs: bigint[];
+  open: number[];
+  high: number[];
+  low: number[];
+  close: number[];
+  volume: number[];
+  nextPageToken: string;
 }
 
 export interface LatestPrice {
@@ -443,7 +477,11 @@ export class TickmeshClient {
    * The ExportCandles pages of `symbol`'s bars with open times in [start, end) (unbounded when
    * left out), oldest first: packed columns, the fastest way to read many bars.
    */
-  async *candlePages(symbol: string, interval: IntervalName, options: CandleOptions = {}): AsyncGenerator<ExportCandlesResponse> {
+  async *candlePages(symbol: string, interval: BarSize, options: CandleOptions = {}): AsyncGenerator<CandlePage> {
+    if (isResampled(interval, options.timeZone, options.session)) {
+      yield* this.#resampledPages(symbol, interval, options);
+      return;
+    }
     const pageSize = options.pageSize ?? EXPORT_PAGE_ROWS;
     if (!(pageSize >= 1)) {
       throw new RangeError(`pageSize must be at least 1, got ${pageSize}`);
@@ -463,8 +501,37 @@ export class TickmeshClient {
     }
   }
 
+  // GetCandles resampling to a bar size: ascending pages of Candle messages, as columns.
+  async *#resampledPages(symbol: string, bar: string, options: CandleOptions): AsyncGenerator<CandlePage> {
+    const request = create(GetCandlesRequestSchema, {
+      symbol,
+      bar: barSize(bar),
+      timeZone: options.timeZone ?? "",
+      session: options.session ?? "",
+      startTimeUs: timeUs(options.start),
+      endTimeUs: timeUs(options.end),
+      pageSize: PAGE_SIZE,
+      order: SortOrder.ASCENDING,
+    });
+    for (;;) {
+      const page = await this.#call((o) => this.query.getCandles(request, o), options.signal);
+      const c = page.candles;
+      yield {
+        timeUs: c.map((x) => x.openTimeUs),
+        open: c.map((x) => x.open),
+        high: c.map((x) => x.high),
+        low: c.map((x) => x.low),
+        close: c.map((x) => x.close),
+        volume: c.map((x) => x.volume),
+        nextPageToken: page.nextPageToken,
+      };
+      if (!page.nextPageToken) return;
+      request.pageToken = page.nextPageToken;
+    }
+  }
+
   /** Every bar, one at a time, paging as it goes. */
-  async *iterCandles(symbol: string, interval: IntervalName, options: CandleOptions = {}): AsyncGenerator<Bar> {
+  async *iterCandles(symbol: string, interval: BarSize, options: CandleOptions = {}): AsyncGenerator<Bar> {
     for await (const page of this.candlePages(symbol, interval, options)) {
       for (let i = 0; i < page.timeUs.length; i++) {
         const us = Number(page.timeUs[i]);
@@ -481,8 +548,12 @@ export class TickmeshClient {
     }
   }
 
-  /** Every bar as an array, oldest first. */
-  async candles(symbol: string, interval: IntervalName, options: CandleOptions = {}): Promise<Bar[]> {
+  /**
+   * Every bar as an array, oldest first. A stored interval is read with ExportCandles; any
+   * other bar size (`"2h"`, `"1w"`, `"1mo"`) is resampled by the query service from the stored
+   * bars (open first, high max, low min, close last, volume summed; periods without rows absent).
+   */
+  async candles(symbol: string, interval: BarSize, options: CandleOptions = {}): Promise<Bar[]> {
     const bars: Bar[] = [];
     for await (const bar of this.iterCandles(symbol, interval, options)) {
       bars.push(bar);
@@ -491,8 +562,8 @@ export class TickmeshClient {
   }
 
   /** Every bar as typed-array columns (`time` in epoch milliseconds), oldest first. */
-  async candleColumns(symbol: string, interval: IntervalName, options: CandleOptions = {}): Promise<BarColumns> {
-    const pages: ExportCandlesResponse[] = [];
+  async candleColumns(symbol: string, interval: BarSize, options: CandleOptions = {}): Promise<BarColumns> {
+    const pages: CandlePage[] = [];
     let rows = 0;
     for await (const page of this.candlePages(symbol, interval, options)) {
       pages.push(page);
@@ -529,23 +600,27 @@ export class TickmeshClient {
   }
 
   /**
-   * Indicator values by bar, computed by the mesh with TA-Lib's definitions and cached.
+   * Indicator values by bar (stored or resampled, as for `candles`), computed by the mesh with
+   * TA-Lib's definitions and cached.
    * `indicators` maps a name to its parameters: `{ rsi: 14, sma_50: null, macd: [12, 26, 9],
    * bbands: [20, 2] }` (null: TA-Lib's defaults). Columns are named as TA-Lib names its
    * outputs: `rsi_14`, `sma_50`, `macd`, `macdsignal`, `macdhist`, `upperband`, ...
    */
   async indicators(
     symbol: string,
-    interval: IntervalName,
+    interval: BarSize,
     indicators: Record<string, IndicatorParams>,
-    options: RangeOptions & { limit?: number } = {},
+    options: RangeOptions & ResampleOptions & { limit?: number } = {},
   ): Promise<IndicatorFrame> {
     const specs = Object.entries(indicators).map(([name, params]) => indicatorSpec(name, params));
+    const bars = isResampled(interval, options.timeZone, options.session)
+      ? { bar: barSize(interval), timeZone: options.timeZone ?? "", session: options.session ?? "" }
+      : { interval: wireInterval(interval) };
     const response = await this.#call((o) =>
       this.query.getIndicators(
         {
           symbol,
-          interval: wireInterval(interval),
+          ...bars,
           indicators: specs,
           startTimeUs: timeUs(options.start),
           endTimeUs: timeUs(options.end),

@@ -68,3 +68,26 @@ export function timeUs(value: TimeLike): bigint {
 export function toDate(us: bigint | number): Date {
   return new Date(Number(us) / 1000);
 }
+
+// A bar size the query service resamples to: a count and a unit (query.proto, GetCandlesRequest.bar).
+const BAR = /^[1-9][0-9]*(s|m|h|d|w|mo)$/;
+
+/** A bar size ("90s", "10m", "2h", "1w", "1mo") as the wire spells it (a `RangeError` otherwise). */
+export function barSize(value: string): string {
+  const text = value.toLowerCase();
+  if (!BAR.test(text)) {
+    throw new RangeError(
+      `unknown interval ${JSON.stringify(value)}: one of ${Object.keys(INTERVALS).join(", ")}, ` +
+        "or a bar size to resample to (a count and s, m, h, d, w or mo: \"2h\", \"1w\", \"1mo\")",
+    );
+  }
+  return text;
+}
+
+/**
+ * Whether bars of `value` are resampled by the query service (GetCandles' `bar`) rather than
+ * read as stored: a size that is not a stored interval, or days in a time zone / session.
+ */
+export function isResampled(value: string, timeZone?: string, session?: string): boolean {
+  return Boolean(timeZone || session) || !(value.toLowerCase() in INTERVALS);
+}

@@ -1,7 +1,8 @@
 // @tickmesh/client against a live mesh: services/tickmesh/tests/it/sdk_typescript.rs starts
 // `tickmesh up` and runs `npm test` with the addresses in TICKMESH_QUERY / TICKMESH_INGESTION /
 // TICKMESH_COMPUTATION, the GOOG daily CSV of the `backtesting` package in GOOG_CSV and
-// TA-Lib's values on its closes (services/tickmesh/tests/it/talib_goog.py) in TALIB_JSON.
+// TA-Lib's values on its closes (services/tickmesh/tests/it/talib_goog.py) in TALIB_JSON and
+// pandas' weekly and monthly bars of it (pandas_goog_resampled.py there) in RESAMPLED_JSON.
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import { after, before, describe, test } from "node:test";
@@ -94,6 +95,29 @@ describe("@tickmesh/client against tickmesh up", () => {
     assert.deepEqual(await client.candles("GOOG", "1d", { start: "2030-01-01" }), []);
   });
 
+  test("bar sizes not stored are resampled by the mesh, equal to pandas", async () => {
+    const pandas = JSON.parse(readFileSync(env("RESAMPLED_JSON"), "utf8")) as Record<string, number[][]>;
+    for (const bar of ["1w", "1mo"]) {
+      const want = pandas[bar]!.map(([ms, open, high, low, close, volume]) => ({
+        time: new Date(ms!),
+        timeUs: ms! * 1000,
+        open,
+        high,
+        low,
+        close,
+        volume,
+      }));
+      assert.ok(want.length > 100);
+      assert.deepEqual(await client.candles("GOOG", bar), want, bar);
+    }
+    const weekly = await client.candles("GOOG", "1w", { start: "2010-01-04", end: "2011-01-03" });
+    assert.deepEqual([weekly[0]!.time, weekly.length], [new Date("2010-01-04T00:00:00Z"), 52]);
+    const rsi = await client.indicators("GOOG", "1w", { rsi: 14 });
+    assert.deepEqual(Object.keys(rsi.columns), ["rsi_14"]);
+    assert.equal(rsi.time.length, pandas["1w"]!.length);
+    await assert.rejects(client.candles("GOOG", "7y"), RangeError);
+  });
+
   test("the same bars again count as duplicates", async () => {
     const again = await client.ingestCandles(goog.slice(0, 700), "GOOG", "1d");
     assert.deepEqual([again.stored, again.duplicates, again.rejectedCount], [0, 700, 0]);
@@ -157,7 +181,7 @@ describe("@tickmesh/client against tickmesh up", () => {
       assert.deepEqual(e.fields, ["symbols[1]"]);
       return true;
     });
-    await assert.rejects(client.candles("GOOG", "7d" as "1d"), RangeError);
+    await assert.rejects(client.candles("GOOG", "1x"), /unknown interval/);
   });
 
   test("an unreachable service is Unavailable after the service config's five attempts", async () => {

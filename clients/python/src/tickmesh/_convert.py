@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import datetime as _dt
-from typing import Dict, Union
+import re
+from typing import Dict, Optional, Union
 
 import pandas as pd
 
@@ -29,6 +30,29 @@ def interval(value: str) -> "market_pb2.Interval.ValueType":
         return INTERVALS[value.lower()]
     except (KeyError, AttributeError):
         raise ValueError(f"unknown interval {value!r}: one of {', '.join(INTERVALS)}") from None
+
+
+# A bar size the query service resamples to: a count and a unit (query.proto, GetCandlesRequest.bar).
+_BAR = re.compile(r"^[1-9][0-9]*(s|m|h|d|w|mo)$")
+
+
+def bar(value: str) -> str:
+    """A bar size ("90s", "10m", "2h", "1w", "1mo") as the wire spells it (ValueError otherwise)."""
+    text = value.lower() if isinstance(value, str) else ""
+    if not _BAR.match(text):
+        raise ValueError(
+            f"unknown interval {value!r}: one of {', '.join(INTERVALS)}, "
+            "or a bar size to resample to (a count and s, m, h, d, w or mo: '2h', '1w', '1mo')"
+        )
+    return text
+
+
+def resampled(value: str, time_zone: Optional[str], session: Optional[str]) -> bool:
+    """Whether bars of `value` are resampled by the query service (GetCandles' `bar`) rather than
+    read as stored: a size that is not a stored interval, or days in a time zone / session."""
+    return bool(time_zone or session) or (
+        not isinstance(value, str) or value.lower() not in INTERVALS
+    )
 
 
 def time_us(value: TimeLike) -> int:

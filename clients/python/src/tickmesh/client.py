@@ -273,6 +273,37 @@ def _export_request(
     )
 
 
+def _bars_request(
+    symbol: str,
+    interval: str,
+    start: TimeLike,
+    end: TimeLike,
+    time_zone: Optional[str],
+    session: Optional[str],
+) -> query_pb2.GetCandlesRequest:
+    """GetCandles resampling to `interval` as a bar size (pages ascending, the largest size)."""
+    return query_pb2.GetCandlesRequest(
+        symbol=symbol,
+        bar=_convert.bar(interval),
+        time_zone=time_zone or "",
+        session=session or "",
+        start_time_us=_convert.time_us(start),
+        end_time_us=_convert.time_us(end),
+        page_size=PAGE_SIZE,
+        order=query_pb2.SORT_ORDER_ASCENDING,
+    )
+
+
+def _bars_frame(rows: Sequence[market_pb2.Candle]) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            k: np.asarray([getattr(c, k) for c in rows], dtype=np.float64)
+            for k in ("open", "high", "low", "close", "volume")
+        },
+        index=_utc_index([c.open_time_us for c in rows]),
+    )
+
+
 def _utc_index(times: "Union[Sequence[int], np.ndarray[Any, Any]]") -> pd.DatetimeIndex:
     return pd.DatetimeIndex(
         pd.to_datetime(np.asarray(times, dtype=np.int64), unit="us", utc=True), name="time"
@@ -322,15 +353,23 @@ def _indicators_request(
     start: TimeLike,
     end: TimeLike,
     limit: int,
+    time_zone: Optional[str] = None,
+    session: Optional[str] = None,
 ) -> query_pb2.GetIndicatorsRequest:
-    return query_pb2.GetIndicatorsRequest(
+    request = query_pb2.GetIndicatorsRequest(
         symbol=symbol,
-        interval=_convert.interval(interval),
         indicators=[_indicator_spec(k, v) for k, v in indicators.items()],
         start_time_us=_convert.time_us(start),
         end_time_us=_convert.time_us(end),
         limit=limit,
     )
+    if _convert.resampled(interval, time_zone, session):
+        request.bar = _convert.bar(interval)
+        request.time_zone = time_zone or ""
+        request.session = session or ""
+    else:
+        request.interval = _convert.interval(interval)
+    return request
 
 
 def _indicators_frame(response: query_pb2.GetIndicatorsResponse) -> pd.DataFrame:
@@ -688,12 +727,28 @@ class Client(_Channels):
         end: TimeLike = None,
         *,
         page_size: int = EXPORT_PAGE_ROWS,
+        time_zone: Optional[str] = None,
+        session: Optional[str] = None,
     ) -> pd.DataFrame:
         """Bars of `symbol` with open times in [start, end) (None: unbounded), oldest first, every
         page: columns open, high, low, close, volume; a UTC DatetimeIndex named "time".
 
-        Read with ExportCandles, pages of packed columns (`page_size` rows each, at most 32,768),
-        which decode many times faster than GetCandles' Candle messages."""
+        `interval` is a stored interval ("1m", "1h", "1d", ...), read with ExportCandles: pages
+        of packed columns (`page_size` rows each, at most 32,768), which decode many times
+        faster than GetCandles' Candle messages. Any other bar size ("2h", "1w", "1mo", "90s")
+        is resampled by the query service from the stored bars (open first, high max, low min,
+        close last, volume summed; weeks from Monday; periods without rows absent), with days,
+        weeks and months in `time_zone` ("America/New_York") or as the regular sessions of
+        `session` ("XNYS", labelled with the session's open) instead of UTC."""
+        if _convert.resampled(interval, time_zone, session):
+            bars = _bars_request(symbol, interval, start, end, time_zone, session)
+            rows: List[market_pb2.Candle] = []
+            while True:
+                got = self._call(self.query.GetCandles, bars)
+                rows.extend(got.candles)
+                if not got.next_page_token:
+                    return _bars_frame(rows)
+                bars.page_token = got.next_page_token
         request = _export_request(symbol, interval, start, end, page_size)
         pages = _CandleColumns()
         while True:
@@ -719,6 +774,8 @@ class Client(_Channels):
         end: TimeLike = None,
         *,
         limit: int = 0,
+        time_zone: Optional[str] = None,
+        session: Optional[str] = None,
     ) -> pd.DataFrame:
         """Indicator values by bar (UTC DatetimeIndex "time"), computed by the mesh with TA-Lib's
         definitions and cached. `indicators` maps a name to its parameters:
@@ -726,8 +783,11 @@ class Client(_Channels):
         defaults; a dict names IndicatorSpec fields). Columns as TA-Lib names its outputs:
         `rsi_14`, `sma_50`, `macd`, `macdsignal`, `macdhist`, `upperband`, `middleband`,
         `lowerband`, `slowk`, `slowd`. `limit`: only the last N bars (0: all);
-        `frame.attrs["cache_hit"]` says whether the mesh answered from its cache."""
-        request = _indicators_request(symbol, interval, indicators, start, end, limit)
+        `frame.attrs["cache_hit"]` says whether the mesh answered from its cache. `interval`,
+        `time_zone` and `session` as for `candles` (over resampled bars when not stored)."""
+        request = _indicators_request(
+            symbol, interval, indicators, start, end, limit, time_zone, session
+        )
         return _indicators_frame(self._call(self.query.GetIndicators, request))
 
     def signals(
@@ -912,8 +972,19 @@ class AsyncClient(_Channels):
         end: TimeLike = None,
         *,
         page_size: int = EXPORT_PAGE_ROWS,
+        time_zone: Optional[str] = None,
+        session: Optional[str] = None,
     ) -> pd.DataFrame:
         """As `Client.candles`."""
+        if _convert.resampled(interval, time_zone, session):
+            bars = _bars_request(symbol, interval, start, end, time_zone, session)
+            rows: List[market_pb2.Candle] = []
+            while True:
+                got: query_pb2.GetCandlesResponse = await self._call(self.query.GetCandles, bars)
+                rows.extend(got.candles)
+                if not got.next_page_token:
+                    return _bars_frame(rows)
+                bars.page_token = got.next_page_token
         request = _export_request(symbol, interval, start, end, page_size)
         pages = _CandleColumns()
         while True:
@@ -939,9 +1010,13 @@ class AsyncClient(_Channels):
         end: TimeLike = None,
         *,
         limit: int = 0,
+        time_zone: Optional[str] = None,
+        session: Optional[str] = None,
     ) -> pd.DataFrame:
         """As `Client.indicators`."""
-        request = _indicators_request(symbol, interval, indicators, start, end, limit)
+        request = _indicators_request(
+            symbol, interval, indicators, start, end, limit, time_zone, session
+        )
         return _indicators_frame(await self._call(self.query.GetIndicators, request))
 
     async def signals(

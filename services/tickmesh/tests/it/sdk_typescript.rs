@@ -47,16 +47,14 @@ pub fn built_sdk() -> PathBuf {
     dir
 }
 
-/// TA-Lib's values on GOOG's closes (services/tickmesh/tests/it/talib_goog.py), as a file.
-fn talib_reference() -> PathBuf {
+/// The JSON a reference script of this directory prints (TA-Lib's or pandas' values on GOOG),
+/// as a file for the Node tests.
+fn reference(script: &str) -> PathBuf {
     let python = program("python3", crate::support::VENV_HINT);
-    let output = run(Command::new(python).arg(in_repo("services/tickmesh/tests/it/talib_goog.py")));
-    assert!(
-        output.status.success(),
-        "talib_goog.py: {}",
-        describe(&output)
-    );
-    let path = scratch_file("talib.json");
+    let output =
+        run(Command::new(python).arg(in_repo(&format!("services/tickmesh/tests/it/{script}"))));
+    assert!(output.status.success(), "{script}: {}", describe(&output));
+    let path = scratch_file(script);
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
     std::fs::write(&path, &output.stdout).unwrap();
     path
@@ -65,7 +63,8 @@ fn talib_reference() -> PathBuf {
 #[test]
 fn typescript_sdk_suite_passes_against_tickmesh_up() {
     let dir = built_sdk();
-    let talib = talib_reference();
+    let talib = reference("talib_goog.py");
+    let resampled = reference("pandas_goog_resampled.py");
     let mesh = Process::start(&["up", "--base-port", "0"], |_| {});
     let output = run(Command::new(node())
         .args(["--test", "--test-concurrency=1", "dist-test/live.test.js"])
@@ -74,7 +73,8 @@ fn typescript_sdk_suite_passes_against_tickmesh_up() {
         .env("TICKMESH_INGESTION", mesh.addr("ingestion"))
         .env("TICKMESH_COMPUTATION", mesh.addr("computation"))
         .env("GOOG_CSV", goog_csv())
-        .env("TALIB_JSON", &talib));
+        .env("TALIB_JSON", &talib)
+        .env("RESAMPLED_JSON", &resampled));
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(
         output.status.success(),
@@ -84,7 +84,7 @@ fn typescript_sdk_suite_passes_against_tickmesh_up() {
     );
     // Every test ran and passed: none skipped, cancelled or left as todo.
     for want in [
-        "# pass 14",
+        "# pass 15",
         "# fail 0",
         "# cancelled 0",
         "# skipped 0",
