@@ -3,7 +3,9 @@
 #
 # Installs whatever is missing (system servers, the test venv, npm packages; quick no-ops when
 # already installed), then runs, stopping at the first failure:
-#   cargo fmt --check, cargo clippy -D warnings, buf lint, generated code, the k8s manifests check, buf breaking (vs HEAD~1), cargo test.
+#   cargo fmt --check, cargo clippy -D warnings, buf lint, generated code, the dashboard bundle
+#   (web/dist rebuilt and compared, its budget), the k8s manifests check, buf breaking (vs
+#   HEAD~1), cargo test.
 #
 # Usage: scripts/test.sh [--install-only]
 #   --install-only   install/check the prerequisites, run no checks
@@ -30,7 +32,7 @@ done
 
 VENV="$ROOT/.venv"
 TEST_REQUIREMENTS="scripts/requirements-test.txt"
-NODE_DIRS=(clients/typescript examples/node scripts/tools)
+NODE_DIRS=(clients/typescript examples/node web scripts/tools)
 # buf from scripts/tools (npm packages pinned in its package-lock.json); see scripts/tools/buf.
 BUF="$ROOT/scripts/tools/buf"
 
@@ -69,7 +71,8 @@ is_root() {
 
 # ---------------------------------------------------------------------------------------------
 # System packages: PostgreSQL and Redis servers (the integration tests start throwaway ones),
-# python3 venv support, rsvg-convert (librsvg2-bin), Node.js + npm.
+# python3 venv support, rsvg-convert (librsvg2-bin), Node.js + npm, Chromium (the dashboard's
+# browser tests drive it headless through playwright-core).
 # ---------------------------------------------------------------------------------------------
 
 # True when an initdb and a postgres binary are available, in PATH or in Debian's versioned dir.
@@ -103,9 +106,10 @@ install_system_packages() {
     command -v rsvg-convert >/dev/null 2>&1 || missing+=(librsvg2-bin)
     command -v node >/dev/null 2>&1 || missing+=(nodejs)
     command -v npm >/dev/null 2>&1 || missing+=(npm)
+    [ -x /usr/bin/chromium ] || missing+=(chromium)
 
     if [ "${#missing[@]}" -eq 0 ]; then
-        echo "system packages: all present (postgres, redis-server, python3 venv, rsvg-convert, node, npm)"
+        echo "system packages: all present (postgres, redis-server, python3 venv, rsvg-convert, node, npm, chromium)"
         return
     fi
     local cmd="apt-get install -y --no-install-recommends ${missing[*]}"
@@ -157,7 +161,8 @@ install_venv() {
 
 # ---------------------------------------------------------------------------------------------
 # npm packages: clients/typescript (the TypeScript SDK and its protoc-gen-es plugin, before
-# examples/node, which depends on it), examples/node (the Node example client), scripts/tools (buf).
+# examples/node and web, which depend on it), examples/node (the Node example client), web (the
+# dashboard: Vite, lightweight-charts, playwright-core), scripts/tools (buf).
 # ---------------------------------------------------------------------------------------------
 install_node_dir() {
     local dir="$1"
@@ -242,6 +247,25 @@ echo "buf generate: committed clients/python/src/tickmesh/v1 and clients/typescr
 "$VENV/bin/python" scripts/service_config.py --check
 step_done
 
+# --- web/dist (the dashboard the binary embeds) -----------------------------------------------
+# The committed bundle must be what its sources give (the build is reproducible: pinned
+# lockfiles, no timestamps): rebuild the SDK it bundles, then the page into a temporary
+# directory, and compare; then the first view's JavaScript budget (250 KB gzip).
+step "dashboard: web/dist rebuilt from web/src, first-view budget"
+(cd clients/typescript && node node_modules/typescript/bin/tsc -p tsconfig.json)
+rebuilt="$(mktemp -d)"
+(cd web && node node_modules/typescript/bin/tsc --noEmit -p tsconfig.json \
+    && node node_modules/vite/bin/vite.js build --outDir "$rebuilt" --emptyOutDir --logLevel warn)
+if ! diff -r "$rebuilt" web/dist; then
+    rm -rf "$rebuilt"
+    echo "web/dist is not what its sources give: run (cd web && npm run build) and commit web/dist" >&2
+    exit 1
+fi
+rm -rf "$rebuilt"
+echo "web/dist: up to date with web/src and clients/typescript/src"
+node web/scripts/budget.mjs web/dist
+step_done
+
 # --- k8s/ (scripts/k8s_check.py) -------------------------------------------------------------
 # Renders k8s/base and the dev and prod overlays with kustomize (kubectl on PATH, else a pinned
 # kubectl from npm), validates every document with kubernetes-validate (strict), checks the
@@ -271,4 +295,4 @@ cargo test --workspace --locked
 step_done
 
 echo
-echo "test.sh: all $STEPS_DONE steps passed (install, fmt, clippy, buf lint, generated code, k8s manifests, buf breaking, cargo test) in $((SECONDS - STARTED_AT))s"
+echo "test.sh: all $STEPS_DONE steps passed (install, fmt, clippy, buf lint, generated code, dashboard bundle, k8s manifests, buf breaking, cargo test) in $((SECONDS - STARTED_AT))s"

@@ -554,9 +554,21 @@ export class TickmeshClient {
    * bars (open first, high max, low min, close last, volume summed; periods without rows absent).
    */
   async candles(symbol: string, interval: BarSize, options: CandleOptions = {}): Promise<Bar[]> {
+    // A plain loop per page: awaiting per row (iterCandles) costs ~40 % of the time.
     const bars: Bar[] = [];
-    for await (const bar of this.iterCandles(symbol, interval, options)) {
-      bars.push(bar);
+    for await (const page of this.candlePages(symbol, interval, options)) {
+      for (let i = 0; i < page.timeUs.length; i++) {
+        const us = Number(page.timeUs[i]);
+        bars.push({
+          time: new Date(us / 1000),
+          timeUs: us,
+          open: page.open[i]!,
+          high: page.high[i]!,
+          low: page.low[i]!,
+          close: page.close[i]!,
+          volume: page.volume[i]!,
+        });
+      }
     }
     return bars;
   }
@@ -785,7 +797,7 @@ export class TickmeshClient {
    * Stores `bars` as closed candles of `symbol`, in batches of `batchRows` (within the server's
    * `ingestion.max_batch_rows`). Idempotent: the same bars again count as duplicates.
    */
-  ingestCandles(bars: BarInput[], symbol: string, interval: IntervalName, options: IngestOptions = {}): Promise<IngestSummary> {
+  async ingestCandles(bars: BarInput[], symbol: string, interval: IntervalName, options: IngestOptions = {}): Promise<IngestSummary> {
     const wire = wireInterval(interval);
     const source = options.source ?? "typescript";
     return this.#ingest(bars, options, (batch, _start, o) =>
@@ -812,7 +824,7 @@ export class TickmeshClient {
   }
 
   /** Stores the trades of `symbol`, batched and idempotent likewise. */
-  ingestTicks(ticks: TickInput[], symbol: string, options: IngestOptions = {}): Promise<IngestSummary> {
+  async ingestTicks(ticks: TickInput[], symbol: string, options: IngestOptions = {}): Promise<IngestSummary> {
     const source = options.source ?? "typescript";
     return this.#ingest(ticks, options, (batch, start, o) =>
       this.ingestion.ingestTickBatch(

@@ -444,7 +444,7 @@ impl App {
         shutdown: &Shutdown,
     ) -> Result<App, AppError> {
         let listeners = Self::bind(targets).await?;
-        Self::build_on(listeners, config, deps, shutdown).await
+        Self::build_on(listeners, None, config, deps, shutdown).await
     }
 
     /// Binds the listener of every target, in order; the first that fails is the error.
@@ -465,9 +465,12 @@ impl App {
         Ok(listeners)
     }
 
-    /// Serves each target on its listener, bound already (by [`App::bind`]).
+    /// Serves each target on its listener, bound already (by [`App::bind`]), and the dashboard
+    /// on `web` (next to the query service, behind its stack, with gRPC-Web for the query
+    /// service and this process's caching and computation services).
     pub async fn build_on(
         listeners: Vec<(Target, TcpListener)>,
+        web: Option<TcpListener>,
         config: &ConfigHandle,
         deps: &Deps,
         shutdown: &Shutdown,
@@ -493,9 +496,35 @@ impl App {
                 relay_task = Some(task);
                 relay
             });
+        let mut web = web;
+        // The read APIs of the mesh panel, when those services run in this process.
+        let mut extra = Vec::new();
         for (target, listener) in listeners {
-            let (service, task) = target.service(config, deps, &peers, relay.as_ref(), shutdown);
+            let (mut service, task) =
+                target.service(config, deps, &peers, relay.as_ref(), shutdown);
             background.extend(task);
+            match target {
+                Target::Caching | Target::Computation => {
+                    extra.push((service.name, service.routes.clone()));
+                }
+                Target::Query => {
+                    if let Some(listener) = web.take() {
+                        service.web = Some(tickmesh_mesh::server::web::Web {
+                            listener,
+                            assets: crate::web::ASSETS,
+                            extra: std::mem::take(&mut extra),
+                            cors_allowed_origins: config
+                                .current()
+                                .config
+                                .web
+                                .clone()
+                                .unwrap_or_default()
+                                .cors_allowed_origins,
+                        });
+                    }
+                }
+                Target::Ingestion => {}
+            }
             let served =
                 tickmesh_mesh::serve(service, listener, config, &deps.metrics, shutdown).await?;
             running.push((target, served));
@@ -519,6 +548,11 @@ impl App {
                 grace,
             }),
         })
+    }
+
+    /// The dashboard's address, when this process serves it.
+    pub fn web_addr(&self) -> Option<SocketAddr> {
+        self.running.iter().find_map(|(_, r)| r.web_addr())
     }
 
     /// The bound address of every service.

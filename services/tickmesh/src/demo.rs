@@ -41,6 +41,13 @@ pub struct DemoArgs {
     /// Where the chart goes.
     #[arg(long, default_value = "tickmesh-demo.svg")]
     pub chart: PathBuf,
+    /// After the demo, keep the mesh up and serve the dashboard (at `--web-addr`) until
+    /// Ctrl-C or SIGTERM.
+    #[arg(long)]
+    pub serve: bool,
+    /// Where `--serve` serves the dashboard.
+    #[arg(long, default_value = "127.0.0.1:7400")]
+    pub web_addr: SocketAddr,
 }
 
 /// What the chart of one symbol is drawn from: symbol, candles, indicator series, signals.
@@ -171,7 +178,17 @@ pub async fn run(args: DemoArgs, config: &ConfigHandle) -> anyhow::Result<()> {
         .iter()
         .map(|&t| (t, SocketAddr::from((Ipv4Addr::LOCALHOST, 0))))
         .collect();
-    let app = App::build(&targets, config, &deps, &shutdown).await?;
+    let web = if args.serve {
+        Some(
+            tokio::net::TcpListener::bind(args.web_addr)
+                .await
+                .with_context(|| format!("cannot listen on {} for the dashboard", args.web_addr))?,
+        )
+    } else {
+        None
+    };
+    let listeners = App::bind(&targets).await?;
+    let app = App::build_on(listeners, web, config, &deps, &shutdown).await?;
     let addrs = app.addrs();
     let ingestion_addr = addrs[&Target::Ingestion];
     println!("tickmesh demo: the four services are up on 127.0.0.1 (ports chosen by the OS)");
@@ -410,7 +427,18 @@ pub async fn run(args: DemoArgs, config: &ConfigHandle) -> anyhow::Result<()> {
             args.chart.display()
         );
     }
-    shutdown.trigger();
+    if let Some(web) = app.web_addr() {
+        let symbols: Vec<&str> = datasets.iter().map(|d| d.symbol.as_str()).collect();
+        println!(
+            "\ndashboard: http://{web}/?symbols={} (Ctrl-C stops the mesh)",
+            symbols.join(",")
+        );
+        shutdown
+            .on_signals()
+            .context("cannot install the signal handlers")?;
+    } else {
+        shutdown.trigger();
+    }
     app.wait().await?;
     Ok(())
 }

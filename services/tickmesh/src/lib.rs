@@ -5,5 +5,6 @@ pub mod app;
 pub mod demo;
 pub mod replay;
 pub mod startup;
+pub mod web;
 
 pub use app::{App, AppError, Deps, Target};

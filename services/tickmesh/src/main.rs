@@ -100,6 +100,11 @@ struct UpArgs {
     /// Where `GET /metrics` (Prometheus text format) is served.
     #[arg(long, env = "TICKMESH_METRICS_ADDR", default_value = "127.0.0.1:9400")]
     metrics_addr: SocketAddr,
+    /// Where the dashboard (and the gRPC-Web it calls) is served, or "off". Default: `web.addr`
+    /// of the configuration, else the port before `--base-port` on `--bind` (7400; any free
+    /// one with `--base-port 0`).
+    #[arg(long)]
+    web_addr: Option<String>,
 }
 
 impl Default for UpArgs {
@@ -109,7 +114,28 @@ impl Default for UpArgs {
             base_port: Target::Ingestion.default_port(),
             ready_file: None,
             metrics_addr: SocketAddr::from((Ipv4Addr::LOCALHOST, 9400)),
+            web_addr: None,
         }
+    }
+}
+
+/// The dashboard's address from a `--web-addr` flag or `web.addr` ("off" or, for `serve`,
+/// empty: none), else `default`.
+fn web_addr(
+    flag: Option<&str>,
+    config: &str,
+    default: Option<SocketAddr>,
+) -> anyhow::Result<Option<SocketAddr>> {
+    let (text, what) = match flag {
+        Some(flag) => (flag, "--web-addr"),
+        None => (config, "web.addr"),
+    };
+    match text {
+        "off" => Ok(None),
+        "" => Ok(default),
+        addr => addr.parse().map(Some).with_context(|| {
+            format!("{what} {addr:?} is not host:port (an IP address and a port)")
+        }),
     }
 }
 
@@ -128,6 +154,10 @@ struct ServeArgs {
     /// Kubernetes manifests bind `0.0.0.0:9400` for the scraper); it takes no key.
     #[arg(long, env = "TICKMESH_METRICS_ADDR", default_value = "127.0.0.1:9400")]
     metrics_addr: SocketAddr,
+    /// Where the query service also serves the dashboard and gRPC-Web, or "off". Default:
+    /// `web.addr` of the configuration (none when empty). Query only.
+    #[arg(long)]
+    web_addr: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -233,9 +263,10 @@ fn main() -> ExitCode {
         if let Some(timeout) = current.config.store.and_then(|s| s.connect_timeout) {
             store.connect_timeout = tickmesh_config::std_duration(Some(&timeout));
         }
-        let (targets, ready_file, metrics_addr) = match command {
-            Command::Up(args) => up_targets(args)?,
-            Command::Serve(args) => serve_targets(args),
+        let web_config = current.config.web.clone().unwrap_or_default().addr;
+        let (targets, ready_file, metrics_addr, web) = match command {
+            Command::Up(args) => up_targets(args, &web_config)?,
+            Command::Serve(args) => serve_targets(args, &web_config)?,
             Command::Config(_) | Command::Migrate | Command::Replay(_) | Command::Demo(_) => {
                 unreachable!("handled before the services start")
             }
@@ -248,12 +279,24 @@ fn main() -> ExitCode {
         let metrics_listener = tokio::net::TcpListener::bind(metrics_addr)
             .await
             .with_context(|| format!("cannot listen on {metrics_addr} for metrics"))?;
+        let web_listener = match web {
+            Some(addr) => Some(
+                tokio::net::TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("cannot listen on {addr} for the dashboard"))?,
+            ),
+            None => None,
+        };
         // Auth off only on loopback, checked before anything answers on the ports.
         let auth = current.config.auth.clone().unwrap_or_default();
         if !auth.enabled
-            && let Some((_, addr)) = targets.iter().find(|(_, a)| !a.ip().is_loopback())
+            && let Some(addr) = targets
+                .iter()
+                .map(|(_, a)| *a)
+                .chain(web)
+                .find(|a| !a.ip().is_loopback())
         {
-            return Err(tickmesh_mesh::ServeError::AuthOffInPublic(*addr).into());
+            return Err(tickmesh_mesh::ServeError::AuthOffInPublic(addr).into());
         }
         let listeners = App::bind(&targets).await?;
         // Health answers (NOT_SERVING) while the store or the bus cannot be reached yet.
@@ -271,6 +314,7 @@ fn main() -> ExitCode {
         deps.config_file = cli.config.clone();
         let serving = Serving {
             listeners,
+            web_listener,
             ready_file,
             metrics_listener,
             shutdown,
@@ -298,11 +342,18 @@ fn trace_service_name(command: &Command) -> String {
     }
 }
 
-/// What a command serves: its services and addresses, its ready file, its metrics address.
-type Plan = (Vec<(Target, SocketAddr)>, Option<PathBuf>, SocketAddr);
+/// What a command serves: its services and addresses, its ready file, its metrics address,
+/// the dashboard's address.
+type Plan = (
+    Vec<(Target, SocketAddr)>,
+    Option<PathBuf>,
+    SocketAddr,
+    Option<SocketAddr>,
+);
 
-/// The services `up` runs: all four, on consecutive ports from `--base-port`.
-fn up_targets(args: UpArgs) -> anyhow::Result<Plan> {
+/// The services `up` runs: all four, on consecutive ports from `--base-port`, and the
+/// dashboard.
+fn up_targets(args: UpArgs, web_config: &str) -> anyhow::Result<Plan> {
     if args.base_port > u16::MAX - 3 {
         anyhow::bail!(
             "--base-port {} leaves no room for the three ports after it",
@@ -320,27 +371,40 @@ fn up_targets(args: UpArgs) -> anyhow::Result<Plan> {
             (target, SocketAddr::new(args.bind, port))
         })
         .collect();
-    Ok((targets, args.ready_file, args.metrics_addr))
+    // The port before the services' (7400 before 7401), so meshes on other base ports do not
+    // collide on the dashboard's.
+    let default_web = SocketAddr::new(args.bind, args.base_port.saturating_sub(1));
+    let web = web_addr(args.web_addr.as_deref(), web_config, Some(default_web))?;
+    Ok((targets, args.ready_file, args.metrics_addr, web))
 }
 
-/// The one service `serve` runs.
-fn serve_targets(args: ServeArgs) -> Plan {
+/// The one service `serve` runs (and the dashboard next to the query service, when asked).
+fn serve_targets(args: ServeArgs, web_config: &str) -> anyhow::Result<Plan> {
     let addr = args.listen.unwrap_or_else(|| {
         SocketAddr::new(
             IpAddr::V4(Ipv4Addr::UNSPECIFIED),
             args.target.default_port(),
         )
     });
-    (
+    let web = web_addr(args.web_addr.as_deref(), web_config, None)?;
+    if web.is_some() && args.target != Target::Query {
+        anyhow::bail!(
+            "the dashboard is served by the query service only (--web-addr / web.addr with --target {})",
+            args.target
+        );
+    }
+    Ok((
         vec![(args.target, addr)],
         args.ready_file,
         args.metrics_addr,
-    )
+        web,
+    ))
 }
 
 /// What `up` and `serve` have bound before their dependencies are open.
 struct Serving {
     listeners: Vec<(Target, tokio::net::TcpListener)>,
+    web_listener: Option<tokio::net::TcpListener>,
     ready_file: Option<PathBuf>,
     metrics_listener: tokio::net::TcpListener,
     shutdown: Shutdown,
@@ -354,16 +418,21 @@ async fn run(
 ) -> anyhow::Result<()> {
     let Serving {
         listeners,
+        web_listener,
         ready_file,
         metrics_listener,
         shutdown,
     } = serving;
-    let app = App::build_on(listeners, config, deps, &shutdown).await?;
+    let app = App::build_on(listeners, web_listener, config, deps, &shutdown).await?;
     if let Some(path) = &deps.config_file {
         tickmesh_mesh::server::config_watch::spawn(path.clone(), config.clone(), &shutdown);
     }
     let (metrics_addr, metrics_task) = deps.metrics.serve(metrics_listener, &shutdown)?;
     let addrs = app.addrs();
+    let web = app.web_addr();
+    if let Some(web) = web {
+        info!(url = format!("http://{web}/"), "dashboard");
+    }
     let startup_us = started.elapsed().as_micros() as u64;
     info!(
         startup_us,
@@ -371,7 +440,7 @@ async fn run(
         "all services serving; Ctrl-C or SIGTERM stops them"
     );
     if let Some(path) = &ready_file {
-        write_ready_file(path, &addrs, metrics_addr, startup_us)
+        write_ready_file(path, &addrs, web, metrics_addr, startup_us)
             .with_context(|| format!("cannot write the ready file {}", path.display()))?;
     }
     app.wait().await?;
@@ -383,11 +452,15 @@ async fn run(
 fn write_ready_file(
     path: &Path,
     addrs: &BTreeMap<Target, SocketAddr>,
+    web: Option<SocketAddr>,
     metrics: SocketAddr,
     startup_us: u64,
 ) -> std::io::Result<()> {
     let mut body = serde_json::Map::new();
     body.insert("metrics".to_owned(), metrics.to_string().into());
+    if let Some(web) = web {
+        body.insert("web".to_owned(), web.to_string().into());
+    }
     for (target, addr) in addrs {
         body.insert(target.as_str().to_owned(), addr.to_string().into());
     }

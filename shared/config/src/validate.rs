@@ -348,6 +348,38 @@ pub fn validate(config: &PerformanceOptimizationConfig) -> Check {
             1,
         )?;
     }
+    web(&config.web.clone().unwrap_or_default())
+}
+
+fn web(web: &tickmesh_proto::v1::WebConfig) -> Check {
+    if !(web.addr.is_empty() || web.addr == "off")
+        && web.addr.parse::<std::net::SocketAddr>().is_err()
+    {
+        return fail(
+            "web.addr",
+            format!(
+                "must be host:port with an IP address, like 127.0.0.1:7400, or \"off\" (got {:?})",
+                web.addr
+            ),
+        );
+    }
+    for (i, origin) in web.cors_allowed_origins.iter().enumerate() {
+        let rest = origin
+            .strip_prefix("http://")
+            .or_else(|| origin.strip_prefix("https://"));
+        let ok = origin == "*"
+            || rest.is_some_and(|host| {
+                !host.is_empty() && !host.contains('/') && !host.contains(char::is_whitespace)
+            });
+        if !ok {
+            return fail(
+                &format!("web.cors_allowed_origins[{i}]"),
+                format!(
+                    "must be an origin like https://example.com:8443 (no path) or \"*\" (got {origin:?})"
+                ),
+            );
+        }
+    }
     Ok(())
 }
 

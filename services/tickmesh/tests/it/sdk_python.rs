@@ -118,23 +118,25 @@ fn python_user_script_and_package_pass_mypy_strict() {
     );
 }
 
-/// A base port whose four ports are free right now (the mesh must come back on the same
-/// addresses for the subscriber to reconnect to).
+/// A base port whose four ports, and the dashboard's port before them (`tickmesh up`'s
+/// layout), are free right now (the mesh must come back on the same addresses for the
+/// subscriber to reconnect to).
 pub fn free_base_port() -> u16 {
     for _ in 0..50 {
         let first = TcpListener::bind("127.0.0.1:0").unwrap();
         let base = first.local_addr().unwrap().port();
-        if base > u16::MAX - 4 {
+        if !(1025..=u16::MAX - 4).contains(&base) {
             continue;
         }
-        let rest: Vec<_> = (1..4)
-            .map(|i| TcpListener::bind(("127.0.0.1", base + i)))
+        let rest: Vec<_> = [base - 1, base + 1, base + 2, base + 3]
+            .into_iter()
+            .map(|port| TcpListener::bind(("127.0.0.1", port)))
             .collect();
         if rest.iter().all(Result::is_ok) {
             return base;
         }
     }
-    panic!("no four consecutive free ports on 127.0.0.1");
+    panic!("no five consecutive free ports on 127.0.0.1");
 }
 
 const DAY_US: i64 = 86_400_000_000;

@@ -104,3 +104,63 @@ async fn typescript_stream_survives_a_restart_of_the_mesh_without_gaps_or_duplic
     })
     .await;
 }
+
+/// Every ts block of clients/typescript/README.md, run by test/readme.test.ts in order, as one
+/// module type-checked by the package's tsc, against `tickmesh up` on an empty store. The blocks
+/// use the default addresses (`connect("127.0.0.1:7404")` alone, ingestion and computation
+/// found by the README's port rule), so this mesh runs on consecutive ports from a free base
+/// port, not `--base-port 0`: the rule is exercised for real and the test only swaps the
+/// default base for the free one (as `sdk_python::python_readme_blocks_run_against_tickmesh_up`).
+/// The README's browser block (`connectWeb()`, the page's origin) runs on Node's fetch against
+/// the mesh's gRPC-Web endpoint (the dashboard's address, the port before the base port).
+#[test]
+fn typescript_readme_blocks_run_against_tickmesh_up() {
+    let dir = built_sdk();
+    let base = crate::sdk_python::free_base_port().to_string();
+    let mesh = Process::start(&["up", "--base-port", &base], |_| {});
+    let mut command = Command::new(node());
+    command
+        .args(["--test", "--test-concurrency=1", "dist-test/readme.test.js"])
+        .current_dir(&dir)
+        .env("TICKMESH_QUERY", mesh.addr("query"))
+        .env("TICKMESH_INGESTION", mesh.addr("ingestion"))
+        .env("TICKMESH_COMPUTATION", mesh.addr("computation"))
+        .env("GOOG_CSV", goog_csv())
+        .env("TICKMESH_WEB", mesh.addr("web"));
+    let output = run(&mut command);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "node --test clients/typescript/dist-test/readme.test.js: {}\n--- mesh log\n{}",
+        describe(&output),
+        mesh.log()
+    );
+    // Counted here from the README itself, not from what node --test ran: one test per ts
+    // block, plus the file's two checks (every fence labelled; every block ran), none skipped.
+    let readme = std::fs::read_to_string(in_repo("clients/typescript/README.md")).unwrap();
+    let blocks = readme
+        .lines()
+        .filter(|line| line.trim_end() == "```ts")
+        .count();
+    assert!(blocks > 0, "no ```ts block in clients/typescript/README.md");
+    let passed = format!("# pass {}", blocks + 2);
+    for want in [
+        passed.as_str(),
+        "# fail 0",
+        "# cancelled 0",
+        "# skipped 0",
+        "# todo 0",
+    ] {
+        assert!(
+            stdout.lines().any(|line| line == want),
+            "{want:?} missing ({blocks} README blocks) from:\n{stdout}"
+        );
+    }
+    let last = format!("ok {blocks} - block {blocks:02}, README.md line ");
+    assert!(
+        stdout
+            .lines()
+            .any(|line| line.trim_start().starts_with(&last)),
+        "{last:?} missing from:\n{stdout}"
+    );
+}

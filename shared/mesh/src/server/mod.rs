@@ -13,6 +13,7 @@ pub mod peer;
 pub mod rate_limit;
 pub mod shed;
 pub mod streams;
+pub mod web;
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -86,6 +87,8 @@ pub struct Service {
     pub name: &'static str,
     /// The service's routes (health, reflection and config are added by [`serve`]).
     pub routes: Routes,
+    /// The dashboard and gRPC-Web, served next to this service behind the same stack.
+    pub web: Option<web::Web>,
 }
 
 impl Service {
@@ -106,6 +109,7 @@ impl Service {
         Self {
             name,
             routes: Routes::new(server),
+            web: None,
         }
     }
 }
@@ -120,12 +124,18 @@ pub struct Running {
     grace: Duration,
     in_flight: InFlight,
     task: JoinHandle<Result<(), tonic::transport::Error>>,
+    web: Option<web::RunningWeb>,
 }
 
 impl Running {
     /// The address the service listens on (the real port when it was bound to port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The dashboard's address, when this service serves it.
+    pub fn web_addr(&self) -> Option<SocketAddr> {
+        self.web.as_ref().map(|w| w.addr)
     }
 
     /// The service's full gRPC name.
@@ -147,8 +157,15 @@ impl Running {
             grace,
             in_flight,
             mut task,
+            web,
             ..
         } = self;
+        if let Some(web) = web {
+            // The page's server stops with the signal; its open streams end with the drain.
+            tokio::spawn(async move {
+                let _ = web.task.await;
+            });
+        }
         let deadline = async {
             shutdown.wait().await;
             let started = Instant::now();
@@ -185,7 +202,11 @@ pub async fn serve(
     shutdown: &Shutdown,
 ) -> Result<Running, ServeError> {
     let addr = listener.local_addr()?;
-    let name = service.name;
+    let Service {
+        name,
+        routes: service_routes,
+        web,
+    } = service;
     let current = config.current();
     let settings = current.config.server.unwrap_or_default();
     let keys = Keys::load(&current.config.auth.clone().unwrap_or_default())?;
@@ -207,6 +228,17 @@ pub async fn serve(
             ServingStatus::Serving,
         )
         .await;
+    // The services the dashboard's address also reaches run in this process (`tickmesh up`):
+    // they serve and drain with it, so this health answers for them there too.
+    let also: Vec<&'static str> = web
+        .as_ref()
+        .map(|w| w.extra.iter().map(|(n, _)| *n).collect())
+        .unwrap_or_default();
+    for service in &also {
+        health
+            .set_service_status(*service, ServingStatus::Serving)
+            .await;
+    }
 
     let advertised = [
         name,
@@ -228,8 +260,7 @@ pub async fn serve(
             |builder, service| builder.with_service_name(*service),
         )
     };
-    let routes = service
-        .routes
+    let routes = service_routes
         .add_service(health_service)
         .add_service(reflection().build_v1()?)
         .add_service(reflection().build_v1alpha()?)
@@ -245,9 +276,10 @@ pub async fn serve(
             shutdown.wait().await;
             let started = Instant::now();
             // Readiness first, so balancers stop sending before the listener closes.
-            for service in ["", name, tickmesh_proto::service_names::CONFIG] {
+            let ours = ["", name, tickmesh_proto::service_names::CONFIG];
+            for service in ours.iter().chain(also.iter()) {
                 health
-                    .set_service_status(service, ServingStatus::NotServing)
+                    .set_service_status(*service, ServingStatus::NotServing)
                     .await;
             }
             info!(service = name, "draining in-flight calls");
@@ -314,6 +346,17 @@ pub async fn serve(
         )))
         .layer(MessageSizeLayer)
         .layer(DrainLayer::new(shutdown, &in_flight));
+    let web = match web {
+        Some(mut web) => {
+            let extra = std::mem::take(&mut web.extra)
+                .into_iter()
+                .map(|(name, routes)| (name, stack.clone().service(routes.prepare())))
+                .collect();
+            let grpc = stack.clone().service(routes.clone().prepare());
+            Some(web::spawn(web, grpc, extra, shutdown)?)
+        }
+        None => None,
+    };
     let mut builder = Server::builder();
     if let Some(tls) = crate::tls::server_config(&current.config.tls.clone().unwrap_or_default())? {
         // Our incoming stream sees only the first bytes of a TLS handshake (a ClientHello
@@ -352,5 +395,6 @@ pub async fn serve(
         grace: std_duration(settings.shutdown_grace_period.as_ref()),
         in_flight,
         task,
+        web,
     })
 }
