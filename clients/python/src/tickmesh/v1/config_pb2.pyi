@@ -191,6 +191,7 @@ class PerformanceOptimizationConfig(_message.Message):
     STORE_FIELD_NUMBER: _builtins.int
     BUS_FIELD_NUMBER: _builtins.int
     QUERY_FIELD_NUMBER: _builtins.int
+    WEB_FIELD_NUMBER: _builtins.int
     caching_strategy: Global___CachingStrategy.ValueType
     processing_strategy: Global___ProcessingStrategy.ValueType
     serialization_method: Global___SerializationMethod.ValueType
@@ -228,6 +229,8 @@ class PerformanceOptimizationConfig(_message.Message):
     def bus(self) -> Global___BusConfig: ...
     @_builtins.property
     def query(self) -> Global___QueryConfig: ...
+    @_builtins.property
+    def web(self) -> Global___WebConfig: ...
     def __init__(
         self,
         *,
@@ -250,14 +253,51 @@ class PerformanceOptimizationConfig(_message.Message):
         store: Global___StoreConfig | None = ...,
         bus: Global___BusConfig | None = ...,
         query: Global___QueryConfig | None = ...,
+        web: Global___WebConfig | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["adaptive_ttl", b"adaptive_ttl", "auth", b"auth", "bus", b"bus", "cache", b"cache", "circuit_breaker", b"circuit_breaker", "discovery", b"discovery", "ingestion", b"ingestion", "processing", b"processing", "query", b"query", "rate_limits", b"rate_limits", "retry", b"retry", "server", b"server", "store", b"store", "tls", b"tls"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["adaptive_ttl", b"adaptive_ttl", "auth", b"auth", "bus", b"bus", "cache", b"cache", "circuit_breaker", b"circuit_breaker", "discovery", b"discovery", "ingestion", b"ingestion", "processing", b"processing", "query", b"query", "rate_limits", b"rate_limits", "retry", b"retry", "server", b"server", "store", b"store", "tls", b"tls", "web", b"web"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["adaptive_ttl", b"adaptive_ttl", "auth", b"auth", "bus", b"bus", "cache", b"cache", "caching_strategy", b"caching_strategy", "circuit_breaker", b"circuit_breaker", "dependency_management", b"dependency_management", "discovery", b"discovery", "ingestion", b"ingestion", "log_filter", b"log_filter", "processing", b"processing", "processing_strategy", b"processing_strategy", "query", b"query", "rate_limits", b"rate_limits", "retry", b"retry", "serialization_method", b"serialization_method", "server", b"server", "store", b"store", "tls", b"tls"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["adaptive_ttl", b"adaptive_ttl", "auth", b"auth", "bus", b"bus", "cache", b"cache", "caching_strategy", b"caching_strategy", "circuit_breaker", b"circuit_breaker", "dependency_management", b"dependency_management", "discovery", b"discovery", "ingestion", b"ingestion", "log_filter", b"log_filter", "processing", b"processing", "processing_strategy", b"processing_strategy", "query", b"query", "rate_limits", b"rate_limits", "retry", b"retry", "serialization_method", b"serialization_method", "server", b"server", "store", b"store", "tls", b"tls", "web", b"web"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___PerformanceOptimizationConfig: _TypeAlias = PerformanceOptimizationConfig  # noqa: Y015
+
+@_typing.final
+class WebConfig(_message.Message):
+    """The dashboard (a web page) and the gRPC-Web endpoint it calls, on one address: the page's
+    files at "/", gRPC-Web for the query service (and, in `tickmesh up`, the other services'
+    read APIs) on the same origin.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ADDR_FIELD_NUMBER: _builtins.int
+    CORS_ALLOWED_ORIGINS_FIELD_NUMBER: _builtins.int
+    addr: _builtins.str
+    """Address to serve it on, "host:port". Empty: `tickmesh up` serves it on 127.0.0.1:7400
+    (its `--web-addr` flag overrides this), `tickmesh serve --target query` serves none.
+    "off": none.
+    """
+    @_builtins.property
+    def cors_allowed_origins(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Other origins whose pages may call the gRPC-Web endpoint (CORS), as
+        "scheme://host[:port]", or "*" for any. Empty: the dashboard's own origin only.
+        """
+
+    def __init__(
+        self,
+        *,
+        addr: _builtins.str = ...,
+        cors_allowed_origins: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["addr", b"addr", "cors_allowed_origins", b"cors_allowed_origins"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WebConfig: _TypeAlias = WebConfig  # noqa: Y015
 
 @_typing.final
 class CacheConfig(_message.Message):

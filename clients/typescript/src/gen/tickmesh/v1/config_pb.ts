@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file tickmesh/v1/config.proto.
  */
 export const file_tickmesh_v1_config: GenFile = /*@__PURE__*/
-  fileDesc("Chh0aWNrbWVzaC92MS9jb25maWcucHJvdG8SC3RpY2ttZXNoLnYxIq0HCh1QZXJmb3JtYW5jZU9wdGltaXphdGlvbkNvbmZpZxI2ChBjYWNoaW5nX3N0cmF0ZWd5GAEgASgOMhwudGlja21lc2gudjEuQ2FjaGluZ1N0cmF0ZWd5EjwKE3Byb2Nlc3Npbmdfc3RyYXRlZ3kYAiABKA4yHy50aWNrbWVzaC52MS5Qcm9jZXNzaW5nU3RyYXRlZ3kSPgoUc2VyaWFsaXphdGlvbl9tZXRob2QYAyABKA4yIC50aWNrbWVzaC52MS5TZXJpYWxpemF0aW9uTWV0aG9kEkgKFWRlcGVuZGVuY3lfbWFuYWdlbWVudBgEIAEoDjIpLnRpY2ttZXNoLnYxLkRlcGVuZGVuY3lNYW5hZ2VtZW50QXBwcm9hY2gSJwoFY2FjaGUYBSABKAsyGC50aWNrbWVzaC52MS5DYWNoZUNvbmZpZxI0CgxhZGFwdGl2ZV90dGwYBiABKAsyHi50aWNrbWVzaC52MS5BZGFwdGl2ZVR0bENvbmZpZxIxCgtyYXRlX2xpbWl0cxgHIAEoCzIcLnRpY2ttZXNoLnYxLlJhdGVMaW1pdENvbmZpZxI6Cg9jaXJjdWl0X2JyZWFrZXIYCCABKAsyIS50aWNrbWVzaC52MS5DaXJjdWl0QnJlYWtlckNvbmZpZxInCgVyZXRyeRgJIAEoCzIYLnRpY2ttZXNoLnYxLlJldHJ5Q29uZmlnEjEKCnByb2Nlc3NpbmcYCiABKAsyHS50aWNrbWVzaC52MS5Qcm9jZXNzaW5nQ29uZmlnEikKBnNlcnZlchgLIAEoCzIZLnRpY2ttZXNoLnYxLlNlcnZlckNvbmZpZxIvCglpbmdlc3Rpb24YDCABKAsyHC50aWNrbWVzaC52MS5Jbmdlc3Rpb25Db25maWcSJQoEYXV0aBgNIAEoCzIXLnRpY2ttZXNoLnYxLkF1dGhDb25maWcSIwoDdGxzGA4gASgLMhYudGlja21lc2gudjEuVGxzQ29uZmlnEi8KCWRpc2NvdmVyeRgPIAEoCzIcLnRpY2ttZXNoLnYxLkRpc2NvdmVyeUNvbmZpZxISCgpsb2dfZmlsdGVyGBAgASgJEicKBXN0b3JlGBEgASgLMhgudGlja21lc2gudjEuU3RvcmVDb25maWcSIwoDYnVzGBIgASgLMhYudGlja21lc2gudjEuQnVzQ29uZmlnEicKBXF1ZXJ5GBMgASgLMhgudGlja21lc2gudjEuUXVlcnlDb25maWci8AIKC0NhY2hlQ29uZmlnEhYKDmwxX21heF9lbnRyaWVzGAEgASgEEhQKDGwxX21heF9ieXRlcxgCIAEoBBIXCg9tYXhfdmFsdWVfYnl0ZXMYAyABKAQSMAoOZGVmYXVsdF9wb2xpY3kYBCABKAsyGC50aWNrbWVzaC52MS5DYWNoZVBvbGljeRI8CgpuYW1lc3BhY2VzGAUgAygLMigudGlja21lc2gudjEuQ2FjaGVDb25maWcuTmFtZXNwYWNlc0VudHJ5EisKCGxvY2tfdHRsGAYgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEjAKDXJlZGlzX3RpbWVvdXQYByABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24aSwoPTmFtZXNwYWNlc0VudHJ5EgsKA2tleRgBIAEoCRInCgV2YWx1ZRgCIAEoCzIYLnRpY2ttZXNoLnYxLkNhY2hlUG9saWN5OgI4ASLZAQoLQ2FjaGVQb2xpY3kSLQoIZXZpY3Rpb24YASABKA4yGy50aWNrbWVzaC52MS5FdmljdGlvblBvbGljeRImCgN0dGwYAiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SJgoDdHRpGAMgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEhUKDXdyaXRlX3Rocm91Z2gYBCABKAgSHgoWcmVmcmVzaF9haGVhZF9mcmFjdGlvbhgFIAEoARIUCgxhZGFwdGl2ZV90dGwYBiABKAgiyQIKEUFkYXB0aXZlVHRsQ29uZmlnEiwKCHNlc3Npb25zGAEgAygLMhoudGlja21lc2gudjEuTWFya2V0U2Vzc2lvbhIzChBzZXNzaW9uX29wZW5fdHRsGAIgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEjUKEnNlc3Npb25fY2xvc2VkX3R0bBgDIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIvCgx2b2xhdGlsZV90dGwYBCABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SKwoIY2FsbV90dGwYBSABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SHAoUdm9sYXRpbGl0eV90aHJlc2hvbGQYBiABKAESHgoWdm9sYXRpbGl0eV93aW5kb3dfYmFycxgHIAEoDSJoCg1NYXJrZXRTZXNzaW9uEgwKBG5hbWUYASABKAkSEQoJdGltZV96b25lGAIgASgJEhEKCW9wZW5fdGltZRgDIAEoCRISCgpjbG9zZV90aW1lGAQgASgJEg8KB3N5bWJvbHMYBSADKAkigQMKD1JhdGVMaW1pdENvbmZpZxIwCg5kZWZhdWx0X2NhbGxlchgBIAEoCzIYLnRpY2ttZXNoLnYxLlRva2VuQnVja2V0EjoKB2NhbGxlcnMYAiADKAsyKS50aWNrbWVzaC52MS5SYXRlTGltaXRDb25maWcuQ2FsbGVyc0VudHJ5EjAKDmRlZmF1bHRfc291cmNlGAMgASgLMhgudGlja21lc2gudjEuVG9rZW5CdWNrZXQSOgoHc291cmNlcxgEIAMoCzIpLnRpY2ttZXNoLnYxLlJhdGVMaW1pdENvbmZpZy5Tb3VyY2VzRW50cnkaSAoMQ2FsbGVyc0VudHJ5EgsKA2tleRgBIAEoCRInCgV2YWx1ZRgCIAEoCzIYLnRpY2ttZXNoLnYxLlRva2VuQnVja2V0OgI4ARpICgxTb3VyY2VzRW50cnkSCwoDa2V5GAEgASgJEicKBXZhbHVlGAIgASgLMhgudGlja21lc2gudjEuVG9rZW5CdWNrZXQ6AjgBIjUKC1Rva2VuQnVja2V0EhcKD3JhdGVfcGVyX3NlY29uZBgBIAEoARINCgVidXJzdBgCIAEoDSKxAQoUQ2lyY3VpdEJyZWFrZXJDb25maWcSGQoRZmFpbHVyZV90aHJlc2hvbGQYASABKA0SGQoRc3VjY2Vzc190aHJlc2hvbGQYAiABKA0SMAoNb3Blbl9kdXJhdGlvbhgDIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIxCg5wcm9iZV9pbnRlcnZhbBgEIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbiLYAQoLUmV0cnlDb25maWcSFAoMbWF4X2F0dGVtcHRzGAEgASgNEjIKD2luaXRpYWxfYmFja29mZhgCIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIuCgttYXhfYmFja29mZhgDIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIaChJiYWNrb2ZmX211bHRpcGxpZXIYBCABKAESFAoMYnVkZ2V0X3JhdGlvGAUgASgBEh0KFWJ1ZGdldF9taW5fcGVyX3NlY29uZBgGIAEoDSLTAQoQUHJvY2Vzc2luZ0NvbmZpZxIoCiBza2lwX3VuY2hhbmdlZF90aHJlc2hvbGRfcGVyY2VudBgBIAEoARIgChhwcmlvcml0aXplX2J5X3ZvbGF0aWxpdHkYAiABKAgSFgoOd29ya2VyX3RocmVhZHMYAyABKA0SEgoKYmF0Y2hfc2l6ZRgEIAEoDRIvCgxiYXRjaF9saW5nZXIYBSABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SFgoOcXVldWVfY2FwYWNpdHkYBiABKA0i4wUKDFNlcnZlckNvbmZpZxIZChFjb25jdXJyZW5jeV9saW1pdBgBIAEoDRIyCg9kZWZhdWx0X3RpbWVvdXQYAiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SGQoRbWF4X21lc3NhZ2VfYnl0ZXMYAyABKA0SNQoSbWF4X2Nvbm5lY3Rpb25fYWdlGAQgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEjgKFXNodXRkb3duX2dyYWNlX3BlcmlvZBgFIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhI2ChNzdHJlYW1fc2VuZF90aW1lb3V0GAYgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEi4KC21heF90aW1lb3V0GAcgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEjcKFHJlcXVlc3RfYm9keV90aW1lb3V0GAggASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEiAKGGNhbGxlcl9jb25jdXJyZW5jeV9zaGFyZRgJIAEoARIeChZtYXhfY29uY3VycmVudF9zdHJlYW1zGAogASgNEhsKE2NhbGxlcl9zdHJlYW1fbGltaXQYCyABKA0SGgoSd2F0Y2hfc3RyZWFtX2xpbWl0GAwgASgNEjQKEWhhbmRzaGFrZV90aW1lb3V0GA0gASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEjUKEmtlZXBhbGl2ZV9pbnRlcnZhbBgOIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhI0ChFrZWVwYWxpdmVfdGltZW91dBgPIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIXCg9tYXhfY29ubmVjdGlvbnMYECABKA0SIAoYbWF4X2Nvbm5lY3Rpb25zX3Blcl9wZWVyGBEgASgNIkEKC1N0b3JlQ29uZmlnEjIKD2Nvbm5lY3RfdGltZW91dBgBIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbiJyCglCdXNDb25maWcSLQoKY2xhaW1faWRsZRgBIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhI2ChNjb25zdW1lcl9pZGxlX2xpbWl0GAIgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uImUKC1F1ZXJ5Q29uZmlnEh0KFWluZGljYXRvcl9jYWNoZV9ieXRlcxgBIAEoBBIaChJjYW5kbGVfY2FjaGVfYnl0ZXMYAiABKAQSGwoTY2FuZGxlX2hpc3RvcnlfYmFycxgDIAEoDSJDCg9Jbmdlc3Rpb25Db25maWcSFgoObWF4X2JhdGNoX3Jvd3MYASABKA0SGAoQd3JpdGVfYmF0Y2hfcm93cxgCIAEoDSJqCgpBdXRoQ29uZmlnEg8KB2VuYWJsZWQYASABKAgSEQoJa2V5c19maWxlGAIgASgJEiEKBGtleXMYAyADKAsyEy50aWNrbWVzaC52MS5BcGlLZXkSFQoNcGVlcl9rZXlfbmFtZRgEIAEoCSJHCgZBcGlLZXkSDAoEbmFtZRgBIAEoCRILCgNrZXkYAiABKAkSIgoGc2NvcGVzGAMgAygOMhIudGlja21lc2gudjEuU2NvcGUibgoJVGxzQ29uZmlnEhEKCWNlcnRfZmlsZRgBIAEoCRIQCghrZXlfZmlsZRgCIAEoCRIWCg5jbGllbnRfY2FfZmlsZRgDIAEoCRIPCgdjYV9maWxlGAQgASgJEhMKC3NlcnZlcl9uYW1lGAUgASgJIkYKD0Rpc2NvdmVyeUNvbmZpZxIzChByZXNvbHZlX2ludGVydmFsGAEgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uIhIKEEdldENvbmZpZ1JlcXVlc3QicAoRR2V0Q29uZmlnUmVzcG9uc2USOgoGY29uZmlnGAEgASgLMioudGlja21lc2gudjEuUGVyZm9ybWFuY2VPcHRpbWl6YXRpb25Db25maWcSDwoHdmVyc2lvbhgCIAEoBBIOCgZzb3VyY2UYAyABKAkinAEKE1VwZGF0ZUNvbmZpZ1JlcXVlc3QSOgoGY29uZmlnGAEgASgLMioudGlja21lc2gudjEuUGVyZm9ybWFuY2VPcHRpbWl6YXRpb25Db25maWcSLwoLdXBkYXRlX21hc2sYAiABKAsyGi5nb29nbGUucHJvdG9idWYuRmllbGRNYXNrEhgKEGV4cGVjdGVkX3ZlcnNpb24YAyABKAQiYwoUVXBkYXRlQ29uZmlnUmVzcG9uc2USOgoGY29uZmlnGAEgASgLMioudGlja21lc2gudjEuUGVyZm9ybWFuY2VPcHRpbWl6YXRpb25Db25maWcSDwoHdmVyc2lvbhgCIAEoBCIUChJXYXRjaENvbmZpZ1JlcXVlc3QicgoTV2F0Y2hDb25maWdSZXNwb25zZRI6CgZjb25maWcYASABKAsyKi50aWNrbWVzaC52MS5QZXJmb3JtYW5jZU9wdGltaXphdGlvbkNvbmZpZxIPCgd2ZXJzaW9uGAIgASgEEg4KBnNvdXJjZRgDIAEoCSqXAQoPQ2FjaGluZ1N0cmF0ZWd5EiAKHENBQ0hJTkdfU1RSQVRFR1lfVU5TUEVDSUZJRUQQABIeChpDQUNISU5HX1NUUkFURUdZX0lOX01FTU9SWRABEiAKHENBQ0hJTkdfU1RSQVRFR1lfRElTVFJJQlVURUQQAhIgChxDQUNISU5HX1NUUkFURUdZX01VTFRJX0xBWUVSEAMqrQEKElByb2Nlc3NpbmdTdHJhdGVneRIjCh9QUk9DRVNTSU5HX1NUUkFURUdZX1VOU1BFQ0lGSUVEEAASJAogUFJPQ0VTU0lOR19TVFJBVEVHWV9FVkVOVF9EUklWRU4QARIiCh5QUk9DRVNTSU5HX1NUUkFURUdZX1RBU0tfUVVFVUUQAhIoCiRQUk9DRVNTSU5HX1NUUkFURUdZX1JFQUNUSVZFX1NUUkVBTVMQAyq0AQoTU2VyaWFsaXphdGlvbk1ldGhvZBIkCiBTRVJJQUxJWkFUSU9OX01FVEhPRF9VTlNQRUNJRklFRBAAEikKJVNFUklBTElaQVRJT05fTUVUSE9EX1BST1RPQ09MX0JVRkZFUlMQARIkCiBTRVJJQUxJWkFUSU9OX01FVEhPRF9NRVNTQUdFUEFDSxACEiYKIlNFUklBTElaQVRJT05fTUVUSE9EX0NVU1RPTV9CSU5BUlkQAyrsAQocRGVwZW5kZW5jeU1hbmFnZW1lbnRBcHByb2FjaBIuCipERVBFTkRFTkNZX01BTkFHRU1FTlRfQVBQUk9BQ0hfVU5TUEVDSUZJRUQQABIzCi9ERVBFTkRFTkNZX01BTkFHRU1FTlRfQVBQUk9BQ0hfTUlOSU1BTF9FWFRFUk5BTBABEjMKL0RFUEVOREVOQ1lfTUFOQUdFTUVOVF9BUFBST0FDSF9TRUxFQ1RJVkVfSU1QT1JUEAISMgouREVQRU5ERU5DWV9NQU5BR0VNRU5UX0FQUFJPQUNIX0RZTkFNSUNfTE9BRElORxADKoEBCg5FdmljdGlvblBvbGljeRIfChtFVklDVElPTl9QT0xJQ1lfVU5TUEVDSUZJRUQQABIXChNFVklDVElPTl9QT0xJQ1lfTFJVEAESHAoYRVZJQ1RJT05fUE9MSUNZX1RJTllfTEZVEAISFwoTRVZJQ1RJT05fUE9MSUNZX1RUTBADMpkCCg1Db25maWdTZXJ2aWNlElMKCUdldENvbmZpZxIdLnRpY2ttZXNoLnYxLkdldENvbmZpZ1JlcXVlc3QaHi50aWNrbWVzaC52MS5HZXRDb25maWdSZXNwb25zZSIHkAIByPMYARJZCgxVcGRhdGVDb25maWcSIC50aWNrbWVzaC52MS5VcGRhdGVDb25maWdSZXF1ZXN0GiEudGlja21lc2gudjEuVXBkYXRlQ29uZmlnUmVzcG9uc2UiBMjzGAMSWAoLV2F0Y2hDb25maWcSHy50aWNrbWVzaC52MS5XYXRjaENvbmZpZ1JlcXVlc3QaIC50aWNrbWVzaC52MS5XYXRjaENvbmZpZ1Jlc3BvbnNlIgTI8xgBMAFiBnByb3RvMw", [file_google_protobuf_duration, file_google_protobuf_field_mask, file_tickmesh_v1_options]);
+  fileDesc("Chh0aWNrbWVzaC92MS9jb25maWcucHJvdG8SC3RpY2ttZXNoLnYxItIHCh1QZXJmb3JtYW5jZU9wdGltaXphdGlvbkNvbmZpZxI2ChBjYWNoaW5nX3N0cmF0ZWd5GAEgASgOMhwudGlja21lc2gudjEuQ2FjaGluZ1N0cmF0ZWd5EjwKE3Byb2Nlc3Npbmdfc3RyYXRlZ3kYAiABKA4yHy50aWNrbWVzaC52MS5Qcm9jZXNzaW5nU3RyYXRlZ3kSPgoUc2VyaWFsaXphdGlvbl9tZXRob2QYAyABKA4yIC50aWNrbWVzaC52MS5TZXJpYWxpemF0aW9uTWV0aG9kEkgKFWRlcGVuZGVuY3lfbWFuYWdlbWVudBgEIAEoDjIpLnRpY2ttZXNoLnYxLkRlcGVuZGVuY3lNYW5hZ2VtZW50QXBwcm9hY2gSJwoFY2FjaGUYBSABKAsyGC50aWNrbWVzaC52MS5DYWNoZUNvbmZpZxI0CgxhZGFwdGl2ZV90dGwYBiABKAsyHi50aWNrbWVzaC52MS5BZGFwdGl2ZVR0bENvbmZpZxIxCgtyYXRlX2xpbWl0cxgHIAEoCzIcLnRpY2ttZXNoLnYxLlJhdGVMaW1pdENvbmZpZxI6Cg9jaXJjdWl0X2JyZWFrZXIYCCABKAsyIS50aWNrbWVzaC52MS5DaXJjdWl0QnJlYWtlckNvbmZpZxInCgVyZXRyeRgJIAEoCzIYLnRpY2ttZXNoLnYxLlJldHJ5Q29uZmlnEjEKCnByb2Nlc3NpbmcYCiABKAsyHS50aWNrbWVzaC52MS5Qcm9jZXNzaW5nQ29uZmlnEikKBnNlcnZlchgLIAEoCzIZLnRpY2ttZXNoLnYxLlNlcnZlckNvbmZpZxIvCglpbmdlc3Rpb24YDCABKAsyHC50aWNrbWVzaC52MS5Jbmdlc3Rpb25Db25maWcSJQoEYXV0aBgNIAEoCzIXLnRpY2ttZXNoLnYxLkF1dGhDb25maWcSIwoDdGxzGA4gASgLMhYudGlja21lc2gudjEuVGxzQ29uZmlnEi8KCWRpc2NvdmVyeRgPIAEoCzIcLnRpY2ttZXNoLnYxLkRpc2NvdmVyeUNvbmZpZxISCgpsb2dfZmlsdGVyGBAgASgJEicKBXN0b3JlGBEgASgLMhgudGlja21lc2gudjEuU3RvcmVDb25maWcSIwoDYnVzGBIgASgLMhYudGlja21lc2gudjEuQnVzQ29uZmlnEicKBXF1ZXJ5GBMgASgLMhgudGlja21lc2gudjEuUXVlcnlDb25maWcSIwoDd2ViGBQgASgLMhYudGlja21lc2gudjEuV2ViQ29uZmlnIjcKCVdlYkNvbmZpZxIMCgRhZGRyGAEgASgJEhwKFGNvcnNfYWxsb3dlZF9vcmlnaW5zGAIgAygJIvACCgtDYWNoZUNvbmZpZxIWCg5sMV9tYXhfZW50cmllcxgBIAEoBBIUCgxsMV9tYXhfYnl0ZXMYAiABKAQSFwoPbWF4X3ZhbHVlX2J5dGVzGAMgASgEEjAKDmRlZmF1bHRfcG9saWN5GAQgASgLMhgudGlja21lc2gudjEuQ2FjaGVQb2xpY3kSPAoKbmFtZXNwYWNlcxgFIAMoCzIoLnRpY2ttZXNoLnYxLkNhY2hlQ29uZmlnLk5hbWVzcGFjZXNFbnRyeRIrCghsb2NrX3R0bBgGIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIwCg1yZWRpc190aW1lb3V0GAcgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uGksKD05hbWVzcGFjZXNFbnRyeRILCgNrZXkYASABKAkSJwoFdmFsdWUYAiABKAsyGC50aWNrbWVzaC52MS5DYWNoZVBvbGljeToCOAEi2QEKC0NhY2hlUG9saWN5Ei0KCGV2aWN0aW9uGAEgASgOMhsudGlja21lc2gudjEuRXZpY3Rpb25Qb2xpY3kSJgoDdHRsGAIgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEiYKA3R0aRgDIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIVCg13cml0ZV90aHJvdWdoGAQgASgIEh4KFnJlZnJlc2hfYWhlYWRfZnJhY3Rpb24YBSABKAESFAoMYWRhcHRpdmVfdHRsGAYgASgIIskCChFBZGFwdGl2ZVR0bENvbmZpZxIsCghzZXNzaW9ucxgBIAMoCzIaLnRpY2ttZXNoLnYxLk1hcmtldFNlc3Npb24SMwoQc2Vzc2lvbl9vcGVuX3R0bBgCIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhI1ChJzZXNzaW9uX2Nsb3NlZF90dGwYAyABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SLwoMdm9sYXRpbGVfdHRsGAQgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEisKCGNhbG1fdHRsGAUgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEhwKFHZvbGF0aWxpdHlfdGhyZXNob2xkGAYgASgBEh4KFnZvbGF0aWxpdHlfd2luZG93X2JhcnMYByABKA0iaAoNTWFya2V0U2Vzc2lvbhIMCgRuYW1lGAEgASgJEhEKCXRpbWVfem9uZRgCIAEoCRIRCglvcGVuX3RpbWUYAyABKAkSEgoKY2xvc2VfdGltZRgEIAEoCRIPCgdzeW1ib2xzGAUgAygJIoEDCg9SYXRlTGltaXRDb25maWcSMAoOZGVmYXVsdF9jYWxsZXIYASABKAsyGC50aWNrbWVzaC52MS5Ub2tlbkJ1Y2tldBI6CgdjYWxsZXJzGAIgAygLMikudGlja21lc2gudjEuUmF0ZUxpbWl0Q29uZmlnLkNhbGxlcnNFbnRyeRIwCg5kZWZhdWx0X3NvdXJjZRgDIAEoCzIYLnRpY2ttZXNoLnYxLlRva2VuQnVja2V0EjoKB3NvdXJjZXMYBCADKAsyKS50aWNrbWVzaC52MS5SYXRlTGltaXRDb25maWcuU291cmNlc0VudHJ5GkgKDENhbGxlcnNFbnRyeRILCgNrZXkYASABKAkSJwoFdmFsdWUYAiABKAsyGC50aWNrbWVzaC52MS5Ub2tlbkJ1Y2tldDoCOAEaSAoMU291cmNlc0VudHJ5EgsKA2tleRgBIAEoCRInCgV2YWx1ZRgCIAEoCzIYLnRpY2ttZXNoLnYxLlRva2VuQnVja2V0OgI4ASI1CgtUb2tlbkJ1Y2tldBIXCg9yYXRlX3Blcl9zZWNvbmQYASABKAESDQoFYnVyc3QYAiABKA0isQEKFENpcmN1aXRCcmVha2VyQ29uZmlnEhkKEWZhaWx1cmVfdGhyZXNob2xkGAEgASgNEhkKEXN1Y2Nlc3NfdGhyZXNob2xkGAIgASgNEjAKDW9wZW5fZHVyYXRpb24YAyABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SMQoOcHJvYmVfaW50ZXJ2YWwYBCABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24i2AEKC1JldHJ5Q29uZmlnEhQKDG1heF9hdHRlbXB0cxgBIAEoDRIyCg9pbml0aWFsX2JhY2tvZmYYAiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SLgoLbWF4X2JhY2tvZmYYAyABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SGgoSYmFja29mZl9tdWx0aXBsaWVyGAQgASgBEhQKDGJ1ZGdldF9yYXRpbxgFIAEoARIdChVidWRnZXRfbWluX3Blcl9zZWNvbmQYBiABKA0i0wEKEFByb2Nlc3NpbmdDb25maWcSKAogc2tpcF91bmNoYW5nZWRfdGhyZXNob2xkX3BlcmNlbnQYASABKAESIAoYcHJpb3JpdGl6ZV9ieV92b2xhdGlsaXR5GAIgASgIEhYKDndvcmtlcl90aHJlYWRzGAMgASgNEhIKCmJhdGNoX3NpemUYBCABKA0SLwoMYmF0Y2hfbGluZ2VyGAUgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEhYKDnF1ZXVlX2NhcGFjaXR5GAYgASgNIuMFCgxTZXJ2ZXJDb25maWcSGQoRY29uY3VycmVuY3lfbGltaXQYASABKA0SMgoPZGVmYXVsdF90aW1lb3V0GAIgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEhkKEW1heF9tZXNzYWdlX2J5dGVzGAMgASgNEjUKEm1heF9jb25uZWN0aW9uX2FnZRgEIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhI4ChVzaHV0ZG93bl9ncmFjZV9wZXJpb2QYBSABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SNgoTc3RyZWFtX3NlbmRfdGltZW91dBgGIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIuCgttYXhfdGltZW91dBgHIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhI3ChRyZXF1ZXN0X2JvZHlfdGltZW91dBgIIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIgChhjYWxsZXJfY29uY3VycmVuY3lfc2hhcmUYCSABKAESHgoWbWF4X2NvbmN1cnJlbnRfc3RyZWFtcxgKIAEoDRIbChNjYWxsZXJfc3RyZWFtX2xpbWl0GAsgASgNEhoKEndhdGNoX3N0cmVhbV9saW1pdBgMIAEoDRI0ChFoYW5kc2hha2VfdGltZW91dBgNIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhI1ChJrZWVwYWxpdmVfaW50ZXJ2YWwYDiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SNAoRa2VlcGFsaXZlX3RpbWVvdXQYDyABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SFwoPbWF4X2Nvbm5lY3Rpb25zGBAgASgNEiAKGG1heF9jb25uZWN0aW9uc19wZXJfcGVlchgRIAEoDSJBCgtTdG9yZUNvbmZpZxIyCg9jb25uZWN0X3RpbWVvdXQYASABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24icgoJQnVzQ29uZmlnEi0KCmNsYWltX2lkbGUYASABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SNgoTY29uc3VtZXJfaWRsZV9saW1pdBgCIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbiJlCgtRdWVyeUNvbmZpZxIdChVpbmRpY2F0b3JfY2FjaGVfYnl0ZXMYASABKAQSGgoSY2FuZGxlX2NhY2hlX2J5dGVzGAIgASgEEhsKE2NhbmRsZV9oaXN0b3J5X2JhcnMYAyABKA0iQwoPSW5nZXN0aW9uQ29uZmlnEhYKDm1heF9iYXRjaF9yb3dzGAEgASgNEhgKEHdyaXRlX2JhdGNoX3Jvd3MYAiABKA0iagoKQXV0aENvbmZpZxIPCgdlbmFibGVkGAEgASgIEhEKCWtleXNfZmlsZRgCIAEoCRIhCgRrZXlzGAMgAygLMhMudGlja21lc2gudjEuQXBpS2V5EhUKDXBlZXJfa2V5X25hbWUYBCABKAkiRwoGQXBpS2V5EgwKBG5hbWUYASABKAkSCwoDa2V5GAIgASgJEiIKBnNjb3BlcxgDIAMoDjISLnRpY2ttZXNoLnYxLlNjb3BlIm4KCVRsc0NvbmZpZxIRCgljZXJ0X2ZpbGUYASABKAkSEAoIa2V5X2ZpbGUYAiABKAkSFgoOY2xpZW50X2NhX2ZpbGUYAyABKAkSDwoHY2FfZmlsZRgEIAEoCRITCgtzZXJ2ZXJfbmFtZRgFIAEoCSJGCg9EaXNjb3ZlcnlDb25maWcSMwoQcmVzb2x2ZV9pbnRlcnZhbBgBIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbiISChBHZXRDb25maWdSZXF1ZXN0InAKEUdldENvbmZpZ1Jlc3BvbnNlEjoKBmNvbmZpZxgBIAEoCzIqLnRpY2ttZXNoLnYxLlBlcmZvcm1hbmNlT3B0aW1pemF0aW9uQ29uZmlnEg8KB3ZlcnNpb24YAiABKAQSDgoGc291cmNlGAMgASgJIpwBChNVcGRhdGVDb25maWdSZXF1ZXN0EjoKBmNvbmZpZxgBIAEoCzIqLnRpY2ttZXNoLnYxLlBlcmZvcm1hbmNlT3B0aW1pemF0aW9uQ29uZmlnEi8KC3VwZGF0ZV9tYXNrGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLkZpZWxkTWFzaxIYChBleHBlY3RlZF92ZXJzaW9uGAMgASgEImMKFFVwZGF0ZUNvbmZpZ1Jlc3BvbnNlEjoKBmNvbmZpZxgBIAEoCzIqLnRpY2ttZXNoLnYxLlBlcmZvcm1hbmNlT3B0aW1pemF0aW9uQ29uZmlnEg8KB3ZlcnNpb24YAiABKAQiFAoSV2F0Y2hDb25maWdSZXF1ZXN0InIKE1dhdGNoQ29uZmlnUmVzcG9uc2USOgoGY29uZmlnGAEgASgLMioudGlja21lc2gudjEuUGVyZm9ybWFuY2VPcHRpbWl6YXRpb25Db25maWcSDwoHdmVyc2lvbhgCIAEoBBIOCgZzb3VyY2UYAyABKAkqlwEKD0NhY2hpbmdTdHJhdGVneRIgChxDQUNISU5HX1NUUkFURUdZX1VOU1BFQ0lGSUVEEAASHgoaQ0FDSElOR19TVFJBVEVHWV9JTl9NRU1PUlkQARIgChxDQUNISU5HX1NUUkFURUdZX0RJU1RSSUJVVEVEEAISIAocQ0FDSElOR19TVFJBVEVHWV9NVUxUSV9MQVlFUhADKq0BChJQcm9jZXNzaW5nU3RyYXRlZ3kSIwofUFJPQ0VTU0lOR19TVFJBVEVHWV9VTlNQRUNJRklFRBAAEiQKIFBST0NFU1NJTkdfU1RSQVRFR1lfRVZFTlRfRFJJVkVOEAESIgoeUFJPQ0VTU0lOR19TVFJBVEVHWV9UQVNLX1FVRVVFEAISKAokUFJPQ0VTU0lOR19TVFJBVEVHWV9SRUFDVElWRV9TVFJFQU1TEAMqtAEKE1NlcmlhbGl6YXRpb25NZXRob2QSJAogU0VSSUFMSVpBVElPTl9NRVRIT0RfVU5TUEVDSUZJRUQQABIpCiVTRVJJQUxJWkFUSU9OX01FVEhPRF9QUk9UT0NPTF9CVUZGRVJTEAESJAogU0VSSUFMSVpBVElPTl9NRVRIT0RfTUVTU0FHRVBBQ0sQAhImCiJTRVJJQUxJWkFUSU9OX01FVEhPRF9DVVNUT01fQklOQVJZEAMq7AEKHERlcGVuZGVuY3lNYW5hZ2VtZW50QXBwcm9hY2gSLgoqREVQRU5ERU5DWV9NQU5BR0VNRU5UX0FQUFJPQUNIX1VOU1BFQ0lGSUVEEAASMwovREVQRU5ERU5DWV9NQU5BR0VNRU5UX0FQUFJPQUNIX01JTklNQUxfRVhURVJOQUwQARIzCi9ERVBFTkRFTkNZX01BTkFHRU1FTlRfQVBQUk9BQ0hfU0VMRUNUSVZFX0lNUE9SVBACEjIKLkRFUEVOREVOQ1lfTUFOQUdFTUVOVF9BUFBST0FDSF9EWU5BTUlDX0xPQURJTkcQAyqBAQoORXZpY3Rpb25Qb2xpY3kSHwobRVZJQ1RJT05fUE9MSUNZX1VOU1BFQ0lGSUVEEAASFwoTRVZJQ1RJT05fUE9MSUNZX0xSVRABEhwKGEVWSUNUSU9OX1BPTElDWV9USU5ZX0xGVRACEhcKE0VWSUNUSU9OX1BPTElDWV9UVEwQAzKZAgoNQ29uZmlnU2VydmljZRJTCglHZXRDb25maWcSHS50aWNrbWVzaC52MS5HZXRDb25maWdSZXF1ZXN0Gh4udGlja21lc2gudjEuR2V0Q29uZmlnUmVzcG9uc2UiB5ACAcjzGAESWQoMVXBkYXRlQ29uZmlnEiAudGlja21lc2gudjEuVXBkYXRlQ29uZmlnUmVxdWVzdBohLnRpY2ttZXNoLnYxLlVwZGF0ZUNvbmZpZ1Jlc3BvbnNlIgTI8xgDElgKC1dhdGNoQ29uZmlnEh8udGlja21lc2gudjEuV2F0Y2hDb25maWdSZXF1ZXN0GiAudGlja21lc2gudjEuV2F0Y2hDb25maWdSZXNwb25zZSIEyPMYATABYgZwcm90bzM", [file_google_protobuf_duration, file_google_protobuf_field_mask, file_tickmesh_v1_options]);
 
 /**
  * Every performance setting of a tickmesh process.
@@ -120,6 +120,11 @@ export type PerformanceOptimizationConfig = Message<"tickmesh.v1.PerformanceOpti
    * @generated from field: tickmesh.v1.QueryConfig query = 19;
    */
   query?: QueryConfig | undefined;
+
+  /**
+   * @generated from field: tickmesh.v1.WebConfig web = 20;
+   */
+  web?: WebConfig | undefined;
 };
 
 /**
@@ -128,6 +133,39 @@ export type PerformanceOptimizationConfig = Message<"tickmesh.v1.PerformanceOpti
  */
 export const PerformanceOptimizationConfigSchema: GenMessage<PerformanceOptimizationConfig> = /*@__PURE__*/
   messageDesc(file_tickmesh_v1_config, 0);
+
+/**
+ * The dashboard (a web page) and the gRPC-Web endpoint it calls, on one address: the page's
+ * files at "/", gRPC-Web for the query service (and, in `tickmesh up`, the other services'
+ * read APIs) on the same origin.
+ *
+ * @generated from message tickmesh.v1.WebConfig
+ */
+export type WebConfig = Message<"tickmesh.v1.WebConfig"> & {
+  /**
+   * Address to serve it on, "host:port". Empty: `tickmesh up` serves it on 127.0.0.1:7400
+   * (its `--web-addr` flag overrides this), `tickmesh serve --target query` serves none.
+   * "off": none.
+   *
+   * @generated from field: string addr = 1;
+   */
+  addr: string;
+
+  /**
+   * Other origins whose pages may call the gRPC-Web endpoint (CORS), as
+   * "scheme://host[:port]", or "*" for any. Empty: the dashboard's own origin only.
+   *
+   * @generated from field: repeated string cors_allowed_origins = 2;
+   */
+  corsAllowedOrigins: string[];
+};
+
+/**
+ * Describes the message tickmesh.v1.WebConfig.
+ * Use `create(WebConfigSchema)` to create a new message.
+ */
+export const WebConfigSchema: GenMessage<WebConfig> = /*@__PURE__*/
+  messageDesc(file_tickmesh_v1_config, 1);
 
 /**
  * The multi-tier cache.
@@ -192,7 +230,7 @@ export type CacheConfig = Message<"tickmesh.v1.CacheConfig"> & {
  * Use `create(CacheConfigSchema)` to create a new message.
  */
 export const CacheConfigSchema: GenMessage<CacheConfig> = /*@__PURE__*/
-  messageDesc(file_tickmesh_v1_config, 1);
+  messageDesc(file_tickmesh_v1_config, 2);
 
 /**
  * Policy of one cache namespace.
@@ -247,7 +285,7 @@ export type CachePolicy = Message<"tickmesh.v1.CachePolicy"> & {
  * Use `create(CachePolicySchema)` to create a new message.
  */
 export const CachePolicySchema: GenMessage<CachePolicy> = /*@__PURE__*/
-  messageDesc(file_tickmesh_v1_config, 2);
+  messageDesc(file_tickmesh_v1_config, 3);
 
 /**
  * TTL that follows market hours and volatility.
@@ -311,7 +349,7 @@ export type AdaptiveTtlConfig = Message<"tickmesh.v1.AdaptiveTtlConfig"> & {
  * Use `create(AdaptiveTtlConfigSchema)` to create a new message.
  */
 export const AdaptiveTtlConfigSchema: GenMessage<AdaptiveTtlConfig> = /*@__PURE__*/
-  messageDesc(file_tickmesh_v1_config, 3);
+  messageDesc(file_tickmesh_v1_config, 4);
 
 /**
  * The regular trading session of an exchange.
@@ -360,7 +398,7 @@ export type MarketSession = Message<"tickmesh.v1.MarketSession"> & {
  * Use `create(MarketSessionSchema)` to create a new message.
  */
 export const MarketSessionSchema: GenMessage<MarketSession> = /*@__PURE__*/
-  messageDesc(file_tickmesh_v1_config, 4);
+  messageDesc(file_tickmesh_v1_config, 5);
 
 /**
  * Token bucket rate limits.
@@ -402,7 +440,7 @@ export type RateLimitConfig = Message<"tickmesh.v1.RateLimitConfig"> & {
  * Use `create(RateLimitConfigSchema)` to create a new message.
  */
 export const RateLimitConfigSchema: GenMessage<RateLimitConfig> = /*@__PURE__*/
-  messageDesc(file_tickmesh_v1_config, 5);
+  messageDesc(file_tickmesh_v1_config, 6);
 
 /**
  * A token bucket: `rate_per_second` tokens are added per second up to `burst`.
@@ -426,7 +464,7 @@ export type TokenBucket = Message<"tickmesh.v1.TokenBucket"> & {
  * Use `create(TokenBucketSchema)` to create a new message.
  */
 export const TokenBucketSchema: GenMessage<TokenBucket> = /*@__PURE__*/
-  messageDesc(file_tickmesh_v1_config, 6);
+  messageDesc(file_tickmesh_v1_config, 7);
 
 /**
  * Circuit breaker in front of every outgoing call (peer services, Redis, data sources).
@@ -469,7 +507,7 @@ export type CircuitBreakerConfig = Message<"tickmesh.v1.CircuitBreakerConfig"> &
  * Use `create(CircuitBreakerConfigSchema)` to create a new message.
  */
 export const CircuitBreakerConfigSchema: GenMessage<CircuitBreakerConfig> = /*@__PURE__*/
-  messageDesc(file_tickmesh_v1_config, 7);
+  messageDesc(file_tickmesh_v1_config, 8);
 
 /**
  * Retries of idempotent calls between services.
@@ -519,7 +557,7 @@ export type RetryConfig = Message<"tickmesh.v1.RetryConfig"> & {
  * Use `create(RetryConfigSchema)` to create a new message.
  */
 export const RetryConfigSchema: GenMessage<RetryConfig> = /*@__PURE__*/
-  messageDesc(file_tickmesh_v1_config, 8);
+  messageDesc(file_tickmesh_v1_config, 9);
 
 /**
  * Signal processing.
@@ -576,7 +614,7 @@ export type ProcessingConfig = Message<"tickmesh.v1.ProcessingConfig"> & {
  * Use `create(ProcessingConfigSchema)` to create a new message.
  */
 export const ProcessingConfigSchema: GenMessage<ProcessingConfig> = /*@__PURE__*/
-  messageDesc(file_tickmesh_v1_config, 9);
+  messageDesc(file_tickmesh_v1_config, 10);
 
 /**
  * Limits of every gRPC server.
@@ -715,7 +753,7 @@ export type ServerConfig = Message<"tickmesh.v1.ServerConfig"> & {
  * Use `create(ServerConfigSchema)` to create a new message.
  */
 export const ServerConfigSchema: GenMessage<ServerConfig> = /*@__PURE__*/
-  messageDesc(file_tickmesh_v1_config, 10);
+  messageDesc(file_tickmesh_v1_config, 11);
 
 /**
  * The store (`--store-url`: SQLite or PostgreSQL).
@@ -737,7 +775,7 @@ export type StoreConfig = Message<"tickmesh.v1.StoreConfig"> & {
  * Use `create(StoreConfigSchema)` to create a new message.
  */
 export const StoreConfigSchema: GenMessage<StoreConfig> = /*@__PURE__*/
-  messageDesc(file_tickmesh_v1_config, 11);
+  messageDesc(file_tickmesh_v1_config, 12);
 
 /**
  * The market-event bus (Redis Streams with `--bus-url`; in-process otherwise).
@@ -767,7 +805,7 @@ export type BusConfig = Message<"tickmesh.v1.BusConfig"> & {
  * Use `create(BusConfigSchema)` to create a new message.
  */
 export const BusConfigSchema: GenMessage<BusConfig> = /*@__PURE__*/
-  messageDesc(file_tickmesh_v1_config, 12);
+  messageDesc(file_tickmesh_v1_config, 13);
 
 /**
  * The query service's own memory.
@@ -808,7 +846,7 @@ export type QueryConfig = Message<"tickmesh.v1.QueryConfig"> & {
  * Use `create(QueryConfigSchema)` to create a new message.
  */
 export const QueryConfigSchema: GenMessage<QueryConfig> = /*@__PURE__*/
-  messageDesc(file_tickmesh_v1_config, 13);
+  messageDesc(file_tickmesh_v1_config, 14);
 
 /**
  * Ingestion batching.
@@ -837,7 +875,7 @@ export type IngestionConfig = Message<"tickmesh.v1.IngestionConfig"> & {
  * Use `create(IngestionConfigSchema)` to create a new message.
  */
 export const IngestionConfigSchema: GenMessage<IngestionConfig> = /*@__PURE__*/
-  messageDesc(file_tickmesh_v1_config, 14);
+  messageDesc(file_tickmesh_v1_config, 15);
 
 /**
  * Who may call a service. Callers send their key as `authorization: Bearer <key>` (or
@@ -886,7 +924,7 @@ export type AuthConfig = Message<"tickmesh.v1.AuthConfig"> & {
  * Use `create(AuthConfigSchema)` to create a new message.
  */
 export const AuthConfigSchema: GenMessage<AuthConfig> = /*@__PURE__*/
-  messageDesc(file_tickmesh_v1_config, 15);
+  messageDesc(file_tickmesh_v1_config, 16);
 
 /**
  * One API key.
@@ -919,7 +957,7 @@ export type ApiKey = Message<"tickmesh.v1.ApiKey"> & {
  * Use `create(ApiKeySchema)` to create a new message.
  */
 export const ApiKeySchema: GenMessage<ApiKey> = /*@__PURE__*/
-  messageDesc(file_tickmesh_v1_config, 16);
+  messageDesc(file_tickmesh_v1_config, 17);
 
 /**
  * TLS between services and for clients (rustls), from PEM files. A server uses TLS when
@@ -967,7 +1005,7 @@ export type TlsConfig = Message<"tickmesh.v1.TlsConfig"> & {
  * Use `create(TlsConfigSchema)` to create a new message.
  */
 export const TlsConfigSchema: GenMessage<TlsConfig> = /*@__PURE__*/
-  messageDesc(file_tickmesh_v1_config, 17);
+  messageDesc(file_tickmesh_v1_config, 18);
 
 /**
  * Finding the replicas of a peer service.
@@ -988,7 +1026,7 @@ export type DiscoveryConfig = Message<"tickmesh.v1.DiscoveryConfig"> & {
  * Use `create(DiscoveryConfigSchema)` to create a new message.
  */
 export const DiscoveryConfigSchema: GenMessage<DiscoveryConfig> = /*@__PURE__*/
-  messageDesc(file_tickmesh_v1_config, 18);
+  messageDesc(file_tickmesh_v1_config, 19);
 
 /**
  * @generated from message tickmesh.v1.GetConfigRequest
@@ -1001,7 +1039,7 @@ export type GetConfigRequest = Message<"tickmesh.v1.GetConfigRequest"> & {
  * Use `create(GetConfigRequestSchema)` to create a new message.
  */
 export const GetConfigRequestSchema: GenMessage<GetConfigRequest> = /*@__PURE__*/
-  messageDesc(file_tickmesh_v1_config, 19);
+  messageDesc(file_tickmesh_v1_config, 20);
 
 /**
  * @generated from message tickmesh.v1.GetConfigResponse
@@ -1032,7 +1070,7 @@ export type GetConfigResponse = Message<"tickmesh.v1.GetConfigResponse"> & {
  * Use `create(GetConfigResponseSchema)` to create a new message.
  */
 export const GetConfigResponseSchema: GenMessage<GetConfigResponse> = /*@__PURE__*/
-  messageDesc(file_tickmesh_v1_config, 20);
+  messageDesc(file_tickmesh_v1_config, 21);
 
 /**
  * @generated from message tickmesh.v1.UpdateConfigRequest
@@ -1063,7 +1101,7 @@ export type UpdateConfigRequest = Message<"tickmesh.v1.UpdateConfigRequest"> & {
  * Use `create(UpdateConfigRequestSchema)` to create a new message.
  */
 export const UpdateConfigRequestSchema: GenMessage<UpdateConfigRequest> = /*@__PURE__*/
-  messageDesc(file_tickmesh_v1_config, 21);
+  messageDesc(file_tickmesh_v1_config, 22);
 
 /**
  * @generated from message tickmesh.v1.UpdateConfigResponse
@@ -1085,7 +1123,7 @@ export type UpdateConfigResponse = Message<"tickmesh.v1.UpdateConfigResponse"> &
  * Use `create(UpdateConfigResponseSchema)` to create a new message.
  */
 export const UpdateConfigResponseSchema: GenMessage<UpdateConfigResponse> = /*@__PURE__*/
-  messageDesc(file_tickmesh_v1_config, 22);
+  messageDesc(file_tickmesh_v1_config, 23);
 
 /**
  * @generated from message tickmesh.v1.WatchConfigRequest
@@ -1098,7 +1136,7 @@ export type WatchConfigRequest = Message<"tickmesh.v1.WatchConfigRequest"> & {
  * Use `create(WatchConfigRequestSchema)` to create a new message.
  */
 export const WatchConfigRequestSchema: GenMessage<WatchConfigRequest> = /*@__PURE__*/
-  messageDesc(file_tickmesh_v1_config, 23);
+  messageDesc(file_tickmesh_v1_config, 24);
 
 /**
  * @generated from message tickmesh.v1.WatchConfigResponse
@@ -1125,7 +1163,7 @@ export type WatchConfigResponse = Message<"tickmesh.v1.WatchConfigResponse"> & {
  * Use `create(WatchConfigResponseSchema)` to create a new message.
  */
 export const WatchConfigResponseSchema: GenMessage<WatchConfigResponse> = /*@__PURE__*/
-  messageDesc(file_tickmesh_v1_config, 24);
+  messageDesc(file_tickmesh_v1_config, 25);
 
 /**
  * Where cached values live.
