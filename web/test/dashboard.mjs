@@ -27,7 +27,8 @@
 // (gRPC, @tickmesh/client/node) and for each waits until the page has rendered its trade id
 // (window.__tickmesh.rendered), latency = rendered.at - Date.now() taken just before the ingest
 // call ({"latency": {p50Ms, p99Ms, ...}}); writes the screenshot; checks the chart's canvases
-// are not blank (distinct colours); prints the final line.
+// and the chart's box in the screenshot file (decoded again in a page of its own) are not
+// blank (distinct colours); prints the final line.
 //
 // --restart-phase: the same load checks, then 10 ticks rendered, then it prints {"ready":true}
 // and waits for one line on stdin. On {"ready":true} the driver kills the mesh (SIGTERM or
@@ -39,7 +40,7 @@
 // rendered exactly once (none missed, none twice). Console errors after {"ready":true} that are
 // failed requests (net::ERR_*, "Failed to load resource") are expected while the mesh is down
 // and ignored; any other console error fails the test.
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
@@ -315,6 +316,28 @@ async function main() {
     });
     figures.chartPixels = pixels;
     check(pixels.distinctColours > 20, `the chart looks blank: ${pixels.distinctColours} distinct colours`);
+    // The screenshot file itself: decoded by the browser in a page of its own, the chart's box
+    // counted (the file a user would look at, not only the live canvases).
+    const box = await page.locator("#chart").boundingBox();
+    const png = readFileSync(SCREENSHOT).toString("base64");
+    const viewer = await context.newPage();
+    const shot = await viewer.evaluate(async ({ png, box }) => {
+      const image = new Image();
+      image.src = `data:image/png;base64,${png}`;
+      await image.decode();
+      const canvas = document.createElement("canvas");
+      canvas.width = Math.round(box.width);
+      canvas.height = Math.round(box.height);
+      const ctx = canvas.getContext("2d");
+      ctx.drawImage(image, box.x, box.y, box.width, box.height, 0, 0, canvas.width, canvas.height);
+      const { data } = ctx.getImageData(0, 0, canvas.width, canvas.height);
+      const colours = new Set();
+      for (let i = 0; i < data.length; i += 4) colours.add((data[i] << 16) | (data[i + 1] << 8) | data[i + 2]);
+      return { width: image.naturalWidth, height: image.naturalHeight, chartDistinctColours: colours.size };
+    }, { png, box });
+    await viewer.close();
+    figures.screenshotPixels = shot;
+    check(shot.chartDistinctColours > 20, `the screenshot's chart looks blank: ${shot.chartDistinctColours} distinct colours`);
     const final = await page.evaluate(() => ({ bars: window.__tickmesh.bars, events: window.__tickmesh.events }));
     figures.barsAtEnd = final.bars;
     figures.events = final.events;

@@ -15,7 +15,13 @@ use crate::support::{Process, SERVICES, channel, describe, health, run, tickmesh
 #[tokio::test]
 async fn up_serves_all_four_services_as_serving() {
     let mesh = Process::start(&["up", "--base-port", "0"], |_| {});
-    assert_eq!(mesh.addrs.len(), 4, "{:?}", mesh.addrs);
+    // The four services and the dashboard (web.rs tests it).
+    assert_eq!(
+        mesh.addrs.keys().collect::<Vec<_>>(),
+        ["caching", "computation", "ingestion", "query", "web"],
+        "{:?}",
+        mesh.addrs
+    );
     for (target, service) in SERVICES {
         let addr = mesh.addr(target);
         assert_eq!(

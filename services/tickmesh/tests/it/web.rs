@@ -252,3 +252,63 @@ fn the_dashboard_can_be_turned_off_and_is_the_query_services_alone() {
     let (_, grpc_status, _) = grpc_web(query.addr("web"), "/grpc.health.v1.Health/Check", "");
     assert_eq!(grpc_status.as_deref(), Some("0"));
 }
+
+#[test]
+fn demo_serve_keeps_the_mesh_and_the_page_up_until_sigterm() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let mut demo = tickmesh()
+        .args([
+            "--log",
+            "error",
+            "demo",
+            "--synthetic",
+            "--serve",
+            "--web-addr",
+        ])
+        .arg("127.0.0.1:0")
+        .arg("--chart")
+        .arg(dir.path().join("chart.svg"))
+        .current_dir(dir.path())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = demo.stdout.take().unwrap();
+    let (send, lines) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = send.send(line);
+        }
+    });
+    let mut printed = Vec::new();
+    let url = loop {
+        let line = lines
+            .recv_timeout(Duration::from_secs(120))
+            .unwrap_or_else(|e| panic!("no dashboard URL printed ({e}): {printed:?}"));
+        if let Some(rest) = line.strip_prefix("dashboard: http://") {
+            break rest.split_whitespace().next().unwrap().to_owned();
+        }
+        printed.push(line);
+    };
+    // "127.0.0.1:PORT/?symbols=SYN-ALPHA,..."
+    let (addr, query) = url.split_once('/').unwrap();
+    assert!(query.contains("symbols=SYN-ALPHA"), "{url}");
+    assert_eq!(http(addr, "GET / HTTP/1.1", b"").0, 200);
+    let (_, grpc_status, _) = grpc_web(addr, "/grpc.health.v1.Health/Check", "");
+    assert_eq!(grpc_status.as_deref(), Some("0"));
+    // Still up a while later (it serves until a signal), then SIGTERM stops it cleanly.
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(
+        demo.try_wait().unwrap().is_none(),
+        "the demo exited by itself"
+    );
+    let killed = run(std::process::Command::new("kill")
+        .arg("-TERM")
+        .arg(demo.id().to_string()));
+    assert!(killed.status.success());
+    let status = demo.wait().unwrap();
+    assert!(status.success(), "demo --serve after SIGTERM: {status}");
+}

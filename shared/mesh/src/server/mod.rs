@@ -228,17 +228,25 @@ pub async fn serve(
             ServingStatus::Serving,
         )
         .await;
-    // The services the dashboard's address also reaches run in this process (`tickmesh up`):
-    // they serve and drain with it, so this health answers for them there too.
-    let also: Vec<&'static str> = web
-        .as_ref()
-        .map(|w| w.extra.iter().map(|(n, _)| *n).collect())
-        .unwrap_or_default();
-    for service in &also {
-        health
-            .set_service_status(*service, ServingStatus::Serving)
-            .await;
-    }
+    // The dashboard's address answers health for this service and for the others it reaches
+    // (`tickmesh up`: they run in this process, serve and drain with it), with a reporter of
+    // its own: this service's port keeps answering for itself only.
+    let web_health = match &web {
+        Some(w) => {
+            let reporter = HealthReporter::new();
+            let names = [name, tickmesh_proto::service_names::CONFIG]
+                .into_iter()
+                .chain(w.extra.iter().map(|(n, _)| *n));
+            for service in names {
+                reporter
+                    .set_service_status(service, ServingStatus::Serving)
+                    .await;
+            }
+            let extra: Vec<&'static str> = w.extra.iter().map(|(n, _)| *n).collect();
+            Some((reporter, extra))
+        }
+        None => None,
+    };
 
     let advertised = [
         name,
@@ -260,6 +268,15 @@ pub async fn serve(
             |builder, service| builder.with_service_name(*service),
         )
     };
+    let web_routes = match &web_health {
+        Some((reporter, _)) => Some(
+            service_routes
+                .clone()
+                .add_service(health::DrainingHealth::server(reporter.clone(), shutdown))
+                .add_service(config_service::server(config, shutdown)),
+        ),
+        None => None,
+    };
     let routes = service_routes
         .add_service(health_service)
         .add_service(reflection().build_v1()?)
@@ -277,10 +294,17 @@ pub async fn serve(
             let started = Instant::now();
             // Readiness first, so balancers stop sending before the listener closes.
             let ours = ["", name, tickmesh_proto::service_names::CONFIG];
-            for service in ours.iter().chain(also.iter()) {
+            for service in ours {
                 health
-                    .set_service_status(*service, ServingStatus::NotServing)
+                    .set_service_status(service, ServingStatus::NotServing)
                     .await;
+            }
+            if let Some((reporter, extra)) = &web_health {
+                for service in ours.iter().chain(extra.iter()) {
+                    reporter
+                        .set_service_status(*service, ServingStatus::NotServing)
+                        .await;
+                }
             }
             info!(service = name, "draining in-flight calls");
             // The listener stays open while calls run (new ones are refused with UNAVAILABLE,
@@ -352,7 +376,12 @@ pub async fn serve(
                 .into_iter()
                 .map(|(name, routes)| (name, stack.clone().service(routes.prepare())))
                 .collect();
-            let grpc = stack.clone().service(routes.clone().prepare());
+            let grpc = stack.clone().service(
+                web_routes
+                    .clone()
+                    .unwrap_or_else(|| routes.clone())
+                    .prepare(),
+            );
             Some(web::spawn(web, grpc, extra, shutdown)?)
         }
         None => None,
