@@ -268,15 +268,12 @@ pub async fn serve(
             |builder, service| builder.with_service_name(*service),
         )
     };
-    let web_routes = match &web_health {
-        Some((reporter, _)) => Some(
-            service_routes
-                .clone()
-                .add_service(health::DrainingHealth::server(reporter.clone(), shutdown))
-                .add_service(config_service::server(config, shutdown)),
-        ),
-        None => None,
-    };
+    let web_routes = web_health.as_ref().map(|(reporter, _)| {
+        service_routes
+            .clone()
+            .add_service(health::DrainingHealth::server(reporter.clone(), shutdown))
+            .add_service(config_service::server(config, shutdown))
+    });
     let routes = service_routes
         .add_service(health_service)
         .add_service(reflection().build_v1()?)
