@@ -85,6 +85,25 @@ def test_bar_sizes_not_stored_are_resampled_equal_to_pandas(
     assert list(rsi.columns) == ["rsi_14"] and len(rsi) == len(client.candles("GOOG", "1w"))
 
 
+def test_to_polars_equals_polars_reading_the_csv(
+    client: tickmesh.Client, ingested: tickmesh.IngestSummary
+) -> None:
+    pl = pytest.importorskip("polars")
+    got = tickmesh.to_polars(client.candles("GOOG", "1d"))
+    assert got.columns == ["time", "open", "high", "low", "close", "volume"]
+    assert got.schema["time"] == pl.Datetime("us", "UTC")
+    # polars' own CSV reader on the same file: the outside reference.
+    want = (
+        pl.read_csv(os.environ["GOOG_CSV"], try_parse_dates=True)
+        .rename({"": "time", "Open": "open", "High": "high", "Low": "low", "Close": "close", "Volume": "volume"})
+        .with_columns(
+            pl.col("time").cast(pl.Datetime("us")).dt.replace_time_zone("UTC"),
+            pl.col("open", "high", "low", "close", "volume").cast(pl.Float64),
+        )
+    )
+    assert got.equals(want), (got.head(), want.head())
+
+
 def test_ingesting_the_same_frame_again_counts_duplicates(
     client: tickmesh.Client, goog: pd.DataFrame, ingested: tickmesh.IngestSummary
 ) -> None:

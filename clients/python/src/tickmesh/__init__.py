@@ -17,6 +17,7 @@ from tickmesh.client import (
     RejectedRow,
     default_service_config,
     peer_addresses,
+    to_polars,
 )
 from tickmesh.errors import (
     DeadlineExceeded,
@@ -52,4 +53,5 @@ __all__ = [
     "Unavailable",
     "default_service_config",
     "peer_addresses",
+    "to_polars",
 ]

@@ -52,6 +52,7 @@ __all__ = [
     "IndicatorParams",
     "default_service_config",
     "peer_addresses",
+    "to_polars",
 ]
 
 # Most rows GetCandles / GetSignals return per page (the server's maximum): fewer round trips.
@@ -69,6 +70,38 @@ def default_service_config() -> str:
     """The shipped gRPC service config (retries on UNAVAILABLE for the idempotent methods),
     generated from the protos' idempotency options: scripts/service_config.py."""
     return resources.files("tickmesh").joinpath("service_config.json").read_text(encoding="utf-8")
+
+
+def to_polars(frame: pd.DataFrame) -> Any:
+    """A frame the client returned as a polars DataFrame: its index first as a column ("time"
+    as a UTC `Datetime("us")`, "symbol" as strings), then its columns, without going through
+    pyarrow. Needs polars: `pip install './clients/python[polars]'`."""
+    try:
+        import polars as pl
+    except ImportError:
+        raise ImportError(
+            "tickmesh.to_polars needs polars: pip install './clients/python[polars]'"
+        ) from None
+    columns: List[Any] = []
+    index = frame.index
+    name = str(index.name or "index")
+    if isinstance(index, pd.DatetimeIndex):
+        micros = np.asarray(index.tz_convert("UTC").as_unit("us").asi8, dtype=np.int64)
+        columns.append(pl.Series(name, micros).cast(pl.Datetime("us", "UTC")))
+    else:
+        columns.append(pl.Series(name, list(index)))
+    for column in frame.columns:
+        values = frame[column]
+        if values.dtype.kind in "fiub":
+            columns.append(pl.Series(str(column), values.to_numpy()))
+        elif isinstance(values.dtype, pd.DatetimeTZDtype):
+            micros = np.asarray(
+                pd.DatetimeIndex(values).tz_convert("UTC").as_unit("us").asi8, dtype=np.int64
+            )
+            columns.append(pl.Series(str(column), micros).cast(pl.Datetime("us", "UTC")))
+        else:
+            columns.append(pl.Series(str(column), list(values)))
+    return pl.DataFrame(columns)
 
 
 def peer_addresses(target: str) -> Tuple[str, str]:

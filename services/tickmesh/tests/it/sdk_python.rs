@@ -52,7 +52,7 @@ fn python_sdk_suite_passes_against_tickmesh_up() {
     );
     // Every test ran: none skipped (talib missing would skip the indicator test) or deselected.
     assert!(
-        stdout.contains("16 passed") && !stdout.contains("skipped"),
+        stdout.contains("17 passed") && !stdout.contains("skipped"),
         "{stdout}"
     );
 }
