@@ -17,6 +17,8 @@
 //                       1d bars already, e.g. GOOG's daily CSV replayed)
 //   TICKS               ticks ingested one by one for the latency figures (default 100)
 //   PAGE_QUERY          extra query string for the page (default "symbols=$SYMBOL")
+//   AUTH_FORM           "1": open the page without a key, expect its key form, type
+//                       TICKMESH_API_KEY into it (auth on); then the default checks
 //
 // Output: JSON lines on stdout; the last one has every figure and "ok". Exit 0 when every check
 // passed, 1 otherwise (the last line then has "ok": false and "error"). Progress goes to stderr.
@@ -58,6 +60,9 @@ const CHROMIUM = process.env.CHROMIUM || "/usr/bin/chromium";
 const SYMBOL = process.env.SYMBOL || "GOOG";
 const TICKS = Number(process.env.TICKS || 100);
 const PAGE_QUERY = process.env.PAGE_QUERY ?? `symbols=${encodeURIComponent(SYMBOL)}`;
+// AUTH_FORM=1 (with TICKMESH_API_KEY): the page is opened without a key and must ask for one;
+// the test types the key into its form, as a user does.
+const AUTH_FORM = process.env.AUTH_FORM === "1";
 const LOAD_TIMEOUT_MS = 60_000;
 const TICK_TIMEOUT_MS = 15_000;
 
@@ -112,7 +117,7 @@ async function main() {
   });
   let client;
   try {
-    if (API_KEY) {
+    if (API_KEY && !AUTH_FORM) {
       // What the page's key form would store (sessionStorage of this tab), before its scripts run.
       await context.addInitScript((key) => sessionStorage.setItem("tickmesh.apiKey", key), API_KEY);
     }
@@ -134,6 +139,18 @@ async function main() {
     log("opening", url);
     const opened = Date.now();
     await page.goto(url, { waitUntil: "load", timeout: LOAD_TIMEOUT_MS });
+    if (AUTH_FORM) {
+      check(API_KEY, "AUTH_FORM=1 needs TICKMESH_API_KEY");
+      // UNAUTHENTICATED: the form shows, nothing is charted yet; the key typed in connects.
+      await page.waitForSelector("#auth:not([hidden])", { timeout: LOAD_TIMEOUT_MS });
+      const before = await page.evaluate(() => window.__tickmesh?.bars ?? 0);
+      check(before === 0, `bars on the chart before a key was given: ${before}`);
+      await page.fill("#api-key", API_KEY);
+      await page.click('#auth button[type="submit"]');
+      const stored = await page.evaluate(() => sessionStorage.getItem("tickmesh.apiKey"));
+      check(stored === API_KEY, "the key is kept in the tab's sessionStorage");
+      figures.authForm = "shown, key accepted";
+    }
     await page.waitForFunction(() => window.__tickmesh && window.__tickmesh.bars > 0, null, { timeout: LOAD_TIMEOUT_MS });
     const priceSelector = `#prices [data-symbol="${SYMBOL}"] .price`;
     await page.waitForFunction(

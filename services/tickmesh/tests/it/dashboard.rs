@@ -4,8 +4,8 @@
 //! chart holds every stored bar (as `GetCandles` pages them), the price list shows GOOG's
 //! latest price (as `GetLatestPrices` gives it), ticks ingested through gRPC appear on the page
 //! (the ingest-to-screen latency is printed for benches/README.md), the screenshot's chart is
-//! not blank; and across a restart of the mesh the page says it is reconnecting, then live
-//! again, with every tick shown once.
+//! not blank; across a restart of the mesh the page says it is reconnecting, then live again,
+//! with every tick shown once; and with auth on it asks for an API key and keeps it in the tab.
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
@@ -216,4 +216,44 @@ async fn the_dashboard_shows_a_restart_of_the_mesh_and_resumes_without_a_gap() {
     let f = figures(&all);
     assert_eq!(f["ok"], true, "{f}");
     eprintln!("restart figures: {f}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_auth_on_the_dashboard_asks_for_a_key_and_keeps_it_in_the_tab() {
+    let script = dashboard_script();
+    let chromium = chromium();
+    let dir = tempfile::tempdir().unwrap();
+    let keys = dir.path().join("keys");
+    let key = "ops-key-0123456789abcdef0123";
+    std::fs::write(&keys, format!("ops admin {key}\n")).unwrap();
+    let auth = |c: &mut Command| {
+        c.env("TICKMESH_AUTH__ENABLED", "true")
+            .env("TICKMESH_AUTH__KEYS_FILE", &keys);
+    };
+    let mesh = Process::start(&["up", "--base-port", "0"], auth);
+    let output = run(tickmesh()
+        .args(["replay", "--symbol", "GOOG", "--api-key", key, "--target"])
+        .arg(mesh.addr("ingestion"))
+        .arg(goog_csv()));
+    assert!(output.status.success(), "replay: {}", describe(&output));
+    let output = run(Command::new(node())
+        .arg(&script)
+        .env("TICKMESH_WEB", format!("http://{}", mesh.addr("web")))
+        .env("TICKMESH_INGESTION", mesh.addr("ingestion"))
+        .env("TICKMESH_QUERY", mesh.addr("query"))
+        .env("TICKMESH_API_KEY", key)
+        .env("AUTH_FORM", "1")
+        .env("CHROMIUM", &chromium)
+        .env("SCREENSHOT", scratch_file("auth.png"))
+        .env("TICKS", "5"));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "web/test/dashboard.mjs (AUTH_FORM): {}\n--- mesh log\n{}",
+        describe(&output),
+        mesh.log()
+    );
+    let f = figures(&stdout);
+    assert_eq!(f["ok"], true, "{f}");
+    assert_eq!(f["authForm"], "shown, key accepted", "{f}");
 }
