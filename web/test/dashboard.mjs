@@ -224,17 +224,41 @@ async function main() {
       tick.time = before;
       await client.ingestTicks([tick], SYMBOL);
       const at = await (await waitRendered(tick.tradeId)).jsonValue();
-      return { tradeId: tick.tradeId, latencyMs: at - before };
+      return { tradeId: tick.tradeId, latencyMs: at - before, before };
     }
 
     if (!restartPhase) {
+      // The baseline, in the same run: the same ticks to a Node subscriber of the same stream
+      // (@tickmesh/client over gRPC), so the figure above it is what the browser, gRPC-Web and
+      // the page's rendering add.
+      const received = new Map();
+      const stop = new AbortController();
+      const subscriber = newClient();
+      const following = (async () => {
+        try {
+          for await (const e of subscriber.stream([SYMBOL], { kinds: ["tick"], signal: stop.signal })) {
+            if (e.kind === "tick") received.set(e.payload.tradeId, Date.now());
+          }
+        } catch {
+          // Ended by the abort below.
+        }
+      })();
+      await new Promise((resolve) => setTimeout(resolve, 500));
       const latencies = [];
+      const baseline = [];
       for (let i = 0; i < TICKS; i++) {
-        const { latencyMs } = await tickAndWait();
+        const { latencyMs, tradeId, before } = await tickAndWait();
         latencies.push(latencyMs);
+        const got = received.get(tradeId);
+        if (got !== undefined) baseline.push(got - before);
       }
+      stop.abort();
+      await following;
+      subscriber.close();
       figures.latency = summary(latencies);
-      out({ latency: figures.latency });
+      figures.nodeSubscriberLatency = summary(baseline);
+      check(baseline.length === TICKS, `the Node subscriber got ${baseline.length} of ${TICKS} ticks`);
+      out({ latency: figures.latency, nodeSubscriberLatency: figures.nodeSubscriberLatency });
       log(`ingest-to-screen over ${TICKS} ticks: p50 ${figures.latency.p50Ms} ms, p99 ${figures.latency.p99Ms} ms`);
       const shown = Number((await page.locator(priceSelector).textContent()).trim());
       check(Math.abs(shown - price) < 0.005, `the price shows ${shown}, the last tick was ${price}`);
