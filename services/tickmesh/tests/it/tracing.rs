@@ -1,6 +1,7 @@
 //! Distributed tracing across processes: one client call to the query service, which calls the
 //! computation service in another process, is one trace with correct parent links, as received
-//! by an OTLP receiver written for the test (Python, on the reference OTLP protos).
+//! by an OTLP receiver written for the test (Python, on the reference OTLP protos); and a JSON
+//! log line written inside a request carries that request's trace and span ids.
 
 use std::ffi::OsString;
 use std::io::{BufRead, BufReader};
@@ -8,8 +9,11 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use tickmesh_proto::v1::ingestion_service_client::IngestionServiceClient;
 use tickmesh_proto::v1::query_service_client::QueryServiceClient;
-use tickmesh_proto::v1::{GetIndicatorsRequest, IndicatorKind, IndicatorSpec, Interval};
+use tickmesh_proto::v1::{
+    GetIndicatorsRequest, IndicatorKind, IndicatorSpec, IngestCandlesRequest, Interval,
+};
 use tonic::Request;
 
 use crate::support::{Process, VENV_HINT, channel, program, scratch_file};
@@ -164,4 +168,63 @@ async fn one_call_across_two_processes_is_one_trace() {
         computation_server["attributes"]["rpc.method"],
         "ComputeIndicators"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_log_line_written_inside_a_request_carries_its_trace_and_span_ids() {
+    let otlp = receiver();
+    let store = scratch_file("logged.db");
+    std::fs::create_dir_all(store.parent().unwrap()).unwrap();
+    let mut ingestion = traced("ingestion", &store, otlp.port, &[]);
+    let trace_id = "0af7651916cd43dd8448eb211c80319c";
+    let mut request = Request::new(IngestCandlesRequest {
+        candles: vec![crate::support::candle(
+            "LOG-USD",
+            Interval::Interval1d,
+            1_609_459_200_000_000,
+            [1.0, 2.0, 0.5, 1.5],
+            10.0,
+        )],
+        source: "trace-log-test".into(),
+    });
+    request.metadata_mut().insert(
+        "traceparent",
+        format!("00-{trace_id}-b7ad6b7169203331-01")
+            .parse()
+            .unwrap(),
+    );
+    let mut client = IngestionServiceClient::new(channel(ingestion.addr("ingestion")).await);
+    client.ingest_candles(request).await.unwrap();
+    ingestion.terminate();
+    assert!(ingestion.wait_exit(Duration::from_secs(15)).success());
+
+    // The server span of the call, as exported.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let server = loop {
+        let span = otlp
+            .spans
+            .recv_timeout(Duration::from_millis(500))
+            .unwrap_or_else(|e| panic!("no IngestCandles server span ({e})"));
+        if span["name"] == "tickmesh.v1.IngestionService/IngestCandles" && span["kind"] == 2 {
+            break span;
+        }
+        assert!(Instant::now() < deadline, "no IngestCandles server span");
+    };
+    assert_eq!(server["trace_id"], trace_id, "{server:#}");
+    // The handler's "write committed" line: same trace, the server span's id.
+    let log = ingestion.log();
+    let line = log
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|l| l["message"] == "write committed" && l["source"] == "trace-log-test")
+        .unwrap_or_else(|| panic!("no \"write committed\" line in:\n{log}"));
+    assert_eq!(line["trace_id"], trace_id, "{line}");
+    assert_eq!(line["span_id"], server["span_id"], "{line}");
+    // A line outside any request has none.
+    let startup = log
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|l| l["message"] == "serving")
+        .unwrap_or_else(|| panic!("no \"serving\" line in:\n{log}"));
+    assert!(startup.get("trace_id").is_none(), "{startup}");
 }

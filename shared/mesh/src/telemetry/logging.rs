@@ -9,9 +9,13 @@
 
 use std::io::IsTerminal;
 
-use opentelemetry::trace::TracerProvider as _;
+use opentelemetry::trace::{TraceContextExt as _, TracerProvider as _};
 use opentelemetry_sdk::trace::SdkTracerProvider;
+use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+use tracing_subscriber::fmt::format::{Format, Json, JsonFields, Writer};
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
 use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer, Registry, reload};
 
@@ -177,6 +181,44 @@ fn tracer_provider(service_name: &str) -> Result<Option<SdkTracerProvider>, Stri
     ))
 }
 
+/// The JSON event format with the trace and span ids of the span the event happened in (when
+/// traces are on and it is part of one), as `trace_id` / `span_id` in W3C hex: a log line of a
+/// request leads to its trace in Jaeger, and back.
+struct WithTraceIds(Format<Json>);
+
+impl<S, N> FormatEvent<S, N> for WithTraceIds
+where
+    S: tracing::Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> std::fmt::Result {
+        let mut line = String::new();
+        self.0.format_event(ctx, Writer::new(&mut line), event)?;
+        let context = tracing::Span::current().context();
+        let span = context.span();
+        let ids = span.span_context();
+        // The object's closing brace (the line ends with "}\n").
+        match line.rfind('}') {
+            Some(end) if ids.is_valid() => {
+                writer.write_str(&line[..end])?;
+                write!(
+                    writer,
+                    ",\"trace_id\":\"{}\",\"span_id\":\"{}\"",
+                    ids.trace_id(),
+                    ids.span_id()
+                )?;
+                writer.write_str(&line[end..])
+            }
+            _ => writer.write_str(&line),
+        }
+    }
+}
+
 /// Installs the global subscriber: level from `filter` (e.g. `info,tickmesh=debug`), logs on
 /// stderr, and OTLP traces under `service_name` (unless `OTEL_SERVICE_NAME` says otherwise) when
 /// an endpoint is configured. A second call (tests starting several apps) keeps the first
@@ -194,24 +236,37 @@ pub fn init(filter: &str, format: LogFormat, service_name: &str) -> Telemetry {
         LogFormat::Text => false,
         LogFormat::Auto => !std::io::stderr().is_terminal(),
     };
-    let fmt = tracing_subscriber::fmt::layer()
-        .with_writer(std::io::stderr)
-        .with_target(false);
-    let fmt: Box<dyn Layer<Registry> + Send + Sync> = if json {
-        fmt.json()
-            .flatten_event(true)
-            .with_filter(filter)
-            .with_filter(quiet_filter())
-            .boxed()
-    } else {
-        fmt.compact()
-            .with_filter(filter)
-            .with_filter(quiet_filter())
-            .boxed()
-    };
     let (provider, problem) = match tracer_provider(service_name) {
         Ok(provider) => (provider, None),
         Err(e) => (None, Some(e)),
+    };
+    let fmt = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_target(false);
+    let fmt: Box<dyn Layer<Registry> + Send + Sync> = match (json, provider.is_some()) {
+        // Traces on: every JSON line says which trace and span it belongs to.
+        (true, true) => fmt
+            .fmt_fields(JsonFields::new())
+            .event_format(WithTraceIds(
+                tracing_subscriber::fmt::format()
+                    .json()
+                    .flatten_event(true)
+                    .with_target(false),
+            ))
+            .with_filter(filter)
+            .with_filter(quiet_filter())
+            .boxed(),
+        (true, false) => fmt
+            .json()
+            .flatten_event(true)
+            .with_filter(filter)
+            .with_filter(quiet_filter())
+            .boxed(),
+        (false, _) => fmt
+            .compact()
+            .with_filter(filter)
+            .with_filter(quiet_filter())
+            .boxed(),
     };
     let otel = provider.as_ref().map(|provider| {
         tracing_opentelemetry::layer()
