@@ -72,7 +72,7 @@ is_root() {
 # ---------------------------------------------------------------------------------------------
 # System packages: PostgreSQL and Redis servers (the integration tests start throwaway ones),
 # python3 venv support, rsvg-convert (librsvg2-bin), Node.js + npm, Chromium (the dashboard's
-# browser tests drive it headless through playwright-core).
+# browser tests drive it headless through playwright-core), promtool (prometheus).
 # ---------------------------------------------------------------------------------------------
 
 # True when an initdb and a postgres binary are available, in PATH or in Debian's versioned dir.
@@ -107,9 +107,11 @@ install_system_packages() {
     command -v node >/dev/null 2>&1 || missing+=(nodejs)
     command -v npm >/dev/null 2>&1 || missing+=(npm)
     [ -x /usr/bin/chromium ] || missing+=(chromium)
+    # promtool (Prometheus' own checker) lints the /metrics exposition.
+    command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 
     if [ "${#missing[@]}" -eq 0 ]; then
-        echo "system packages: all present (postgres, redis-server, python3 venv, rsvg-convert, node, npm, chromium)"
+        echo "system packages: all present (postgres, redis-server, python3 venv, rsvg-convert, node, npm, chromium, promtool)"
         return
     fi
     local cmd="apt-get install -y --no-install-recommends ${missing[*]}"

@@ -307,6 +307,67 @@ async fn metrics_parse_as_prometheus_text_and_count_calls_by_method_and_code() {
     assert!(after.contains("le=\"0.0005\""), "{after}");
 }
 
+#[tokio::test]
+async fn metrics_pass_promtool_and_openmetrics_is_served_when_asked() {
+    use std::io::{Read, Write};
+    let promtool = crate::support::program(
+        "promtool",
+        "install Prometheus' promtool with `apt-get install prometheus` (scripts/test.sh --install-only does)",
+    );
+    let mesh = Process::start(&["up", "--base-port", "0"], |_| {});
+    // Some traffic, so the call counters and histograms have series.
+    let mut client = ConfigServiceClient::new(channel(mesh.addr("query")).await);
+    client.get_config(GetConfigRequest {}).await.unwrap();
+    let text = crate::support::scrape(&mesh.metrics);
+    let mut check = Command::new(&promtool)
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    check
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let output = check.wait_with_output().unwrap();
+    // promtool prints a line per problem (a counter without help text, a bad name, ...).
+    assert!(
+        output.status.success() && output.stdout.is_empty() && output.stderr.is_empty(),
+        "promtool check metrics: {}\n--- scraped\n{text}",
+        describe(&output)
+    );
+    // Every counter is declared under its sample name, with help text.
+    assert!(
+        text.contains("# TYPE tickmesh_grpc_requests_total counter"),
+        "{text}"
+    );
+    assert!(!text.contains("# EOF"), "{text}");
+    // A scraper asking for OpenMetrics (Prometheus does) gets it.
+    let mut stream = std::net::TcpStream::connect(&mesh.metrics).unwrap();
+    write!(
+        stream,
+        "GET /metrics HTTP/1.1\r\nHost: {}\r\nAccept: application/openmetrics-text;version=1.0.0,text/plain;q=0.5\r\nConnection: close\r\n\r\n",
+        mesh.metrics
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").unwrap();
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("content-type: application/openmetrics-text"),
+        "{head}"
+    );
+    assert!(
+        body.contains("# TYPE tickmesh_grpc_requests counter"),
+        "{body}"
+    );
+    assert!(body.trim_end().ends_with("# EOF"), "{body}");
+}
+
 #[test]
 fn demo_runs_the_whole_mesh_on_a_synthetic_market_and_draws_a_chart() {
     let dir = tempfile::tempdir().unwrap();

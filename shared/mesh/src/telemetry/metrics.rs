@@ -348,7 +348,15 @@ impl Metrics {
         }
     }
 
-    /// Serves `GET /metrics` on `listener` until `shutdown`.
+    /// The metrics in the classic Prometheus text format (0.0.4), what `promtool check metrics`
+    /// and most scrapers read: [`Metrics::encode`]'s OpenMetrics converted.
+    pub fn encode_prometheus(&self) -> String {
+        prometheus_text(&self.encode())
+    }
+
+    /// Serves `GET /metrics` on `listener` until `shutdown`: OpenMetrics when the scraper asks
+    /// for it (`Accept: application/openmetrics-text`, as Prometheus does), the Prometheus text
+    /// format otherwise.
     pub fn serve(
         &self,
         listener: TcpListener,
@@ -358,13 +366,28 @@ impl Metrics {
         let metrics = self.clone();
         let app = axum::Router::new().route(
             "/metrics",
-            axum::routing::get(move || {
+            axum::routing::get(move |headers: http::HeaderMap| {
                 let metrics = metrics.clone();
                 async move {
-                    (
-                        [("content-type", "text/plain; version=0.0.4; charset=utf-8")],
-                        metrics.encode(),
-                    )
+                    let openmetrics = headers
+                        .get_all(http::header::ACCEPT)
+                        .iter()
+                        .filter_map(|v| v.to_str().ok())
+                        .any(|v| v.contains("application/openmetrics-text"));
+                    if openmetrics {
+                        (
+                            [(
+                                "content-type",
+                                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                            )],
+                            metrics.encode(),
+                        )
+                    } else {
+                        (
+                            [("content-type", "text/plain; version=0.0.4; charset=utf-8")],
+                            metrics.encode_prometheus(),
+                        )
+                    }
                 }
             }),
         );
@@ -381,6 +404,84 @@ impl Metrics {
         tracing::info!(%addr, "metrics served at /metrics");
         Ok((addr, task))
     }
+}
+
+/// OpenMetrics text as the Prometheus text format 0.0.4: a counter family `x` (samples
+/// `x_total`) is declared as `x_total`, its `x_created` samples are left out, `# UNIT` and
+/// `# EOF` go, `unknown` is `untyped`, and exemplars (after ` # ` on a sample line) are cut.
+pub fn prometheus_text(openmetrics: &str) -> String {
+    let mut out = String::with_capacity(openmetrics.len());
+    let mut counters: std::collections::HashSet<&str> = std::collections::HashSet::new();
+    // HELP comes before TYPE in OpenMetrics; the counter's new name is known at TYPE.
+    let mut help: Option<(&str, &str)> = None;
+    for line in openmetrics.lines() {
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            if let Some((name, text)) = help.take() {
+                out.push_str(&format!("# HELP {name} {text}\n"));
+            }
+            let (name, text) = rest.split_once(' ').unwrap_or((rest, ""));
+            help = Some((name, text));
+        } else if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').unwrap_or((rest, "untyped"));
+            let (name, kind) = match kind {
+                "counter" => {
+                    counters.insert(name);
+                    (format!("{name}_total"), "counter")
+                }
+                "unknown" => (name.to_owned(), "untyped"),
+                other => (name.to_owned(), other),
+            };
+            if let Some((_, text)) = help.take() {
+                out.push_str(&format!("# HELP {name} {text}\n"));
+            }
+            out.push_str(&format!("# TYPE {name} {kind}\n"));
+        } else if line.starts_with("# UNIT ") || line == "# EOF" {
+            continue;
+        } else if line.starts_with('#') {
+            out.push_str(line);
+            out.push('\n');
+        } else if !line.is_empty() {
+            let name_end = line.find(['{', ' ']).unwrap_or(line.len());
+            let name = &line[..name_end];
+            if name
+                .strip_suffix("_created")
+                .is_some_and(|family| counters.contains(family))
+            {
+                continue;
+            }
+            // An exemplar follows the value; label values may hold " # " themselves.
+            let labels_end = if line[name_end..].starts_with('{') {
+                label_set_end(line, name_end)
+            } else {
+                name_end
+            };
+            let sample = line[labels_end..]
+                .find(" # ")
+                .map_or(line, |at| &line[..labels_end + at]);
+            out.push_str(sample);
+            out.push('\n');
+        }
+    }
+    if let Some((name, text)) = help {
+        out.push_str(&format!("# HELP {name} {text}\n"));
+    }
+    out
+}
+
+/// The byte after the `}` closing the label set that opens at `open` (quoted values may hold
+/// braces and escaped quotes).
+fn label_set_end(line: &str, open: usize) -> usize {
+    let (mut quoted, mut escaped) = (false, false);
+    for (i, c) in line[open..].char_indices() {
+        match c {
+            _ if escaped => escaped = false,
+            '\\' if quoted => escaped = true,
+            '"' => quoted = !quoted,
+            '}' if !quoted => return open + i + 1,
+            _ => {}
+        }
+    }
+    line.len()
 }
 
 /// Records RED metrics of the calls passing through.
@@ -466,5 +567,26 @@ impl<F> Drop for Measured<F> {
         if let Some((method, _, _)) = self.metrics.take() {
             method.in_flight.dec();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::prometheus_text;
+
+    #[test]
+    fn openmetrics_counters_become_prometheus_text_counters() {
+        let openmetrics = "# HELP calls Calls served.\n# TYPE calls counter\n# UNIT calls calls\n\
+                           calls_total{method=\"a # b\"} 3 # {trace_id=\"abc\"} 1.0\n\
+                           calls_created{method=\"a # b\"} 1700000000.0\n\
+                           # HELP up Whether it is up.\n# TYPE up gauge\nup 1\n\
+                           # TYPE odd unknown\nodd 2\n# EOF\n";
+        assert_eq!(
+            prometheus_text(openmetrics),
+            "# HELP calls_total Calls served.\n# TYPE calls_total counter\n\
+             calls_total{method=\"a # b\"} 3\n\
+             # HELP up Whether it is up.\n# TYPE up gauge\nup 1\n\
+             # TYPE odd untyped\nodd 2\n"
+        );
     }
 }
