@@ -136,7 +136,7 @@ pub fn prometheus_text(cache: &Cache) -> String {
             for (tier, t) in [("l1", &ns.l1), ("l2", &ns.l2)] {
                 let _ = writeln!(
                     out,
-                    "{name}_total{{namespace=\"{}\",tier=\"{tier}\"}} {}",
+                    "{name}_total{{cache_namespace=\"{}\",tier=\"{tier}\"}} {}",
                     ns.namespace,
                     f(t)
                 );
@@ -170,7 +170,7 @@ pub fn prometheus_text(cache: &Cache) -> String {
     for ns in &stats.namespaces {
         let _ = writeln!(
             out,
-            "tickmesh_cache_loads_total{{namespace=\"{}\"}} {}",
+            "tickmesh_cache_loads_total{{cache_namespace=\"{}\"}} {}",
             ns.namespace, ns.loads
         );
     }
