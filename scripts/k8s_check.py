@@ -658,7 +658,7 @@ def check_dashboard(problems: Problems) -> None:
     text = "\n".join(exprs)
     for metric in ("tickmesh_grpc_requests_total", "tickmesh_grpc_errors_total", "tickmesh_grpc_latency_seconds_bucket",
                    "tickmesh_grpc_in_flight", "tickmesh_circuit_state", "tickmesh_signals_total",
-                   "tickmesh_cache_hits_total", "tickmesh_cache_misses_total", "tickmesh_process_resident_memory_bytes",
+                   "tickmesh_cache_hits_total", "tickmesh_cache_misses_total", "process_resident_memory_bytes",
                    QUERY_STREAMS_METRIC):
         problems.check(metric in text, where, f"no panel shows {metric}")
     problems.check("histogram_quantile(0.99" in text and "histogram_quantile(0.50" in text, where, "latency p50 and p99 panels expected")

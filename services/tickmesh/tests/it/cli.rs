@@ -299,10 +299,50 @@ async fn metrics_parse_as_prometheus_text_and_count_calls_by_method_and_code() {
         "tickmesh_grpc_errors_total",
         "tickmesh_grpc_latency_seconds_bucket",
         "tickmesh_grpc_in_flight",
-        "tickmesh_process_resident_memory_bytes",
     ] {
         assert!(after.contains(name), "{name} missing:\n{after}");
     }
+    // The process metrics under the standard names, with values /proc backs up.
+    let value = |name: &str| -> f64 {
+        after
+            .lines()
+            .find(|l| l.starts_with(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("{name} missing:\n{after}"))
+            .rsplit(' ')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    let status = std::fs::read_to_string(format!("/proc/{}/status", mesh.child.id())).unwrap();
+    let vm_rss_kib: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .unwrap()
+        .trim()
+        .trim_end_matches(" kB")
+        .parse()
+        .unwrap();
+    let rss = value("process_resident_memory_bytes");
+    assert!(
+        (rss / 1024.0 - vm_rss_kib).abs() < vm_rss_kib * 0.5,
+        "process_resident_memory_bytes {rss} vs VmRSS {vm_rss_kib} kB"
+    );
+    assert!(value("process_cpu_seconds_total") > 0.0, "{after}");
+    assert!(value("process_open_fds") >= 3.0, "{after}");
+    assert!(
+        value("process_max_fds") >= value("process_open_fds"),
+        "{after}"
+    );
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    let started = value("process_start_time_seconds");
+    assert!(
+        started <= now && now - started < 600.0,
+        "started {started}, now {now}"
+    );
     // Sub-millisecond buckets exist for the latency histogram.
     assert!(after.contains("le=\"0.0005\""), "{after}");
 }

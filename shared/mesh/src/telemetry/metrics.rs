@@ -70,9 +70,6 @@ struct Inner {
     errors: Family<CallLabels, Counter>,
     latency: Family<MethodLabels, Histogram>,
     in_flight: Family<MethodLabels, Gauge>,
-    resident: Gauge,
-    cpu_ticks: Gauge,
-    open_fds: Gauge,
     circuit_state: Family<PeerLabels, Gauge>,
     signals: Family<OutcomeLabels, Counter>,
     active_streams: Gauge,
@@ -136,8 +133,6 @@ impl Metrics {
             Histogram::new(BUCKETS.iter().copied())
         });
         let in_flight = Family::<MethodLabels, Gauge>::default();
-        let (resident, cpu_ticks, open_fds) =
-            (Gauge::default(), Gauge::default(), Gauge::default());
         registry.register("grpc_requests", "gRPC calls answered", requests.clone());
         registry.register(
             "grpc_errors",
@@ -179,21 +174,6 @@ impl Metrics {
             "Circuit breaker state per peer: 0 closed, 1 half-open, 2 open",
             circuit_state.clone(),
         );
-        registry.register(
-            "process_resident_memory_bytes",
-            "Resident memory of the process",
-            resident.clone(),
-        );
-        registry.register(
-            "process_cpu_ticks",
-            "CPU time of the process in clock ticks (user + system)",
-            cpu_ticks.clone(),
-        );
-        registry.register(
-            "process_open_fds",
-            "Open file descriptors of the process",
-            open_fds.clone(),
-        );
         Self {
             inner: Arc::new(Inner {
                 registry,
@@ -201,40 +181,12 @@ impl Metrics {
                 errors,
                 latency,
                 in_flight,
-                resident,
-                cpu_ticks,
-                open_fds,
                 circuit_state,
                 signals,
                 active_streams,
                 methods: Default::default(),
                 extra: Default::default(),
             }),
-        }
-    }
-
-    fn refresh_process(&self) {
-        if let Ok(statm) = std::fs::read_to_string("/proc/self/statm")
-            && let Some(pages) = statm
-                .split_whitespace()
-                .nth(1)
-                .and_then(|p| p.parse::<i64>().ok())
-        {
-            self.inner.resident.set(pages * 4096);
-        }
-        if let Ok(stat) = std::fs::read_to_string("/proc/self/stat")
-            && let Some(after) = stat.rsplit_once(')').map(|(_, rest)| rest)
-        {
-            let fields: Vec<&str> = after.split_whitespace().collect();
-            // After the command name: state is field 3, utime 14 and stime 15 (1-based).
-            let ticks: i64 = [11, 12]
-                .iter()
-                .filter_map(|&i| fields.get(i).and_then(|v| v.parse::<i64>().ok()))
-                .sum();
-            self.inner.cpu_ticks.set(ticks);
-        }
-        if let Ok(entries) = std::fs::read_dir("/proc/self/fd") {
-            self.inner.open_fds.set(entries.count() as i64);
         }
     }
 
@@ -324,20 +276,19 @@ impl Metrics {
 
     /// The metrics in the Prometheus text exposition format.
     pub fn encode(&self) -> String {
-        self.refresh_process();
         let mut text = String::new();
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut text, &self.inner.registry);
         let extra = self.inner.extra.read().unwrap_or_else(|e| e.into_inner());
-        if !extra.is_empty() {
-            // The other families go before the closing `# EOF`.
-            let end = text.rfind("# EOF").unwrap_or(text.len());
-            let mut more = String::new();
-            for source in extra.iter() {
-                more.push_str(&source());
-            }
-            text.insert_str(end, &more);
+        // The other families go before the closing `# EOF`: the process's own under the
+        // standard names (what the stock dashboards and the Go and Python clients export),
+        // then the added sources.
+        let end = text.rfind("# EOF").unwrap_or(text.len());
+        let mut more = process_text();
+        for source in extra.iter() {
+            more.push_str(&source());
         }
+        text.insert_str(end, &more);
         text
     }
 
@@ -465,6 +416,105 @@ pub fn prometheus_text(openmetrics: &str) -> String {
     if let Some((name, text)) = help {
         out.push_str(&format!("# HELP {name} {text}\n"));
     }
+    out
+}
+
+/// Clock ticks per second of /proc's CPU times (USER_HZ): 100 on every Linux architecture
+/// tickmesh is built for (x86_64, aarch64); the kernel's own HZ does not change it.
+const USER_HZ: f64 = 100.0;
+
+/// The standard process metrics (`process_cpu_seconds_total`, `process_resident_memory_bytes`,
+/// `process_virtual_memory_bytes`, `process_open_fds`, `process_max_fds`,
+/// `process_start_time_seconds`), read from /proc, in OpenMetrics text. A value /proc does not
+/// give (not Linux) is left out.
+fn process_text() -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let mut family = |name: &str, kind: &str, help: &str, value: Option<f64>| {
+        if let Some(value) = value {
+            let sample = if kind == "counter" {
+                format!("{name}_total")
+            } else {
+                name.to_owned()
+            };
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}.\n# TYPE {name} {kind}\n{sample} {value}"
+            );
+        }
+    };
+    let stat = std::fs::read_to_string("/proc/self/stat").ok();
+    // The fields after the command name (which may hold spaces): state is the first.
+    let fields: Vec<&str> = stat
+        .as_deref()
+        .and_then(|s| s.rsplit_once(')'))
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let field = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok());
+    // utime and stime are fields 14 and 15 of stat(5), starttime 22, vsize 23: here 11, 12,
+    // 19 and 20 (the list starts at field 3).
+    let cpu = field(11).zip(field(12)).map(|(u, s)| (u + s) / USER_HZ);
+    family(
+        "process_cpu_seconds",
+        "counter",
+        "Total user and system CPU time spent in seconds",
+        cpu,
+    );
+    let pages = std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| {
+            s.split_whitespace()
+                .nth(1)
+                .and_then(|p| p.parse::<f64>().ok())
+        });
+    family(
+        "process_resident_memory_bytes",
+        "gauge",
+        "Resident memory size in bytes",
+        pages.map(|p| p * 4096.0),
+    );
+    family(
+        "process_virtual_memory_bytes",
+        "gauge",
+        "Virtual memory size in bytes",
+        field(20),
+    );
+    let fds = std::fs::read_dir("/proc/self/fd")
+        .ok()
+        .map(|entries| entries.count() as f64);
+    family(
+        "process_open_fds",
+        "gauge",
+        "Number of open file descriptors",
+        fds,
+    );
+    let max_fds = std::fs::read_to_string("/proc/self/limits")
+        .ok()
+        .and_then(|limits| {
+            limits
+                .lines()
+                .find(|l| l.starts_with("Max open files"))
+                .and_then(|l| l.split_whitespace().nth(3))
+                .and_then(|v| v.parse::<f64>().ok())
+        });
+    family(
+        "process_max_fds",
+        "gauge",
+        "Maximum number of open file descriptors",
+        max_fds,
+    );
+    let boot = std::fs::read_to_string("/proc/stat").ok().and_then(|s| {
+        s.lines()
+            .find_map(|l| l.strip_prefix("btime "))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+    });
+    family(
+        "process_start_time_seconds",
+        "gauge",
+        "Start time of the process since unix epoch in seconds",
+        boot.zip(field(19))
+            .map(|(boot, ticks)| boot + ticks / USER_HZ),
+    );
     out
 }
 
