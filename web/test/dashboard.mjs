@@ -245,13 +245,19 @@ async function main() {
       })();
       await new Promise((resolve) => setTimeout(resolve, 500));
       const latencies = [];
-      const baseline = [];
+      const sent = [];
       for (let i = 0; i < TICKS; i++) {
         const { latencyMs, tradeId, before } = await tickAndWait();
         latencies.push(latencyMs);
-        const got = received.get(tradeId);
-        if (got !== undefined) baseline.push(got - before);
+        sent.push({ tradeId, before });
       }
+      // The page may render the last tick before the subscriber has it: wait for it (a tick
+      // that never comes still fails below).
+      const waitUntil = Date.now() + TICK_TIMEOUT_MS;
+      while (sent.some((t) => !received.has(t.tradeId)) && Date.now() < waitUntil) {
+        await new Promise((resolve) => setTimeout(resolve, 10));
+      }
+      const baseline = sent.filter((t) => received.has(t.tradeId)).map((t) => received.get(t.tradeId) - t.before);
       stop.abort();
       await following;
       subscriber.close();
