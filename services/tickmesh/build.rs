@@ -39,7 +39,10 @@ fn main() {
     let manifest =
         PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
     let dist = manifest.join("../../web/dist");
-    println!("cargo:rerun-if-changed={}", dist.display());
+    // Relative to this package, and the files below named from the crate's own
+    // CARGO_MANIFEST_DIR: a target directory shared by two clones (the CI's and a working
+    // copy) then never embeds or watches the other clone's files.
+    println!("cargo:rerun-if-changed=../../web/dist");
     let mut files = Vec::new();
     walk(&dist, &mut files);
     files.sort();
@@ -57,12 +60,11 @@ fn main() {
             .components()
             .map(|c| c.as_os_str().to_string_lossy().into_owned())
             .collect();
-        let absolute = file.canonicalize().expect("a file just listed");
         out.push_str(&format!(
-            "    tickmesh_mesh::server::web::Asset {{ path: {:?}, content_type: {:?}, body: include_bytes!({:?}) }},\n",
+            "    tickmesh_mesh::server::web::Asset {{ path: {:?}, content_type: {:?}, body: include_bytes!(concat!(env!(\"CARGO_MANIFEST_DIR\"), {:?})) }},\n",
             format!("/{}", url.join("/")),
             content_type(file),
-            absolute.display().to_string(),
+            format!("/../../web/dist/{}", url.join("/")),
         ));
     }
     out.push_str("];\n");
