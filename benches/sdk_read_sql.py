@@ -34,12 +34,11 @@ import grpc  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import tickmesh  # noqa: E402
+from export_decode import binary, ingest  # noqa: E402
 from report import Mesh  # noqa: E402
-from tickmesh.v1 import ingestion_pb2, ingestion_pb2_grpc, market_pb2  # noqa: E402
+from tickmesh.v1 import market_pb2  # noqa: E402
 
 SYMBOL = "BENCH"
-MINUTE_US = 60_000_000
-START_US = 1_599_999_960_000_000  # a multiple of a minute
 # The store's code of an interval is its wire value (shared/store: candles.interval_code).
 INTERVAL_CODE = market_pb2.INTERVAL_1M
 
@@ -52,40 +51,6 @@ FROM candles
 WHERE symbol = ? AND interval_code = ?
 ORDER BY open_time_us
 """
-
-
-def binary() -> Path:
-    target = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target"))
-    path = target / "release" / "tickmesh"
-    if not path.exists():
-        sys.exit(f"{path} is missing: build it first (cargo build --release -p tickmesh)")
-    return path
-
-
-def ingest(addr: str, bars: int) -> None:
-    i = np.arange(bars)
-    close = 100.0 + np.cumsum(np.sin(i * 0.01) * 0.1)
-    with grpc.insecure_channel(addr) as channel:
-        stub = ingestion_pb2_grpc.IngestionServiceStub(channel)
-        for lo in range(0, bars, 10_000):
-            batch = [
-                market_pb2.Candle(
-                    symbol=SYMBOL,
-                    interval=market_pb2.INTERVAL_1M,
-                    open_time_us=START_US + int(k) * MINUTE_US,
-                    open=float(close[k]) - 0.1,
-                    high=float(close[k]) + 0.5,
-                    low=float(close[k]) - 0.5,
-                    close=float(close[k]),
-                    volume=1000.0 + float(k),
-                    closed=True,
-                )
-                for k in range(lo, min(lo + 10_000, bars))
-            ]
-            request = ingestion_pb2.IngestCandlesRequest(candles=batch)
-            summary = stub.IngestCandles(request).summary
-            if summary.stored != len(batch):
-                sys.exit(f"ingest stored {summary.stored} of {len(batch)}: {summary}")
 
 
 def store_files(db: Path) -> tuple:
@@ -138,7 +103,8 @@ def main() -> None:
         mesh = Mesh(binary(), Path(tmp) / "mesh.log")
         try:
             db = Path(mesh.dir.name) / "mesh.db"  # Mesh's `--store sqlite:<dir>/mesh.db`
-            ingest(mesh.addrs["ingestion"], args.bars)
+            with grpc.insecure_channel(mesh.addrs["ingestion"]) as channel:
+                ingest(channel, args.bars)
             waited = wait_quiet(db)
             query = mesh.addrs["query"]
             # Same frame both ways, before any timing (also warms both paths: the server's

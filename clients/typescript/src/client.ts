@@ -283,6 +283,20 @@ const POSITIONAL: Partial<Record<IndicatorKind, SpecField[]>> = {
   [IndicatorKind.STOCH]: ["period", "fastPeriod", "slowPeriod"],
 };
 
+/** Row `i` of a page of bars. */
+function barAt(page: CandlePage, i: number): Bar {
+  const us = Number(page.timeUs[i]);
+  return {
+    time: new Date(us / 1000),
+    timeUs: us,
+    open: page.open[i]!,
+    high: page.high[i]!,
+    low: page.low[i]!,
+    close: page.close[i]!,
+    volume: page.volume[i]!,
+  };
+}
+
 function indicatorSpec(name: string, params: IndicatorParams): IndicatorSpec {
   const key = name.toLowerCase();
   let kind = KINDS[key];
@@ -534,16 +548,7 @@ export class TickmeshClient {
   async *iterCandles(symbol: string, interval: BarSize, options: CandleOptions = {}): AsyncGenerator<Bar> {
     for await (const page of this.candlePages(symbol, interval, options)) {
       for (let i = 0; i < page.timeUs.length; i++) {
-        const us = Number(page.timeUs[i]);
-        yield {
-          time: new Date(us / 1000),
-          timeUs: us,
-          open: page.open[i]!,
-          high: page.high[i]!,
-          low: page.low[i]!,
-          close: page.close[i]!,
-          volume: page.volume[i]!,
-        };
+        yield barAt(page, i);
       }
     }
   }
@@ -558,16 +563,7 @@ export class TickmeshClient {
     const bars: Bar[] = [];
     for await (const page of this.candlePages(symbol, interval, options)) {
       for (let i = 0; i < page.timeUs.length; i++) {
-        const us = Number(page.timeUs[i]);
-        bars.push({
-          time: new Date(us / 1000),
-          timeUs: us,
-          open: page.open[i]!,
-          high: page.high[i]!,
-          low: page.low[i]!,
-          close: page.close[i]!,
-          volume: page.volume[i]!,
-        });
+        bars.push(barAt(page, i));
       }
     }
     return bars;

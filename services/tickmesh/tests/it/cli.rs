@@ -349,7 +349,7 @@ async fn metrics_parse_as_prometheus_text_and_count_calls_by_method_and_code() {
 
 #[tokio::test]
 async fn metrics_pass_promtool_and_openmetrics_is_served_when_asked() {
-    use std::io::{Read, Write};
+    use std::io::Write;
     let promtool = crate::support::program(
         "promtool",
         "install Prometheus' promtool with `apt-get install prometheus` (scripts/test.sh --install-only does)",
@@ -386,21 +386,14 @@ async fn metrics_pass_promtool_and_openmetrics_is_served_when_asked() {
     );
     assert!(!text.contains("# EOF"), "{text}");
     // A scraper asking for OpenMetrics (Prometheus does) gets it.
-    let mut stream = std::net::TcpStream::connect(&mesh.metrics).unwrap();
-    write!(
-        stream,
-        "GET /metrics HTTP/1.1\r\nHost: {}\r\nAccept: application/openmetrics-text;version=1.0.0,text/plain;q=0.5\r\nConnection: close\r\n\r\n",
-        mesh.metrics
-    )
-    .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    let (head, body) = response.split_once("\r\n\r\n").unwrap();
-    assert!(
-        head.to_ascii_lowercase()
-            .contains("content-type: application/openmetrics-text"),
-        "{head}"
+    let (_, headers, body) = crate::support::http(
+        &mesh.metrics,
+        "GET /metrics HTTP/1.1\r\nAccept: application/openmetrics-text;version=1.0.0,text/plain;q=0.5",
+        b"",
     );
+    let kind = crate::support::header(&headers, "content-type").unwrap_or_default();
+    assert!(kind.starts_with("application/openmetrics-text"), "{kind}");
+    let body = String::from_utf8(body).unwrap();
     assert!(
         body.contains("# TYPE tickmesh_grpc_requests counter"),
         "{body}"

@@ -7,10 +7,9 @@
 //! not blank; across a restart of the mesh the page says it is reconnecting, then live again,
 //! with every tick shown once; and with auth on it asks for an API key and keeps it in the tab.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
-use std::sync::mpsc;
 use std::time::Duration;
 
 use tickmesh_proto::v1::query_service_client::QueryServiceClient;
@@ -172,15 +171,7 @@ async fn the_dashboard_shows_a_restart_of_the_mesh_and_resumes_without_a_gap() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let (send, lines) = mpsc::channel();
-    let stdout = child.stdout.take().unwrap();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if send.send(line).is_err() {
-                break;
-            }
-        }
-    });
+    let lines = crate::support::line_channel(child.stdout.take().unwrap());
     let mut seen = Vec::new();
     loop {
         let line = lines

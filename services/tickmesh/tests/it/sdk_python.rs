@@ -5,7 +5,6 @@
 //! live stream that survives a restart of the mesh, and `mypy --strict` over a user script and
 //! the package.
 
-use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
@@ -15,7 +14,8 @@ use tickmesh_proto::v1::ingestion_service_client::IngestionServiceClient;
 use tickmesh_proto::v1::{IngestCandlesRequest, Interval};
 
 use crate::support::{
-    Process, VENV_HINT, candle, channel, describe, goog_csv, in_repo, program, run, scratch_file,
+    Process, VENV_HINT, against_mesh, candle, channel, describe, in_repo, line_channel, program,
+    readme_blocks, run, scratch_file,
 };
 
 const HINT: &str = "the tickmesh package and its test tools are missing from the test venv: run scripts/test.sh --install-only";
@@ -36,13 +36,11 @@ fn sdk_python() -> std::path::PathBuf {
 fn python_sdk_suite_passes_against_tickmesh_up() {
     let python = sdk_python();
     let mesh = Process::start(&["up", "--base-port", "0"], |_| {});
-    let output = run(Command::new(python)
+    let mut pytest = Command::new(python);
+    pytest
         .args(["-m", "pytest", "-q", "-p", "no:cacheprovider"])
-        .arg(in_repo("clients/python/tests/test_live.py"))
-        .env("TICKMESH_QUERY", mesh.addr("query"))
-        .env("TICKMESH_INGESTION", mesh.addr("ingestion"))
-        .env("TICKMESH_COMPUTATION", mesh.addr("computation"))
-        .env("GOOG_CSV", goog_csv()));
+        .arg(in_repo("clients/python/tests/test_live.py"));
+    let output = run(against_mesh(&mut pytest, &mesh));
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(
         output.status.success(),
@@ -68,13 +66,11 @@ fn python_readme_blocks_run_against_tickmesh_up() {
     let python = sdk_python();
     let base = free_base_port().to_string();
     let mesh = Process::start(&["up", "--base-port", &base], |_| {});
-    let output = run(Command::new(python)
+    let mut pytest = Command::new(python);
+    pytest
         .args(["-m", "pytest", "-q", "-p", "no:cacheprovider"])
-        .arg(in_repo("clients/python/tests/test_readme.py"))
-        .env("TICKMESH_QUERY", mesh.addr("query"))
-        .env("TICKMESH_INGESTION", mesh.addr("ingestion"))
-        .env("TICKMESH_COMPUTATION", mesh.addr("computation"))
-        .env("GOOG_CSV", goog_csv()));
+        .arg(in_repo("clients/python/tests/test_readme.py"));
+    let output = run(against_mesh(&mut pytest, &mesh));
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(
         output.status.success(),
@@ -85,12 +81,7 @@ fn python_readme_blocks_run_against_tickmesh_up() {
     // Counted here from the README itself, not from what pytest collected: one test per python
     // block, plus the two checks of the file (every fence labelled; every block ran). None
     // skipped or deselected.
-    let readme = std::fs::read_to_string(in_repo("clients/python/README.md")).unwrap();
-    let blocks = readme
-        .lines()
-        .filter(|line| line.trim_end() == "```python")
-        .count();
-    assert!(blocks > 0, "no ```python block in clients/python/README.md");
+    let blocks = readme_blocks("clients/python/README.md", "python");
     let passed = format!("{} passed", blocks + 2);
     assert!(
         stdout.lines().any(|line| line.starts_with(&passed)) && !stdout.contains("skipped"),
@@ -214,15 +205,7 @@ pub async fn stream_survives_a_restart(subscriber: impl Fn() -> Command) {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let (send, lines) = mpsc::channel();
-    let stdout = subscriber.stdout.take().unwrap();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if send.send(line).is_err() {
-                break;
-            }
-        }
-    });
+    let lines = line_channel(subscriber.stdout.take().unwrap());
     // Python with grpcio and pandas imports in ~1 s, Node faster; 30 s leaves room on a loaded
     // 2-core box.
     let limit = Duration::from_secs(30);

@@ -9,7 +9,9 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::sync::OnceLock;
 
-use crate::support::{Process, describe, goog_csv, in_repo, program, run, scratch_file};
+use crate::support::{
+    Process, against_mesh, describe, in_repo, program, readme_blocks, run, scratch_file,
+};
 
 const HINT: &str = "clients/typescript has no node_modules: run scripts/test.sh --install-only (or `npm ci` in clients/typescript)";
 
@@ -66,15 +68,13 @@ fn typescript_sdk_suite_passes_against_tickmesh_up() {
     let talib = reference("talib_goog.py");
     let resampled = reference("pandas_goog_resampled.py");
     let mesh = Process::start(&["up", "--base-port", "0"], |_| {});
-    let output = run(Command::new(node())
+    let mut suite = Command::new(node());
+    suite
         .args(["--test", "--test-concurrency=1", "dist-test/live.test.js"])
         .current_dir(&dir)
-        .env("TICKMESH_QUERY", mesh.addr("query"))
-        .env("TICKMESH_INGESTION", mesh.addr("ingestion"))
-        .env("TICKMESH_COMPUTATION", mesh.addr("computation"))
-        .env("GOOG_CSV", goog_csv())
         .env("TALIB_JSON", &talib)
-        .env("RESAMPLED_JSON", &resampled));
+        .env("RESAMPLED_JSON", &resampled);
+    let output = run(against_mesh(&mut suite, &mesh));
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(
         output.status.success(),
@@ -122,12 +122,8 @@ fn typescript_readme_blocks_run_against_tickmesh_up() {
     command
         .args(["--test", "--test-concurrency=1", "dist-test/readme.test.js"])
         .current_dir(&dir)
-        .env("TICKMESH_QUERY", mesh.addr("query"))
-        .env("TICKMESH_INGESTION", mesh.addr("ingestion"))
-        .env("TICKMESH_COMPUTATION", mesh.addr("computation"))
-        .env("GOOG_CSV", goog_csv())
         .env("TICKMESH_WEB", mesh.addr("web"));
-    let output = run(&mut command);
+    let output = run(against_mesh(&mut command, &mesh));
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(
         output.status.success(),
@@ -137,12 +133,7 @@ fn typescript_readme_blocks_run_against_tickmesh_up() {
     );
     // Counted here from the README itself, not from what node --test ran: one test per ts
     // block, plus the file's two checks (every fence labelled; every block ran), none skipped.
-    let readme = std::fs::read_to_string(in_repo("clients/typescript/README.md")).unwrap();
-    let blocks = readme
-        .lines()
-        .filter(|line| line.trim_end() == "```ts")
-        .count();
-    assert!(blocks > 0, "no ```ts block in clients/typescript/README.md");
+    let blocks = readme_blocks("clients/typescript/README.md", "ts");
     let passed = format!("# pass {}", blocks + 2);
     for want in [
         passed.as_str(),

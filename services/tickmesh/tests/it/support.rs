@@ -261,23 +261,76 @@ pub fn in_repo(path: &str) -> PathBuf {
 
 /// The body of `GET /metrics` at `addr`, over a plain HTTP/1.1 connection.
 pub fn scrape(addr: &str) -> String {
+    let (status, headers, body) = http(addr, "GET /metrics HTTP/1.1", b"");
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let kind = header(&headers, "content-type").unwrap_or_default();
+    assert!(kind.starts_with("text/plain"), "{kind}");
+    String::from_utf8(body).unwrap()
+}
+
+/// One HTTP/1.1 exchange (`Connection: close`): status, headers (lower-case names), body.
+pub fn http(addr: &str, head: &str, body: &[u8]) -> (u16, Vec<(String, String)>, Vec<u8>) {
     use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect(addr).unwrap();
-    write!(
-        stream,
-        "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    let (head, body) = response.split_once("\r\n\r\n").unwrap();
-    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-    assert!(
-        head.to_ascii_lowercase()
-            .contains("content-type: text/plain"),
-        "{head}"
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let request = format!(
+        "{head}\r\nHost: {addr}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
     );
-    body.to_owned()
+    stream.write_all(request.as_bytes()).unwrap();
+    stream.write_all(body).unwrap();
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).unwrap();
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or_else(|| panic!("no header end in {:?}", String::from_utf8_lossy(&raw)));
+    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
+    let mut lines = head.lines();
+    let status: u16 = lines
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    let mut body = raw[split + 4..].to_vec();
+    if headers
+        .iter()
+        .any(|(k, v)| k == "transfer-encoding" && v.contains("chunked"))
+    {
+        body = dechunk(&body);
+    }
+    (status, headers, body)
+}
+
+fn dechunk(mut raw: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let line_end = raw.windows(2).position(|w| w == b"\r\n").unwrap();
+        let size = usize::from_str_radix(std::str::from_utf8(&raw[..line_end]).unwrap().trim(), 16)
+            .unwrap();
+        raw = &raw[line_end + 2..];
+        if size == 0 {
+            return out;
+        }
+        out.extend_from_slice(&raw[..size]);
+        raw = &raw[size + 2..];
+    }
+}
+
+pub fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    headers
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
 }
 
 // --- Test data -------------------------------------------------------------------------------
@@ -407,4 +460,42 @@ impl FourProcesses {
         .map(|(name, p)| format!("--- {name} log\n{}", p.log()))
         .collect()
     }
+}
+
+/// `command` pointed at `mesh` the way the SDK test suites read it: TICKMESH_QUERY,
+/// TICKMESH_INGESTION, TICKMESH_COMPUTATION, and GOOG_CSV (the `backtesting` package's file).
+pub fn against_mesh<'a>(command: &'a mut Command, mesh: &Process) -> &'a mut Command {
+    command
+        .env("TICKMESH_QUERY", mesh.addr("query"))
+        .env("TICKMESH_INGESTION", mesh.addr("ingestion"))
+        .env("TICKMESH_COMPUTATION", mesh.addr("computation"))
+        .env("GOOG_CSV", goog_csv())
+}
+
+/// The number of code blocks of `readme` (a path in the repository) fenced as ```lang, which
+/// a README test runs one by one; at least one.
+pub fn readme_blocks(readme: &str, lang: &str) -> usize {
+    let text = std::fs::read_to_string(in_repo(readme)).unwrap();
+    let fence = format!("```{lang}");
+    let blocks = text.lines().filter(|l| l.trim_end() == fence).count();
+    assert!(blocks > 0, "no {fence} block in {readme}");
+    blocks
+}
+
+/// The lines a child writes to `stdout`, as they come, on a channel (a reader thread ends when
+/// the pipe closes or the receiver is dropped).
+pub fn line_channel(stdout: std::process::ChildStdout) -> std::sync::mpsc::Receiver<String> {
+    use std::io::BufRead;
+    let (send, lines) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if send.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    lines
 }
