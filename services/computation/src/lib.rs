@@ -256,6 +256,7 @@ impl ComputationService for ComputationApi {
         let histories = Arc::new(histories);
         let shared = histories.clone();
         let specs = Arc::new(specs);
+        let started = std::time::Instant::now();
         let results = self
             .pool
             .run(move |cancelled| {
@@ -270,7 +271,12 @@ impl ComputationService for ComputationApi {
                     })
                     .collect::<Vec<_>>()
             })
-            .await?;
+            .await;
+        self.book
+            .stats
+            .indicator_batch
+            .observe(started.elapsed().as_secs_f64());
+        let results = results?;
 
         let mut response = ComputeIndicatorsResponse::default();
         let per_symbol = results.len() / histories.len().max(1);

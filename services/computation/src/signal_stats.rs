@@ -7,6 +7,8 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Unit;
 use tickmesh_mesh::Metrics;
 use tickmesh_proto::v1::{
     GetSignalStatsResponse, Interval, IntervalSignalStats, SignalStats as SignalStatsProto,
@@ -56,6 +58,11 @@ impl Evaluations {
 pub struct SignalStats {
     computed: Counter,
     skipped: Counter,
+    /// `tickmesh_signal_cycle_seconds`: one round of the signal worker over the closed bars
+    /// it read, or one BatchSignals call.
+    pub cycle: Histogram,
+    /// `tickmesh_indicator_batch_seconds`: the pool's work of one ComputeIndicators call.
+    pub indicator_batch: Histogram,
     /// Per interval code. A lock per evaluation is nothing next to the evaluation itself.
     by_interval: Mutex<BTreeMap<i32, Evaluations>>,
 }
@@ -63,7 +70,26 @@ pub struct SignalStats {
 impl SignalStats {
     /// Counting into `metrics` as well.
     pub fn new(metrics: &Metrics) -> Self {
+        let cycle = tickmesh_mesh::telemetry::metrics::latency_histogram();
+        let indicator_batch = tickmesh_mesh::telemetry::metrics::latency_histogram();
+        metrics.register(|registry| {
+            registry.register_with_unit(
+                "tickmesh_signal_cycle",
+                "Time of one signal evaluation cycle: a round of the signal worker over the closed \
+                 bars it read from the bus, or one BatchSignals call",
+                Unit::Seconds,
+                cycle.clone(),
+            );
+            registry.register_with_unit(
+                "tickmesh_indicator_batch",
+                "Time the computation pool spent on the indicator series of one ComputeIndicators call",
+                Unit::Seconds,
+                indicator_batch.clone(),
+            );
+        });
         Self {
+            cycle,
+            indicator_batch,
             computed: metrics.signal_outcome("computed"),
             skipped: metrics.signal_outcome("skipped"),
             by_interval: Mutex::default(),

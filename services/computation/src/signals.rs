@@ -186,6 +186,21 @@ pub async fn batch(
     interval: Interval,
     params: &Params,
 ) -> Result<BatchSignalsResponse, Status> {
+    let started = std::time::Instant::now();
+    let answered = batch_of(api, symbols, interval, params).await;
+    api.book
+        .stats
+        .cycle
+        .observe(started.elapsed().as_secs_f64());
+    answered
+}
+
+async fn batch_of(
+    api: &ComputationApi,
+    symbols: &[String],
+    interval: Interval,
+    params: &Params,
+) -> Result<BatchSignalsResponse, Status> {
     let threshold = threshold(api);
     let mut response = BatchSignalsResponse::default();
     let mut work: Vec<(usize, String, History)> = Vec::new();
@@ -400,7 +415,13 @@ pub fn spawn_worker(api: ComputationApi, bus: Bus, shutdown: &Shutdown) -> JoinH
             let ids: Vec<String> = deliveries.into_iter().map(|d| d.id).collect();
             let runs = closed_candles(&bodies);
             let keys: Vec<(String, i32)> = runs.keys().cloned().collect();
-            match process(&api, &mut tracked, &params, runs).await {
+            let started = std::time::Instant::now();
+            let processed = process(&api, &mut tracked, &params, runs).await;
+            api.book
+                .stats
+                .cycle
+                .observe(started.elapsed().as_secs_f64());
+            match processed {
                 Ok(()) => {
                     if let Err(e) = subscription.ack(&ids).await {
                         warn!(error = %e, "acking events failed; they will be redelivered");

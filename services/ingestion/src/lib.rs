@@ -3,6 +3,7 @@
 //! rejected row is reported back with its index and reason.
 
 pub mod csv_source;
+mod metrics;
 mod replay;
 pub mod status;
 pub mod validate;
@@ -36,6 +37,7 @@ pub struct IngestionApi {
     store: Arc<Store>,
     relay: Relay,
     replay_dir: Option<PathBuf>,
+    metrics: metrics::IngestMetrics,
 }
 
 type ReplayStream = Pin<Box<dyn Stream<Item = Result<ReplaySourceResponse, Status>> + Send>>;
@@ -100,7 +102,9 @@ impl IngestionApi {
     ) -> Result<(usize, u64, Vec<Violation>), Status> {
         let (rows, violations) = self.check_ticks(ticks)?;
         let valid = rows.len();
-        Ok((valid, self.store_ticks(rows).await?, violations))
+        let stored = self.store_ticks(rows).await?;
+        self.metrics.batch("tick", valid, stored, &violations);
+        Ok((valid, stored, violations))
     }
 
     /// The valid rows of a batch of ticks and the violations of the others.
@@ -120,11 +124,13 @@ impl IngestionApi {
         if rows.is_empty() {
             return Ok(0);
         }
+        let started = std::time::Instant::now();
         let write = self
             .store
             .insert_ticks(rows)
             .await
             .map_err(status::from_store)?;
+        self.metrics.committed("tick", started);
         if write.stored > 0 {
             self.relay.wake();
         }
@@ -147,11 +153,16 @@ impl IngestionApi {
         let stored = if rows.is_empty() {
             0
         } else {
-            self.store
+            let started = std::time::Instant::now();
+            let stored = self
+                .store
                 .insert_candles(rows)
                 .await
-                .map_err(status::from_store)?
+                .map_err(status::from_store)?;
+            self.metrics.committed("candle", started);
+            stored
         };
+        self.metrics.batch("candle", valid, stored, &violations);
         if stored > 0 {
             self.relay.wake();
         }
@@ -199,6 +210,7 @@ impl IngestionService for IngestionApi {
             if tally.valid == 0 && first_violations.len() < 100 {
                 first_violations.extend(violations.iter().take(100).cloned());
             }
+            self.metrics.batch("tick", valid, stored, &violations);
             tally.add(batch_index, valid, stored, violations);
             batch_index = batch_index.saturating_add(1);
         }
@@ -281,12 +293,14 @@ async fn receive(
 }
 
 /// The ingestion service over `store`, whose committed events `relay` publishes, with the
-/// recorded sources of `replay_dir` (if any), ready for [`tickmesh_mesh::serve`].
+/// recorded sources of `replay_dir` (if any), ready for [`tickmesh_mesh::serve`]; what it does
+/// with rows is counted in `metrics`.
 pub fn service(
     config: &ConfigHandle,
     store: Arc<Store>,
     relay: Relay,
     replay_dir: Option<PathBuf>,
+    metrics: &tickmesh_mesh::Metrics,
 ) -> Service {
     let limit = config.current().message_limit();
     let server = IngestionServiceServer::new(IngestionApi {
@@ -294,6 +308,7 @@ pub fn service(
         store,
         relay,
         replay_dir,
+        metrics: metrics::IngestMetrics::new(metrics),
     })
     .max_decoding_message_size(limit)
     .max_encoding_message_size(limit);

@@ -43,6 +43,13 @@ const SUBSCRIBE_BACKOFF: Duration = Duration::from_secs(5);
 pub struct Live {
     tx: broadcast::Sender<Arc<MarketEvent>>,
     active: prometheus_client::metrics::gauge::Gauge,
+    /// Events sent to subscribers (`tickmesh_query_events_delivered_total`).
+    delivered: prometheus_client::metrics::counter::Counter,
+    /// Streams cut because the subscriber was too slow, by reason (`stalled`, `lagged`).
+    cut: prometheus_client::metrics::family::Family<
+        CutLabels,
+        prometheus_client::metrics::counter::Counter,
+    >,
     latest: Arc<LatestPrices>,
 }
 
@@ -89,8 +96,30 @@ impl Live {
     ) -> Live {
         let (tx, _) = broadcast::channel(SUBSCRIBER_BUFFER);
         let latest = Arc::new(LatestPrices::default());
+        let delivered = prometheus_client::metrics::counter::Counter::default();
+        let cut: prometheus_client::metrics::family::Family<CutLabels, _> = Default::default();
+        // Both series at 0 from the start: the alert on cut streams reads their increase.
+        for reason in ["stalled", "lagged"] {
+            let _ = cut.get_or_create(&CutLabels { reason });
+        }
+        metrics.register(|registry| {
+            registry.register(
+                "tickmesh_query_events_delivered",
+                "Market events sent to StreamMarketData subscribers (stored ones on resume included)",
+                delivered.clone(),
+            );
+            registry.register(
+                "tickmesh_query_slow_subscribers_cut",
+                "StreamMarketData streams ended with RESOURCE_EXHAUSTED because the subscriber was \
+                 too slow: stalled (took nothing for server.stream_send_timeout) or lagged (fell \
+                 further behind the live feed than its buffer)",
+                cut.clone(),
+            );
+        });
         let live = Live {
             tx: tx.clone(),
+            delivered,
+            cut,
             active: metrics.active_streams(),
             latest: latest.clone(),
         };
@@ -375,19 +404,29 @@ enum Stop {
     Stalled,
 }
 
+/// Labels of a cut stream.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+struct CutLabels {
+    reason: &'static str,
+}
+
 /// Sends to one subscriber: each message waits at most `timeout` for room, and the stream
 /// leaves the active gauge while a message has waited longer than [`STALL_GRACE`].
 struct Sender {
     out: mpsc::Sender<Item>,
     timeout: Duration,
     active: Active,
+    delivered: prometheus_client::metrics::counter::Counter,
 }
 
 impl Sender {
     async fn send(&mut self, item: Item, shutdown: &Shutdown) -> Result<(), Stop> {
         // The common case, room in the queue, without a timer.
         let item = match self.out.try_send(item) {
-            Ok(()) => return Ok(()),
+            Ok(()) => {
+                self.delivered.inc();
+                return Ok(());
+            }
             Err(mpsc::error::TrySendError::Closed(_)) => return Err(Stop::Gone),
             Err(mpsc::error::TrySendError::Full(item)) => item,
         };
@@ -413,7 +452,9 @@ impl Sender {
             }
         };
         self.active.set(true);
-        sent.map_err(|_| Stop::Gone)
+        sent.map_err(|_| Stop::Gone)?;
+        self.delivered.inc();
+        Ok(())
     }
 }
 
@@ -463,6 +504,8 @@ pub fn stream(
     let (out, stream) = mpsc::channel::<Item>(OUTBOX_PER_STREAM);
     let shutdown = shutdown.clone();
     let active = Active::new(live.active.clone());
+    let (delivered, cut) = (live.delivered.clone(), live.cut.clone());
+    let cut_for = move |reason: &'static str| cut.get_or_create(&CutLabels { reason }).inc();
     tokio::spawn(async move {
         // The slot of the status that ends the stream, kept free whatever the transport does.
         let Ok(last_word) = out.clone().try_reserve_owned() else {
@@ -472,6 +515,7 @@ pub fn stream(
             out,
             timeout: send_timeout,
             active,
+            delivered,
         };
         let filter = Filter::of(&request);
         let mut sent_ids: HashSet<String> = HashSet::new();
@@ -500,6 +544,7 @@ pub fn stream(
                             reason = "stalled",
                             "stream cut: the subscriber stopped reading"
                         );
+                        cut_for("stalled");
                         last_word.send(Err(stalled(send_timeout, last_sent.as_ref())));
                         return;
                     }
@@ -544,6 +589,7 @@ pub fn stream(
                                 reason = "stalled",
                                 "stream cut: the subscriber stopped reading"
                             );
+                            cut_for("stalled");
                             break stalled(send_timeout, last_sent.as_ref());
                         }
                     }
@@ -553,6 +599,7 @@ pub fn stream(
                         reason = "lagged",
                         lag, "stream cut: the subscriber fell behind"
                     );
+                    cut_for("lagged");
                     break lagged(lag, last_sent.as_ref());
                 }
                 Err(broadcast::error::RecvError::Closed) => return,

@@ -91,6 +91,7 @@ impl Target {
                 deps.store.clone(),
                 relay.cloned().expect("a relay runs where ingestion does"),
                 deps.replay_dir.clone(),
+                &deps.metrics,
             ),
             Target::Computation => {
                 let mut api = tickmesh_computation::ComputationApi::new(
@@ -168,6 +169,8 @@ pub struct Deps {
     /// `host:port` of the computation service when it runs in another process (a headless
     /// Kubernetes service name resolves to every pod).
     pub computation_addr: Option<String>,
+    /// The last sample of the outbox and the bus's consumer groups, for metrics.
+    pub sampled: Arc<crate::observe::Sampled>,
 }
 
 /// Stream key of the market-event bus in Redis.
@@ -257,6 +260,7 @@ impl Deps {
         tickmesh_caching::register_loaders(&cache, store_arc.clone(), method)
             .map_err(|e| AppError::Peer(format!("cache: {e}")))?;
         let metrics = tickmesh_mesh::Metrics::new();
+        metrics.register(|registry| cache.register_metrics(registry));
         let scraped = cache.clone();
         metrics.add_text_source(Arc::new(move || {
             tickmesh_caching::prometheus_text(&scraped)
@@ -281,7 +285,10 @@ impl Deps {
             }
             (None, _) => Bus::in_process(capacity),
         };
+        let sampled = Arc::new(crate::observe::Sampled::default());
+        crate::observe::register(&metrics, &store_arc, &bus, &sampled);
         Ok(Some(Deps {
+            sampled,
             store: store_arc,
             bus,
             replay_dir: None,
@@ -496,6 +503,13 @@ impl App {
                 relay_task = Some(task);
                 relay
             });
+        background.push(tokio::spawn(crate::observe::sample(
+            deps.store.clone(),
+            deps.bus.clone(),
+            deps.sampled.clone(),
+            relay.is_some(),
+            shutdown.clone(),
+        )));
         let mut web = web;
         // The read APIs of the mesh panel, when those services run in this process.
         let mut extra = Vec::new();

@@ -3,6 +3,7 @@
 
 pub mod app;
 pub mod demo;
+pub mod observe;
 pub mod replay;
 pub mod startup;
 pub mod web;

@@ -23,6 +23,7 @@ pub struct InProcessBus {
 
 struct Shared {
     capacity: usize,
+    stats: Arc<crate::BusStats>,
     state: Mutex<State>,
     /// Wakes consumers waiting for entries.
     appended: Notify,
@@ -81,6 +82,7 @@ impl InProcessBus {
         Self {
             shared: Arc::new(Shared {
                 capacity: capacity.max(1),
+                stats: Arc::default(),
                 state: Mutex::new(State {
                     entries: VecDeque::new(),
                     first: 0,
@@ -90,6 +92,23 @@ impl InProcessBus {
                 released: Notify::new(),
             }),
         }
+    }
+
+    pub(crate) fn stats(&self) -> Arc<crate::BusStats> {
+        self.shared.stats.clone()
+    }
+
+    /// Entries each group has not been handed yet.
+    pub(crate) fn group_lags(&self) -> Vec<(String, u64)> {
+        let state = self.lock();
+        let end = state.end();
+        let mut lags: Vec<(String, u64)> = state
+            .groups
+            .iter()
+            .map(|(name, g)| (name.clone(), end.saturating_sub(g.next)))
+            .collect();
+        lags.sort();
+        lags
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -192,27 +211,28 @@ impl InProcessSubscription {
         &self.consumer
     }
 
-    /// Pending entries idle for `claim_idle` if any, else new entries, waiting up to `wait`.
+    /// Pending entries idle for `claim_idle` if any (then `true`: claimed), else new entries,
+    /// waiting up to `wait`.
     pub(crate) async fn next_batch(
         &mut self,
         max: usize,
         wait: Duration,
         claim_idle: Duration,
-    ) -> Vec<Delivery> {
+    ) -> (Vec<Delivery>, bool) {
         let max = max.max(1);
         // No deadline (a wait too long to represent) waits for as long as it takes.
         let deadline = Instant::now().checked_add(wait);
         loop {
             // Registered before looking at the log, so an append in between is not missed.
             let appended = self.bus.shared.appended.notified();
-            let batch = self.take(max, claim_idle);
+            let (batch, claimed) = self.take(max, claim_idle);
             if !batch.is_empty() {
-                return batch;
+                return (batch, claimed);
             }
             match deadline {
                 Some(deadline) => {
                     if tokio::time::timeout_at(deadline, appended).await.is_err() {
-                        return Vec::new();
+                        return (Vec::new(), false);
                     }
                 }
                 None => appended.await,
@@ -221,7 +241,7 @@ impl InProcessSubscription {
     }
 
     /// What `XAUTOCLAIM` and then `XREADGROUP ... >` would hand this consumer, as one step.
-    fn take(&self, max: usize, claim_idle: Duration) -> Vec<Delivery> {
+    fn take(&self, max: usize, claim_idle: Duration) -> (Vec<Delivery>, bool) {
         let now = Instant::now();
         let mut state = self.bus.lock();
         let end = state.end();
@@ -259,7 +279,7 @@ impl InProcessSubscription {
             }
         }
         if !batch.is_empty() {
-            return batch;
+            return (batch, true);
         }
 
         while batch.len() < max && group.next < end {
@@ -273,7 +293,7 @@ impl InProcessSubscription {
                 });
             }
         }
-        batch
+        (batch, false)
     }
 
     /// Removes `ids` from the group's pending entries, whichever consumer holds them.
@@ -320,11 +340,11 @@ mod tests {
         let mut a = bus.subscribe("a", "1");
         let mut b = bus.subscribe("b", "1");
         bus.publish(events(0..3)).await;
-        let from_a = a.next_batch(10, Duration::ZERO, Duration::MAX).await;
+        let (from_a, _) = a.next_batch(10, Duration::ZERO, Duration::MAX).await;
         a.ack(&from_a.iter().map(|d| d.id.clone()).collect::<Vec<_>>())
             .ok();
         assert_eq!(bus.lock().entries.len(), 3);
-        let from_b = b.next_batch(2, Duration::ZERO, Duration::MAX).await;
+        let (from_b, _) = b.next_batch(2, Duration::ZERO, Duration::MAX).await;
         b.ack(&from_b.iter().map(|d| d.id.clone()).collect::<Vec<_>>())
             .ok();
         assert_eq!(bus.lock().entries.len(), 1);
@@ -335,7 +355,7 @@ mod tests {
         let bus = InProcessBus::new(8);
         let mut sub = bus.subscribe("g", "c");
         bus.publish(events(0..1)).await;
-        let batch = sub.next_batch(1, Duration::ZERO, Duration::MAX).await;
+        let (batch, _) = sub.next_batch(1, Duration::ZERO, Duration::MAX).await;
         assert_eq!(batch.len(), 1);
         assert!(sub.ack(&["1-0".to_owned()]).is_ok());
         assert!(sub.ack(&["nonsense".to_owned()]).is_err());

@@ -26,6 +26,9 @@ mod in_process;
 mod redis_streams;
 pub mod relay;
 
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 pub use crate::error::BusError;
@@ -97,9 +100,59 @@ impl Bus {
         };
         Ok(Subscription {
             inner,
+            redeliveries: self.stats().counter(group),
             claim_idle: DEFAULT_CLAIM_IDLE,
             consumer_idle_limit: DEFAULT_CONSUMER_IDLE_LIMIT,
         })
+    }
+}
+
+/// Counters of a bus in this process, per consumer group, shared by its clones and
+/// subscriptions (for metrics).
+#[derive(Debug, Default)]
+pub struct BusStats {
+    redeliveries: Mutex<BTreeMap<String, Arc<AtomicU64>>>,
+}
+
+impl BusStats {
+    /// The counter of `group`'s redeliveries.
+    fn counter(&self, group: &str) -> Arc<AtomicU64> {
+        self.redeliveries
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .entry(group.to_owned())
+            .or_default()
+            .clone()
+    }
+
+    /// Deliveries handed out again per group (claimed after `claim_idle` by a consumer of
+    /// this process), since start.
+    pub fn redeliveries(&self) -> Vec<(String, u64)> {
+        self.redeliveries
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .map(|(group, n)| (group.clone(), n.load(Ordering::Relaxed)))
+            .collect()
+    }
+}
+
+impl Bus {
+    /// This process's counters of the bus.
+    pub fn stats(&self) -> Arc<BusStats> {
+        match self {
+            Bus::InProcess(bus) => bus.stats(),
+            Bus::Redis(bus) => bus.stats(),
+        }
+    }
+
+    /// How many entries each consumer group has not read yet (Redis' `XINFO GROUPS` lag; a
+    /// group whose lag Redis cannot tell, after a trim past its position, is left out).
+    pub async fn group_lags(&self) -> Result<Vec<(String, u64)>, BusError> {
+        match self {
+            Bus::InProcess(bus) => Ok(bus.group_lags()),
+            Bus::Redis(bus) => bus.group_lags().await,
+        }
     }
 }
 
@@ -115,6 +168,8 @@ pub struct Delivery {
 /// One consumer of one group: reads batches of deliveries and acks them.
 pub struct Subscription {
     inner: Inner,
+    /// Counts the deliveries this consumer claimed from the group's idle pending entries.
+    redeliveries: Arc<AtomicU64>,
     claim_idle: Duration,
     consumer_idle_limit: Duration,
 }
@@ -188,13 +243,18 @@ impl Subscription {
         max: usize,
         wait: Duration,
     ) -> Result<Vec<Delivery>, BusError> {
-        match &mut self.inner {
-            Inner::InProcess(sub) => Ok(sub.next_batch(max, wait, self.claim_idle).await),
+        let (batch, claimed) = match &mut self.inner {
+            Inner::InProcess(sub) => sub.next_batch(max, wait, self.claim_idle).await,
             Inner::Redis(sub) => {
                 sub.sweep_departed(self.consumer_idle_limit).await;
-                sub.next_batch(max, wait, self.claim_idle).await
+                sub.next_batch(max, wait, self.claim_idle).await?
             }
+        };
+        if claimed {
+            self.redeliveries
+                .fetch_add(batch.len() as u64, Ordering::Relaxed);
         }
+        Ok(batch)
     }
 
     /// Ends this subscription and removes its whole group (`XGROUP DESTROY`), for a group of

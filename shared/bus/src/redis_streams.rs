@@ -38,9 +38,35 @@ pub struct RedisBus {
     pool: Pool<RedisConnectionManager>,
     key: String,
     max_len: usize,
+    stats: std::sync::Arc<crate::BusStats>,
 }
 
 impl RedisBus {
+    pub(crate) fn stats(&self) -> std::sync::Arc<crate::BusStats> {
+        self.stats.clone()
+    }
+
+    /// `XINFO GROUPS`: each group's lag (entries not yet delivered to it); a group whose lag
+    /// Redis cannot tell (nil) is left out.
+    pub(crate) async fn group_lags(&self) -> Result<Vec<(String, u64)>, BusError> {
+        let mut conn = self.pool.get().await?;
+        let groups: Vec<std::collections::HashMap<String, redis::Value>> = redis::cmd("XINFO")
+            .arg("GROUPS")
+            .arg(&self.key)
+            .query_async(&mut *conn)
+            .await?;
+        let mut lags: Vec<(String, u64)> = groups
+            .into_iter()
+            .filter_map(|mut g| {
+                let name = redis::from_redis_value::<String>(g.remove("name")?).ok()?;
+                let lag = redis::from_redis_value::<Option<u64>>(g.remove("lag")?).ok()??;
+                Some((name, lag))
+            })
+            .collect();
+        lags.sort();
+        Ok(lags)
+    }
+
     /// Builds the pool and checks that Redis answers.
     pub(crate) async fn connect(url: &str, key: &str, max_len: usize) -> Result<Self, BusError> {
         let client = Client::open(url).map_err(|err| BusError::InvalidUrl(err.to_string()))?;
@@ -63,6 +89,7 @@ impl RedisBus {
             pool,
             key: key.to_owned(),
             max_len: max_len.max(1),
+            stats: Default::default(),
         })
     }
 
@@ -147,13 +174,14 @@ impl RedisSubscription {
         &self.consumer
     }
 
-    /// `XAUTOCLAIM` entries idle for `claim_idle`; if none, `XREADGROUP ... BLOCK wait ... >`.
+    /// `XAUTOCLAIM` entries idle for `claim_idle` (then `true`: claimed); if none,
+    /// `XREADGROUP ... BLOCK wait ... >`.
     pub(crate) async fn next_batch(
         &mut self,
         max: usize,
         wait: Duration,
         claim_idle: Duration,
-    ) -> Result<Vec<Delivery>, BusError> {
+    ) -> Result<(Vec<Delivery>, bool), BusError> {
         let max = max.max(1);
         let claimed: StreamAutoClaimReply = {
             let mut cmd = redis::cmd("XAUTOCLAIM");
@@ -170,7 +198,7 @@ impl RedisSubscription {
         self.claim_cursor = claimed.next_stream_id;
         let batch = self.deliveries(claimed.claimed).await?;
         if !batch.is_empty() {
-            return Ok(batch);
+            return Ok((batch, true));
         }
 
         let mut cmd = redis::cmd("XREADGROUP");
@@ -192,7 +220,7 @@ impl RedisSubscription {
             .flat_map(|reply| reply.keys)
             .flat_map(|key| key.ids)
             .collect();
-        self.deliveries(ids).await
+        Ok((self.deliveries(ids).await?, false))
     }
 
     /// Removes the other consumers of the group that have nothing pending and were idle for

@@ -227,6 +227,19 @@ impl Cache {
         self.inner.l2.as_ref().map(|l2| l2.timeout().get())
     }
 
+    /// Registers `tickmesh_cache_l2_duration_seconds{operation}` (GET and SET round trips
+    /// to Redis, failures and timeouts included); nothing without an L2.
+    pub fn register_metrics(&self, registry: &mut prometheus_client::registry::Registry) {
+        if let Some(l2) = &self.inner.l2 {
+            registry.register_with_unit(
+                "tickmesh_cache_l2_duration",
+                "Time of a round trip to the cache's Redis tier (L2), by operation",
+                prometheus_client::registry::Unit::Seconds,
+                l2.durations.clone(),
+            );
+        }
+    }
+
     /// Counters per namespace and tier. L1 maintenance is lazy, so evictions and memory may
     /// trail by a moment; [`Cache::run_pending_tasks`] settles them.
     pub fn stats(&self) -> CacheStats {

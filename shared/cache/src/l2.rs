@@ -210,9 +210,32 @@ pub(crate) struct L2 {
     /// Whether the last call reached Redis (the circuit opens only after several failures).
     last_ok: AtomicBool,
     timeout: Timeout,
+    /// Time of each GET / SET round trip (`tickmesh_cache_l2_duration_seconds{operation}`).
+    pub(crate) durations: prometheus_client::metrics::family::Family<
+        OperationLabels,
+        prometheus_client::metrics::histogram::Histogram,
+    >,
 }
 
+/// Labels of an L2 round trip.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+pub(crate) struct OperationLabels {
+    operation: &'static str,
+}
+
+/// L2 latency buckets in seconds, from 50 µs (a loopback Redis) to 2.5 s.
+const L2_BUCKETS: [f64; 14] = [
+    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 2.5,
+];
+
 impl L2 {
+    /// Records a round trip of `operation` that started at `started`.
+    fn observe(&self, operation: &'static str, started: Instant) {
+        self.durations
+            .get_or_create(&OperationLabels { operation })
+            .observe(started.elapsed().as_secs_f64());
+    }
+
     /// Builds the pool without waiting for Redis: a Redis that is down at start is the same
     /// degraded state as one that goes away later.
     pub fn new(
@@ -241,6 +264,9 @@ impl L2 {
             breaker: Mutex::new(CircuitBreaker::new("redis", breaker)),
             last_ok: AtomicBool::new(false),
             timeout,
+            durations: prometheus_client::metrics::family::Family::new_with_constructor(|| {
+                prometheus_client::metrics::histogram::Histogram::new(L2_BUCKETS.iter().copied())
+            }),
         })
     }
 
@@ -327,7 +353,10 @@ impl L2 {
     pub async fn get(&self, key: &str) -> Result<Option<L2Value>, L2Error> {
         let mut pipe = redis::pipe();
         pipe.cmd("GET").arg(key).cmd("PTTL").arg(key);
-        let (raw, pttl): (Option<Bytes>, i64) = self.query(Req::Pipe(&pipe)).await?;
+        let started = Instant::now();
+        let answer = self.query(Req::Pipe(&pipe)).await;
+        self.observe("get", started);
+        let (raw, pttl): (Option<Bytes>, i64) = answer?;
         // PTTL is -2 when the key expired between the two commands, -1 without a TTL.
         let Some(raw) = raw else { return Ok(None) };
         if pttl == -2 {
@@ -362,7 +391,10 @@ impl L2 {
         if let Some((channel, message)) = publish {
             pipe.cmd("PUBLISH").arg(channel).arg(message).ignore();
         }
-        self.query(Req::Pipe(&pipe)).await
+        let started = Instant::now();
+        let answer = self.query(Req::Pipe(&pipe)).await;
+        self.observe("set", started);
+        answer
     }
 
     /// `DEL key`, then optionally `PUBLISH`; whether the key existed.

@@ -199,7 +199,9 @@ async fn the_breaker_opens_fails_fast_and_closes_after_recovery() {
     let state = |metrics: &tickmesh_mesh::Metrics| {
         let text = metrics.encode();
         text.lines()
-            .find(|l| l.starts_with("tickmesh_circuit_state{peer=\"tickmesh.v1.ConfigService\"}"))
+            .find(|l| {
+                l.starts_with("tickmesh_client_breaker_state{peer=\"tickmesh.v1.ConfigService\"}")
+            })
             .map(|l| l.rsplit(' ').next().unwrap_or("").to_owned())
             .unwrap_or_else(|| panic!("no circuit state in\n{text}"))
     };

@@ -31,7 +31,12 @@ mod sqlite;
 mod ticks;
 pub mod time;
 
+use std::future::Future;
 use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::Histogram;
 
 use crate::backend::Backend;
 pub use crate::candles::CandleQuery;
@@ -99,6 +104,33 @@ pub struct Store {
     backend: Backend,
     /// Ticks per INSERT statement.
     tick_rows: usize,
+    /// Time of each call, by operation (`tickmesh_store_query_duration_seconds`).
+    durations: Family<OperationLabels, Histogram>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OperationLabels {
+    operation: &'static str,
+}
+
+/// Latency buckets in seconds, from 100 µs to 10 s.
+const DURATION_BUCKETS: [f64; 14] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 2.5, 10.0,
+];
+
+/// The state of one connection pool, for metrics.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolState {
+    /// `write` and, with a read URL, `read` (PostgreSQL); `sqlite`.
+    pub pool: &'static str,
+    /// Connections open.
+    pub connections: u32,
+    /// Of those, idle.
+    pub idle: u32,
+    /// The pool's size.
+    pub max: u32,
+    /// Callers waiting for a connection.
+    pub waiting: u64,
 }
 
 impl std::fmt::Debug for Store {
@@ -129,7 +161,59 @@ impl Store {
         Ok(Store {
             backend,
             tick_rows: options.write_batch_rows.clamp(1, cap),
+            durations: Family::new_with_constructor(|| {
+                Histogram::new(DURATION_BUCKETS.iter().copied())
+            }),
         })
+    }
+
+    /// Registers `tickmesh_store_query_duration_seconds{operation}` (the pools' state is
+    /// read on each scrape through [`Store::pool_states`]).
+    pub fn register_metrics(&self, registry: &mut prometheus_client::registry::Registry) {
+        registry.register_with_unit(
+            "tickmesh_store_query_duration",
+            "Time of a store operation (one transaction or one read, connection checkout \
+             included), by operation",
+            prometheus_client::registry::Unit::Seconds,
+            self.durations.clone(),
+        );
+    }
+
+    /// The state of each connection pool now.
+    pub fn pool_states(&self) -> Vec<PoolState> {
+        fn state<M: bb8::ManageConnection>(
+            pool: &'static str,
+            p: &bb8::Pool<M>,
+            max: u32,
+        ) -> PoolState {
+            let s = p.state();
+            PoolState {
+                pool,
+                connections: s.connections,
+                idle: s.idle_connections,
+                max,
+                waiting: s.statistics.pending_gets(),
+            }
+        }
+        match &self.backend {
+            // Without a read URL both are one pool: shown once, as `write`.
+            Backend::Postgres(pg) if pg.separate_read => vec![
+                state("read", &pg.read, pg.pool_size),
+                state("write", &pg.write, pg.pool_size),
+            ],
+            Backend::Postgres(pg) => vec![state("write", &pg.write, pg.pool_size)],
+            Backend::Sqlite(lite) => vec![state("sqlite", &lite.pool, lite.pool_size)],
+        }
+    }
+
+    /// Runs `call`, its time recorded under `operation`.
+    async fn timed<T>(&self, operation: &'static str, call: impl Future<Output = T>) -> T {
+        let started = std::time::Instant::now();
+        let result = call.await;
+        self.durations
+            .get_or_create(&OperationLabels { operation })
+            .observe(started.elapsed().as_secs_f64());
+        result
     }
 
     /// The backend this store writes to.
@@ -146,10 +230,13 @@ impl Store {
         if rows.is_empty() {
             return Ok(TickWrite::default());
         }
-        match &self.backend {
-            Backend::Postgres(pg) => pg.write_ticks(rows, self.tick_rows, now_us()).await,
-            Backend::Sqlite(lite) => lite.write_ticks(rows, self.tick_rows, now_us()).await,
-        }
+        self.timed("insert_ticks", async {
+            match &self.backend {
+                Backend::Postgres(pg) => pg.write_ticks(rows, self.tick_rows, now_us()).await,
+                Backend::Sqlite(lite) => lite.write_ticks(rows, self.tick_rows, now_us()).await,
+            }
+        })
+        .await
     }
 
     /// Stores candles from a candle feed in one transaction and queues the events of the new
@@ -160,10 +247,13 @@ impl Store {
         if rows.is_empty() {
             return Ok(0);
         }
-        match &self.backend {
-            Backend::Postgres(pg) => pg.write_candles(&rows, now_us()).await,
-            Backend::Sqlite(lite) => lite.write_candles(rows, now_us()).await,
-        }
+        self.timed("insert_candles", async {
+            match &self.backend {
+                Backend::Postgres(pg) => pg.write_candles(&rows, now_us()).await,
+                Backend::Sqlite(lite) => lite.write_candles(rows, now_us()).await,
+            }
+        })
+        .await
     }
 
     /// Stores signals and queues the bus event of each newly stored one (see
@@ -173,10 +263,13 @@ impl Store {
         if rows.is_empty() {
             return Ok(0);
         }
-        match &self.backend {
-            Backend::Postgres(pg) => pg.write_signals(&rows, now_us()).await,
-            Backend::Sqlite(lite) => lite.write_signals(rows, now_us()).await,
-        }
+        self.timed("insert_signals", async {
+            match &self.backend {
+                Backend::Postgres(pg) => pg.write_signals(&rows, now_us()).await,
+                Backend::Sqlite(lite) => lite.write_signals(rows, now_us()).await,
+            }
+        })
+        .await
     }
 
     /// Tries to become the one relay of this store's outbox. On PostgreSQL this takes a
@@ -189,7 +282,8 @@ impl Store {
 
     /// Up to `limit` queued events, oldest first.
     pub async fn outbox_pending(&self, limit: i64) -> Result<Vec<OutboxRow>, StoreError> {
-        outbox::pending(&self.backend, limit).await
+        self.timed("outbox_pending", outbox::pending(&self.backend, limit))
+            .await
     }
 
     /// The lowest and the highest id of the queued events (on PostgreSQL from the primary),
@@ -198,9 +292,16 @@ impl Store {
         outbox::backlog(&self.backend).await
     }
 
+    /// How many events are queued and when the oldest of them was written (microseconds
+    /// since the epoch, UTC; `None` when nothing waits), for metrics.
+    pub async fn outbox_stats(&self) -> Result<(i64, Option<i64>), StoreError> {
+        outbox::stats(&self.backend).await
+    }
+
     /// Drops events that were published.
     pub async fn outbox_remove(&self, ids: &[i64]) -> Result<u64, StoreError> {
-        outbox::remove(&self.backend, ids).await
+        self.timed("outbox_remove", outbox::remove(&self.backend, ids))
+            .await
     }
 
     /// The revision of (symbol, interval): a counter that every write changing one of the
@@ -211,7 +312,11 @@ impl Store {
         symbol: &str,
         interval_code: i16,
     ) -> Result<i64, StoreError> {
-        revisions::read(&self.backend, symbol, interval_code).await
+        self.timed(
+            "candle_revision",
+            revisions::read(&self.backend, symbol, interval_code),
+        )
+        .await
     }
 
     /// The newest `limit` candles of (symbol, interval), newest first, with the pair's revision
@@ -223,19 +328,24 @@ impl Store {
         interval_code: i16,
         limit: i64,
     ) -> Result<(i64, Vec<CandleRow>), StoreError> {
-        let revision = revisions::read(&self.backend, symbol, interval_code).await?;
-        let rows = candles::newest(&self.backend, symbol, interval_code, limit).await?;
-        Ok((revision, rows))
+        self.timed("candle_history", async {
+            let revision = revisions::read(&self.backend, symbol, interval_code).await?;
+            let rows = candles::newest(&self.backend, symbol, interval_code, limit).await?;
+            Ok((revision, rows))
+        })
+        .await
     }
 
     /// One keyset page of candles.
     pub async fn candles(&self, q: &CandleQuery) -> Result<Vec<CandleRow>, StoreError> {
-        candles::page(&self.backend, q).await
+        self.timed("candles_page", candles::page(&self.backend, q))
+            .await
     }
 
     /// One keyset page of signals.
     pub async fn signals(&self, q: &SignalQuery) -> Result<Vec<SignalRow>, StoreError> {
-        signals::page(&self.backend, q).await
+        self.timed("signals_page", signals::page(&self.backend, q))
+            .await
     }
 
     /// Ticks of one symbol in [start, end), oldest first, at most `limit`.
@@ -246,19 +356,25 @@ impl Store {
         end_us: i64,
         limit: i64,
     ) -> Result<Vec<TickRow>, StoreError> {
-        ticks::range(&self.backend, symbol, start_us, end_us, limit).await
+        self.timed(
+            "ticks_range",
+            ticks::range(&self.backend, symbol, start_us, end_us, limit),
+        )
+        .await
     }
 
     /// The newest tick of a symbol, if any.
     pub async fn latest_tick(&self, symbol: &str) -> Result<Option<TickRow>, StoreError> {
-        ticks::latest(&self.backend, symbol).await
+        self.timed("latest_tick", ticks::latest(&self.backend, symbol))
+            .await
     }
 
     /// The last traded price of a symbol as `(price, time_us, size)`: its newest tick, else the
     /// close of the newest bar of the finest interval that has one (a candle feed; size 0, and
     /// the time of a closed bar is its end).
     pub async fn latest_price(&self, symbol: &str) -> Result<Option<(f64, i64, f64)>, StoreError> {
-        prices::latest(&self.backend, symbol).await
+        self.timed("latest_price", prices::latest(&self.backend, symbol))
+            .await
     }
 
     /// Number of ticks of a symbol.

@@ -113,6 +113,18 @@ pub(crate) async fn backlog(backend: &Backend) -> Result<Option<(i64, i64)>, Sto
     Ok(lowest.zip(highest))
 }
 
+/// How many events are queued and when the oldest was written (microseconds, UTC).
+pub(crate) async fn stats(backend: &Backend) -> Result<(i64, Option<i64>), StoreError> {
+    use diesel::dsl::{count_star, min};
+    let (queued, oldest): (i64, Option<i64>) = with_conn!(backend, write, |conn| {
+        o::outbox
+            .select((count_star(), min(o::created_us)))
+            .first(conn)
+            .await?
+    });
+    Ok((queued, oldest))
+}
+
 /// Drops events that were published.
 pub(crate) async fn remove(backend: &Backend, ids: &[i64]) -> Result<u64, StoreError> {
     if ids.is_empty() {

@@ -36,6 +36,10 @@ const MONTHS_AHEAD: usize = 3;
 pub(crate) struct Pg {
     pub(crate) write: Pool<AsyncPgConnection>,
     pub(crate) read: Pool<AsyncPgConnection>,
+    /// The size of each pool.
+    pub(crate) pool_size: u32,
+    /// Whether reads have a pool of their own (`read_url`); else `read` is `write`.
+    pub(crate) separate_read: bool,
     /// Partitions known to exist, as (table, year, month).
     partitions: Mutex<HashSet<(&'static str, i64, u32)>>,
 }
@@ -65,6 +69,8 @@ impl Pg {
             None => write.clone(),
         };
         let pg = Pg {
+            pool_size: options.pool_size,
+            separate_read: options.read_url.is_some(),
             write,
             read,
             partitions: Mutex::new(HashSet::new()),

@@ -38,6 +38,8 @@ type Conn = SyncConnectionWrapper<SqliteConnection>;
 /// The SQLite executor.
 pub(crate) struct Lite {
     pub(crate) pool: Pool<Conn>,
+    /// The pool's size.
+    pub(crate) pool_size: u32,
     /// The database file (its relay lease is a lock on a file next to it).
     pub(crate) path: PathBuf,
 }
@@ -94,7 +96,11 @@ impl Lite {
             .build(manager)
             .await
             .map_err(|e| StoreError::Unavailable(e.to_string()))?;
-        Ok(Lite { pool, path })
+        Ok(Lite {
+            pool,
+            pool_size: options.pool_size.max(1),
+            path,
+        })
     }
 
     /// Runs `body` in one IMMEDIATE transaction (the write lock is taken up front, so two

@@ -229,9 +229,9 @@ fn a_taken_port_fails_start_up_with_a_clear_message() {
     );
 }
 
-/// Parses Prometheus text with the reference Python parser and returns the value of
-/// `tickmesh_grpc_requests_total` for (service, method, code), failing if the text does not
-/// parse.
+/// Parses Prometheus text with the reference Python parser and returns the number of calls
+/// answered (`rpc_server_call_duration_seconds_count`) for (service, `package.Service/Method`,
+/// status code name), failing if the text does not parse.
 pub(crate) fn requests_total(text: &str, service: &str, method: &str, code: &str) -> f64 {
     use std::io::Write;
     const PARSE: &str = r#"
@@ -241,7 +241,7 @@ service, method, code = sys.argv[1:4]
 total = 0.0
 for family in text_string_to_metric_families(sys.stdin.read()):
     for sample in family.samples:
-        if sample.name == "tickmesh_grpc_requests_total" and sample.labels == {"service": service, "method": method, "code": code}:
+        if sample.name == "rpc_server_call_duration_seconds_count" and sample.labels == {"rpc_system_name": "grpc", "rpc_service": service, "rpc_method": method, "rpc_response_status_code": code}:
             total += sample.value
 print(total)
 "#;
@@ -276,10 +276,11 @@ print(total)
 
 #[tokio::test]
 async fn metrics_parse_as_prometheus_text_and_count_calls_by_method_and_code() {
+    const GET_CONFIG: &str = "tickmesh.v1.ConfigService/GetConfig";
     let mesh = Process::start(&["up", "--base-port", "0"], |_| {});
     let before = crate::support::scrape(&mesh.metrics);
     let service = "tickmesh.v1.ConfigService";
-    let ok_before = requests_total(&before, service, "GetConfig", "0");
+    let ok_before = requests_total(&before, service, GET_CONFIG, "OK");
     let mut client = ConfigServiceClient::new(channel(mesh.addr("query")).await);
     for _ in 0..3 {
         client.get_config(GetConfigRequest {}).await.unwrap();
@@ -291,14 +292,22 @@ async fn metrics_parse_as_prometheus_text_and_count_calls_by_method_and_code() {
         .unwrap_err();
     let after = crate::support::scrape(&mesh.metrics);
     assert_eq!(
-        requests_total(&after, service, "GetConfig", "0") - ok_before,
+        requests_total(&after, service, GET_CONFIG, "OK") - ok_before,
         3.0
     );
-    assert_eq!(requests_total(&after, service, "UpdateConfig", "3"), 1.0);
+    assert_eq!(
+        requests_total(
+            &after,
+            service,
+            "tickmesh.v1.ConfigService/UpdateConfig",
+            "INVALID_ARGUMENT"
+        ),
+        1.0
+    );
     for name in [
-        "tickmesh_grpc_errors_total",
-        "tickmesh_grpc_latency_seconds_bucket",
-        "tickmesh_grpc_in_flight",
+        "rpc_server_call_duration_seconds_bucket",
+        "rpc_server_call_duration_seconds_sum",
+        "tickmesh_rpc_server_active_calls",
     ] {
         assert!(after.contains(name), "{name} missing:\n{after}");
     }
@@ -381,7 +390,7 @@ async fn metrics_pass_promtool_and_openmetrics_is_served_when_asked() {
     );
     // Every counter is declared under its sample name, with help text.
     assert!(
-        text.contains("# TYPE tickmesh_grpc_requests_total counter"),
+        text.contains("# TYPE tickmesh_ingestion_rows_total counter"),
         "{text}"
     );
     assert!(!text.contains("# EOF"), "{text}");
@@ -395,7 +404,8 @@ async fn metrics_pass_promtool_and_openmetrics_is_served_when_asked() {
     assert!(kind.starts_with("application/openmetrics-text"), "{kind}");
     let body = String::from_utf8(body).unwrap();
     assert!(
-        body.contains("# TYPE tickmesh_grpc_requests counter"),
+        body.contains("# TYPE tickmesh_ingestion_rows counter")
+            && body.contains("# UNIT rpc_server_call_duration_seconds seconds"),
         "{body}"
     );
     assert!(body.trim_end().ends_with("# EOF"), "{body}");

@@ -483,7 +483,7 @@ async fn past_the_concurrency_limit_calls_are_refused_at_once_but_health_answers
     .await
     .unwrap();
     // Wait until the server holds the stream: the in-flight gauge of the metrics shows it.
-    let holding = "tickmesh_grpc_in_flight{service=\"tickmesh.v1.IngestionService\",method=\"IngestTicks\"} 1";
+    let holding = "tickmesh_rpc_server_active_calls{rpc_system_name=\"grpc\",rpc_service=\"tickmesh.v1.IngestionService\",rpc_method=\"tickmesh.v1.IngestionService/IngestTicks\"} 1";
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     while !crate::support::scrape(&mesh.metrics).contains(holding) {
         assert!(

@@ -22,6 +22,7 @@ mod in_process;
 mod ingestion;
 mod mesh;
 mod polyglot;
+mod prometheus;
 mod query;
 mod reload;
 mod resample;

@@ -406,7 +406,16 @@ pub struct FourProcesses {
 
 impl FourProcesses {
     pub fn start(pg: &tickmesh_testkit::Postgres, redis: &tickmesh_testkit::Redis) -> Self {
-        let env: Vec<(&str, std::ffi::OsString)> = vec![
+        Self::start_with(pg, redis, &[])
+    }
+
+    /// [`FourProcesses::start`] with more environment for every process.
+    pub fn start_with(
+        pg: &tickmesh_testkit::Postgres,
+        redis: &tickmesh_testkit::Redis,
+        more: &[(&str, std::ffi::OsString)],
+    ) -> Self {
+        let mut env: Vec<(&str, std::ffi::OsString)> = vec![
             ("TICKMESH_STORE_URL", pg.url().into()),
             ("TICKMESH_BUS_URL", redis.url().into()),
             (
@@ -418,6 +427,7 @@ impl FourProcesses {
                 "DEPENDENCY_MANAGEMENT_APPROACH_SELECTIVE_IMPORT".into(),
             ),
         ];
+        env.extend(more.iter().cloned());
         let serve = |target: &str, extra: Vec<(&str, std::ffi::OsString)>| {
             let env = env.clone();
             Process::start(

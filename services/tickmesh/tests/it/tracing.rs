@@ -19,9 +19,9 @@ use tonic::Request;
 use crate::support::{Process, VENV_HINT, channel, program, scratch_file};
 
 /// The Python OTLP receiver; its spans arrive on the channel as JSON values.
-struct Receiver {
+pub(crate) struct Receiver {
     child: Child,
-    port: u16,
+    pub(crate) port: u16,
     spans: mpsc::Receiver<serde_json::Value>,
 }
 
@@ -32,7 +32,7 @@ impl Drop for Receiver {
     }
 }
 
-fn receiver() -> Receiver {
+pub(crate) fn receiver() -> Receiver {
     let python = program("python3", VENV_HINT);
     let script = crate::support::in_repo("services/tickmesh/tests/it/otlp_receiver.py");
     let mut child = Command::new(python)
@@ -156,7 +156,17 @@ async fn one_call_across_two_processes_is_one_trace() {
     );
     for span in [&query_server, &query_client, &computation_server] {
         assert_eq!(span["trace_id"], trace_id, "{span:#}");
-        assert_eq!(span["attributes"]["rpc.system"], "grpc", "{span:#}");
+        // The stable OpenTelemetry RPC attributes; the old ones only with rpc/dup.
+        assert_eq!(span["attributes"]["rpc.system.name"], "grpc", "{span:#}");
+        // The status by name, as the conventions have it.
+        let code = span["attributes"]["rpc.response.status_code"]
+            .as_str()
+            .unwrap_or_default();
+        assert!(
+            !code.is_empty() && code.chars().all(|c| c.is_ascii_uppercase() || c == '_'),
+            "{span:#}"
+        );
+        assert!(span["attributes"].get("rpc.system").is_none(), "{span:#}");
     }
     assert_eq!(query_server["parent_span_id"], caller_span);
     assert_eq!(query_client["parent_span_id"], query_server["span_id"]);
@@ -166,7 +176,7 @@ async fn one_call_across_two_processes_is_one_trace() {
     );
     assert_eq!(
         computation_server["attributes"]["rpc.method"],
-        "ComputeIndicators"
+        "tickmesh.v1.ComputationService/ComputeIndicators"
     );
 }
 
@@ -227,4 +237,61 @@ async fn a_log_line_written_inside_a_request_carries_its_trace_and_span_ids() {
         .find(|l| l["message"] == "serving")
         .unwrap_or_else(|| panic!("no \"serving\" line in:\n{log}"));
     assert!(startup.get("trace_id").is_none(), "{startup}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn semconv_opt_in_rpc_dup_adds_the_old_attributes_next_to_the_stable_ones() {
+    let otlp = receiver();
+    let store = scratch_file("dup.db");
+    std::fs::create_dir_all(store.parent().unwrap()).unwrap();
+    let mut ingestion = traced(
+        "ingestion",
+        &store,
+        otlp.port,
+        &[("OTEL_SEMCONV_STABILITY_OPT_IN", "http,rpc/dup".into())],
+    );
+    let mut client = IngestionServiceClient::new(channel(ingestion.addr("ingestion")).await);
+    // Nothing valid in it: INVALID_ARGUMENT, code 3.
+    client
+        .ingest_candles(IngestCandlesRequest {
+            candles: vec![crate::support::candle(
+                "DUP-USD",
+                Interval::Interval1d,
+                7,
+                [1.0, 2.0, 0.5, 1.5],
+                10.0,
+            )],
+            source: "dup".into(),
+        })
+        .await
+        .unwrap_err();
+    ingestion.terminate();
+    assert!(ingestion.wait_exit(Duration::from_secs(15)).success());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let server = loop {
+        let span = otlp
+            .spans
+            .recv_timeout(Duration::from_millis(500))
+            .unwrap_or_else(|e| panic!("no IngestCandles server span ({e})"));
+        if span["name"] == "tickmesh.v1.IngestionService/IngestCandles" && span["kind"] == 2 {
+            break span;
+        }
+        assert!(Instant::now() < deadline, "no IngestCandles server span");
+    };
+    let attributes = &server["attributes"];
+    assert_eq!(attributes["rpc.system.name"], "grpc", "{server:#}");
+    assert_eq!(
+        attributes["rpc.response.status_code"], "INVALID_ARGUMENT",
+        "{server:#}"
+    );
+    assert_eq!(attributes["rpc.system"], "grpc", "{server:#}");
+    assert_eq!(
+        attributes["rpc.service"], "tickmesh.v1.IngestionService",
+        "{server:#}"
+    );
+    assert_eq!(attributes["rpc.grpc.status_code"], 3, "{server:#}");
+    assert_eq!(
+        attributes["rpc.method"], "tickmesh.v1.IngestionService/IngestCandles",
+        "{server:#}"
+    );
 }

@@ -46,7 +46,14 @@ async fn a_thousand_concurrent_misses_load_once_in_memory() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_concurrent_misses_load_once_with_redis() {
     let redis = redis().await;
-    let cache = multi_layer(&redis).await;
+    // A Redis timeout long enough for a host busy with the rest of the suite: the lock's
+    // release must not time out (it would then only expire), which is not what this checks.
+    let mut patient = config(CachingStrategy::MultiLayer);
+    patient
+        .cache
+        .get_or_insert_with(Default::default)
+        .redis_timeout = secs_f(2.0);
+    let cache = Cache::new(&patient, Some(&redis.url())).await.unwrap();
     let source = Counting::new(Duration::from_millis(50));
     cache.register_loader("test", source.loader()).unwrap();
     let tiers = stampede(std::slice::from_ref(&cache), "ETH-USD").await;

@@ -24,7 +24,9 @@ pub(crate) struct CircuitOpen;
 pub struct BreakerLayer {
     peer: Arc<str>,
     pub(crate) breaker: Arc<Mutex<CircuitBreaker>>,
-    gauge: Option<prometheus_client::metrics::gauge::Gauge>,
+    metrics: Option<crate::telemetry::metrics::PeerMetrics>,
+    /// The state last exported (0 closed, 1 half-open, 2 open), to count transitions.
+    exported: Arc<std::sync::atomic::AtomicI64>,
 }
 
 impl BreakerLayer {
@@ -37,7 +39,8 @@ impl BreakerLayer {
         Self {
             peer: Arc::from(peer),
             breaker: Arc::new(Mutex::new(CircuitBreaker::new(peer, config))),
-            gauge: metrics.map(|m| m.circuit_state(peer)),
+            metrics: metrics.map(|m| m.peer(peer)),
+            exported: Arc::new(std::sync::atomic::AtomicI64::new(0)),
         }
     }
 
@@ -50,12 +53,20 @@ impl BreakerLayer {
     }
 
     fn export(&self, state: BreakerState) {
-        if let Some(gauge) = &self.gauge {
-            gauge.set(match state {
-                BreakerState::Closed => 0,
-                BreakerState::HalfOpen { .. } => 1,
-                BreakerState::Open { .. } => 2,
-            });
+        let Some(metrics) = &self.metrics else {
+            return;
+        };
+        let (value, name) = match state {
+            BreakerState::Closed => (0, "closed"),
+            BreakerState::HalfOpen { .. } => (1, "half_open"),
+            BreakerState::Open { .. } => (2, "open"),
+        };
+        // Called under the breaker's lock: the swap sees every change once.
+        let before = self
+            .exported
+            .swap(value, std::sync::atomic::Ordering::Relaxed);
+        if before != value {
+            metrics.breaker_entered(name, value);
         }
     }
 }

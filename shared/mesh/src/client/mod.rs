@@ -82,7 +82,8 @@ pub struct ClientSettings {
     /// Host name the peer's certificate must carry (default: `tls.server_name`, else
     /// `localhost`).
     pub server_name: Option<String>,
-    /// Where the breaker's state is exported (`tickmesh_circuit_state{peer}`).
+    /// Where the stack's metrics go: call durations, retries, spent budgets, breaker state and
+    /// transitions (`rpc_client_call_duration_seconds`, `tickmesh_client_*{peer}`).
     pub metrics: Option<crate::Metrics>,
     /// Configuration changes (`ConfigHandle::subscribe`): the breaker's thresholds follow them.
     pub updates: Option<tokio::sync::watch::Receiver<crate::ConfigSnapshot>>,
@@ -148,10 +149,13 @@ pub fn connect(
             shutdown.clone(),
         ));
     }
+    let peer_metrics = settings.metrics.as_ref().map(|m| m.peer(&settings.peer));
+    let measured = settings.metrics.as_ref().map(crate::Metrics::client_layer);
     let stack = ServiceBuilder::new()
         .layer(ClassifyLayer)
         .layer(ClientTraceLayer)
-        .layer(RetryLayer::new(&retry))
+        .option_layer(measured)
+        .layer(RetryLayer::new(&retry, peer_metrics))
         .layer(breaker)
         .layer(DeadlineLayer::new(std_duration(
             server.default_timeout.as_ref(),

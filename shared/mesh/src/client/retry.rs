@@ -80,6 +80,8 @@ pub struct RetryPolicy {
     budget: Arc<TpsBudget>,
     jitter: Jitter,
     retries: u32,
+    /// Where retries and spent budgets are counted.
+    metrics: Option<crate::telemetry::metrics::PeerMetrics>,
 }
 
 impl RetryPolicy {
@@ -97,6 +99,7 @@ impl RetryPolicy {
             )),
             jitter: Jitter::new(),
             retries: 0,
+            metrics: None,
         }
     }
 
@@ -141,6 +144,9 @@ impl tower::retry::Policy<http::Request<Buffered>, http::Response<tonic::body::B
             return None;
         }
         if !self.budget.withdraw() {
+            if let Some(m) = &self.metrics {
+                m.budget_exhausted.inc();
+            }
             debug!(
                 path = request.uri().path(),
                 "retry budget spent; not retrying"
@@ -149,6 +155,9 @@ impl tower::retry::Policy<http::Request<Buffered>, http::Response<tonic::body::B
         }
         let wait = self.backoff(self.retries);
         self.retries += 1;
+        if let Some(m) = &self.metrics {
+            m.retries.inc();
+        }
         Some(tokio::time::sleep(wait))
     }
 
@@ -176,11 +185,14 @@ pub struct RetryLayer {
 }
 
 impl RetryLayer {
-    /// Retries as `retry` says, within its budget.
-    pub fn new(retry: &tickmesh_proto::v1::RetryConfig) -> Self {
-        Self {
-            policy: RetryPolicy::new(retry),
-        }
+    /// Retries as `retry` says, within its budget; counted in `metrics` when given.
+    pub fn new(
+        retry: &tickmesh_proto::v1::RetryConfig,
+        metrics: Option<crate::telemetry::metrics::PeerMetrics>,
+    ) -> Self {
+        let mut policy = RetryPolicy::new(retry);
+        policy.metrics = metrics;
+        Self { policy }
     }
 }
 

@@ -49,6 +49,15 @@ pub const QUIET_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
 static LAST_PROTOCOL_LOG: std::sync::Mutex<Option<std::time::Instant>> =
     std::sync::Mutex::new(None);
 
+/// Whether this process exports spans (an OTLP endpoint is configured and the layer installed):
+/// the metrics layer looks for a trace to attach as an exemplar only then.
+static EXPORTING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether spans of this process go to OTLP.
+pub fn exporting_spans() -> bool {
+    EXPORTING.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// The counter of the HTTP/2 stack's warnings (`tickmesh_protocol_warnings_total`).
 pub fn protocol_warnings() -> &'static prometheus_client::metrics::counter::Counter {
     &PROTOCOL_WARNINGS
@@ -231,6 +240,12 @@ pub fn init(filter: &str, format: LogFormat, service_name: &str) -> Telemetry {
     let base = filter.to_owned();
     let filter = log_filter(filter).unwrap_or_else(|_| EnvFilter::new("info"));
     let (filter, handle) = reload::Layer::new(filter);
+    // One filter, both conditions: two nested per-layer filters do not combine their
+    // callsite interest, so every callsite the log filter turns off (every `trace!` span of h2
+    // and hyper) was still created and asked at run time, on every poll: GetLatestPrices ran at
+    // 0.40x of the echo instead of 0.9x. The quiet filter goes first, so a protocol warning is
+    // counted even when the log filter hides it.
+    use tracing_subscriber::filter::FilterExt as _;
     let json = match format {
         LogFormat::Json => true,
         LogFormat::Text => false,
@@ -253,24 +268,32 @@ pub fn init(filter: &str, format: LogFormat, service_name: &str) -> Telemetry {
                     .flatten_event(true)
                     .with_target(false),
             ))
-            .with_filter(filter)
-            .with_filter(quiet_filter())
+            .with_filter(quiet_filter().and(filter))
             .boxed(),
         (true, false) => fmt
             .json()
             .flatten_event(true)
-            .with_filter(filter)
-            .with_filter(quiet_filter())
+            .with_filter(quiet_filter().and(filter))
             .boxed(),
         (false, _) => fmt
             .compact()
-            .with_filter(filter)
-            .with_filter(quiet_filter())
+            .with_filter(quiet_filter().and(filter))
             .boxed(),
     };
     let otel = provider.as_ref().map(|provider| {
+        EXPORTING.store(true, std::sync::atomic::Ordering::Relaxed);
+        // Spans carry the RPC attributes and nothing per span that costs without telling an
+        // operator anything: no source location, thread, target or busy/idle times (two clock
+        // reads per poll), and the OpenTelemetry context is not made current on every poll
+        // (nothing here reads `Context::current`; propagation and the log and exemplar ids go
+        // through the tracing span).
         tracing_opentelemetry::layer()
             .with_tracer(provider.tracer("tickmesh"))
+            .with_location(false)
+            .with_threads(false)
+            .with_target(false)
+            .with_tracked_inactivity(false)
+            .with_context_activation(false)
             .with_filter(tracing_subscriber::filter::LevelFilter::INFO)
             .boxed()
     });

@@ -1,10 +1,22 @@
-//! RED metrics per service, method and status code, plus process metrics, in the Prometheus
-//! text format on an HTTP port.
+//! Metrics of a process, served in the OpenMetrics / Prometheus text formats on an HTTP port.
 //!
-//! The layer records a call when its response headers are out: the status of a unary call
-//! (tonic sends errors as trailers-only responses, so the code is in the headers) and the
-//! time to the first response byte of a streaming one.
+//! RPC metrics follow the OpenTelemetry RPC semantic conventions (the stable ones, v1.38 and
+//! later) as a Prometheus exporter names them: `rpc_server_call_duration_seconds` and
+//! `rpc_client_call_duration_seconds`, histograms labelled `rpc_system_name`, `rpc_method`
+//! (`package.Service/Method`) and `rpc_response_status_code` (the code's name, `OK`,
+//! `UNAVAILABLE`), plus `rpc_service` (the convention's older attribute, kept because
+//! dashboards group by service). Chosen over the go-grpc-prometheus names because the same
+//! names come out of every OpenTelemetry SDK, so one dashboard covers our Rust services and a
+//! caller's Python or Go stubs. Their buckets carry exemplars (`trace_id`, `span_id`) when the
+//! call was traced, in the OpenMetrics exposition.
+//!
+//! The server layer records a call when its response headers are out: the status of a unary
+//! call (tonic sends errors as trailers-only responses, so the code is in the headers) and the
+//! time to the first response byte of a streaming one. The client layer records the whole
+//! call as the caller sees it, retries included.
 //! Hand-written: no shipped tower layer records gRPC status codes in Prometheus.
+//!
+//! Other components register their own families through [`Metrics::register`].
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -15,10 +27,10 @@ use std::time::Instant;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::exemplar::HistogramWithExemplars;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::Histogram;
-use prometheus_client::registry::Registry;
+use prometheus_client::registry::{Registry, Unit};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
@@ -29,22 +41,38 @@ use crate::methods::Entry;
 /// Labels of a finished call.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CallLabels {
+    /// Always `grpc`.
+    pub rpc_system_name: &'static str,
     /// Full gRPC service name.
-    pub service: String,
-    /// Method name.
-    pub method: String,
-    /// gRPC status code as a number.
-    pub code: String,
+    pub rpc_service: String,
+    /// `package.Service/Method`.
+    pub rpc_method: String,
+    /// The gRPC status code's name (`OK`, `NOT_FOUND`, ...).
+    pub rpc_response_status_code: &'static str,
 }
 
 /// Labels of a method.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct MethodLabels {
+    /// Always `grpc`.
+    pub rpc_system_name: &'static str,
     /// Full gRPC service name.
-    pub service: String,
-    /// Method name.
-    pub method: String,
+    pub rpc_service: String,
+    /// `package.Service/Method`.
+    pub rpc_method: String,
 }
+
+/// The exemplar of a latency sample: the trace it belongs to.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TraceLabels {
+    /// W3C trace id, hex.
+    pub trace_id: String,
+    /// W3C span id, hex.
+    pub span_id: String,
+}
+
+/// A latency histogram whose buckets remember the trace of their latest sample.
+pub type TracedHistogram = HistogramWithExemplars<TraceLabels>;
 
 /// The label values of every call to a path the contracts do not declare.
 const UNKNOWN: &str = "unknown";
@@ -58,26 +86,86 @@ const OPEN_METHODS: [&str; 4] = [
     "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
 ];
 
+/// The names of the gRPC status codes by number, as the conventions spell them.
+const CODE_NAMES: [&str; 17] = [
+    "OK",
+    "CANCELLED",
+    "UNKNOWN",
+    "INVALID_ARGUMENT",
+    "DEADLINE_EXCEEDED",
+    "NOT_FOUND",
+    "ALREADY_EXISTS",
+    "PERMISSION_DENIED",
+    "RESOURCE_EXHAUSTED",
+    "FAILED_PRECONDITION",
+    "ABORTED",
+    "OUT_OF_RANGE",
+    "UNIMPLEMENTED",
+    "INTERNAL",
+    "UNAVAILABLE",
+    "DATA_LOSS",
+    "UNAUTHENTICATED",
+];
+
+/// The name of the status code in a `grpc-status` value; anything else is `UNKNOWN`.
+pub fn code_name(status: &str) -> &'static str {
+    status
+        .parse::<usize>()
+        .ok()
+        .and_then(|n| CODE_NAMES.get(n))
+        .copied()
+        .unwrap_or("UNKNOWN")
+}
+
 /// Latency buckets in seconds, from 50 µs: most calls here finish in well under a millisecond.
-const BUCKETS: [f64; 16] = [
+pub const BUCKETS: [f64; 16] = [
     0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
     2.5, 10.0,
 ];
 
+/// A latency histogram over [`BUCKETS`] (for components registering their own).
+pub fn latency_histogram() -> prometheus_client::metrics::histogram::Histogram {
+    prometheus_client::metrics::histogram::Histogram::new(BUCKETS.iter().copied())
+}
+
+/// Which end of a call a layer measures.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Side {
+    Server,
+    Client,
+}
+
+/// The RPC families of one side.
+struct RpcFamilies {
+    duration: Family<CallLabels, TracedHistogram>,
+    /// Server side only (a client's are its callers' business).
+    active: Family<MethodLabels, Gauge>,
+    /// Handles of each method's metrics by request path, so that a call finds them without
+    /// building label strings (the hot path allocates nothing once a method has been seen).
+    methods: std::sync::RwLock<std::collections::HashMap<String, Arc<MethodMetrics>>>,
+}
+
+impl RpcFamilies {
+    fn new() -> Self {
+        Self {
+            duration: Family::new_with_constructor(|| {
+                HistogramWithExemplars::new(BUCKETS.iter().copied())
+            }),
+            active: Family::default(),
+            methods: Default::default(),
+        }
+    }
+}
+
 struct Inner {
-    registry: Registry,
-    requests: Family<CallLabels, Counter>,
-    errors: Family<CallLabels, Counter>,
-    latency: Family<MethodLabels, Histogram>,
-    in_flight: Family<MethodLabels, Gauge>,
-    circuit_state: Family<PeerLabels, Gauge>,
+    registry: std::sync::Mutex<Registry>,
+    server: RpcFamilies,
+    client: RpcFamilies,
+    peers: PeerFamilies,
     signals: Family<OutcomeLabels, Counter>,
     active_streams: Gauge,
     /// Text of metrics kept elsewhere (the cache's counters), rendered at each scrape.
     extra: std::sync::RwLock<Vec<TextSource>>,
-    /// Handles of each method's metrics by request path, so that a call finds them without
-    /// building label strings (the hot path allocates nothing once a method has been seen).
-    methods: std::sync::RwLock<std::collections::HashMap<String, Arc<MethodMetrics>>>,
 }
 
 /// Renders metric families in the text exposition format (`# HELP`, `# TYPE`, samples).
@@ -86,9 +174,8 @@ pub type TextSource = Arc<dyn Fn() -> String + Send + Sync>;
 /// The metrics of one method, shared with their families.
 struct MethodMetrics {
     labels: MethodLabels,
-    in_flight: Gauge,
-    latency: Histogram,
-    ok: Counter,
+    active: Gauge,
+    ok: TracedHistogram,
 }
 
 /// Labels of a signal evaluation's outcome.
@@ -103,6 +190,48 @@ pub struct OutcomeLabels {
 pub struct PeerLabels {
     /// The peer, e.g. `tickmesh.v1.ComputationService`.
     pub peer: String,
+}
+
+/// Labels of a breaker's transition.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TransitionLabels {
+    /// The peer, e.g. `tickmesh.v1.ComputationService`.
+    pub peer: String,
+    /// The state entered: `open`, `half_open` or `closed`.
+    pub state: &'static str,
+}
+
+struct PeerFamilies {
+    retries: Family<PeerLabels, Counter>,
+    budget_exhausted: Family<PeerLabels, Counter>,
+    breaker_state: Family<PeerLabels, Gauge>,
+    breaker_transitions: Family<TransitionLabels, Counter>,
+}
+
+/// The client-stack metrics of one peer.
+#[derive(Clone, Debug)]
+pub struct PeerMetrics {
+    peer: String,
+    /// Calls sent again.
+    pub retries: Counter,
+    /// Retries not sent because the retry budget was spent.
+    pub budget_exhausted: Counter,
+    /// 0 closed, 1 half-open, 2 open.
+    pub breaker_state: Gauge,
+    transitions: Family<TransitionLabels, Counter>,
+}
+
+impl PeerMetrics {
+    /// Counts the breaker entering `state` (`open`, `half_open`, `closed`) and sets the gauge.
+    pub fn breaker_entered(&self, state: &'static str, value: i64) {
+        self.breaker_state.set(value);
+        self.transitions
+            .get_or_create(&TransitionLabels {
+                peer: self.peer.clone(),
+                state,
+            })
+            .inc();
+    }
 }
 
 /// The metrics of a process; clones share them.
@@ -124,83 +253,110 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    /// Registers the tickmesh metrics.
+    /// Registers the RPC, client-stack, signal and stream metrics.
     pub fn new() -> Self {
-        let mut registry = Registry::with_prefix("tickmesh");
-        let requests = Family::<CallLabels, Counter>::default();
-        let errors = Family::<CallLabels, Counter>::default();
-        let latency = Family::<MethodLabels, Histogram>::new_with_constructor(|| {
-            Histogram::new(BUCKETS.iter().copied())
-        });
-        let in_flight = Family::<MethodLabels, Gauge>::default();
-        registry.register("grpc_requests", "gRPC calls answered", requests.clone());
-        registry.register(
-            "grpc_errors",
-            "gRPC calls answered with a status other than OK",
-            errors.clone(),
+        let mut registry = Registry::default();
+        let server = RpcFamilies::new();
+        let client = RpcFamilies::new();
+        registry.register_with_unit(
+            "rpc_server_call_duration",
+            "Duration of incoming RPCs, to the response headers (OpenTelemetry rpc.server.call.duration)",
+            Unit::Seconds,
+            server.duration.clone(),
         );
         registry.register(
-            "grpc_latency_seconds",
-            "Time to the response headers of a gRPC call",
-            latency.clone(),
+            "tickmesh_rpc_server_active_calls",
+            "Incoming RPCs being handled",
+            server.active.clone(),
+        );
+        registry.register_with_unit(
+            "rpc_client_call_duration",
+            "Duration of outgoing RPCs through the client stack, retries included (OpenTelemetry rpc.client.call.duration)",
+            Unit::Seconds,
+            client.duration.clone(),
+        );
+        let peers = PeerFamilies {
+            retries: Family::default(),
+            budget_exhausted: Family::default(),
+            breaker_state: Family::default(),
+            breaker_transitions: Family::default(),
+        };
+        registry.register(
+            "tickmesh_client_retries",
+            "Calls the client stack sent again to a peer",
+            peers.retries.clone(),
         );
         registry.register(
-            "grpc_in_flight",
-            "gRPC calls being handled",
-            in_flight.clone(),
+            "tickmesh_client_retry_budget_exhausted",
+            "Retries to a peer not sent because the retry budget was spent",
+            peers.budget_exhausted.clone(),
+        );
+        registry.register(
+            "tickmesh_client_breaker_state",
+            "Circuit breaker state per peer: 0 closed, 1 half-open, 2 open",
+            peers.breaker_state.clone(),
+        );
+        registry.register(
+            "tickmesh_client_breaker_transitions",
+            "Circuit breaker transitions per peer, by the state entered",
+            peers.breaker_transitions.clone(),
         );
         let signals = Family::<OutcomeLabels, Counter>::default();
         registry.register(
-            "signals",
+            "tickmesh_signals",
             "Signal evaluations by outcome: computed, or skipped because the price moved less \
              than processing.skip_unchanged_threshold_percent",
             signals.clone(),
         );
         let active_streams = Gauge::default();
         registry.register(
-            "query_active_streams",
+            "tickmesh_query_active_streams",
             "Open StreamMarketData streams that are making progress or idle, not those stalled on a client that stopped reading (the query service's autoscaling metric)",
             active_streams.clone(),
         );
         registry.register(
-            "protocol_warnings",
+            "tickmesh_protocol_warnings",
             "Warnings of the HTTP/2 stack about peers (e.g. connections cut for too many \
              stream resets); the log shows at most one per 10 s",
             super::logging::protocol_warnings().clone(),
         );
-        let circuit_state = Family::<PeerLabels, Gauge>::default();
-        registry.register(
-            "circuit_state",
-            "Circuit breaker state per peer: 0 closed, 1 half-open, 2 open",
-            circuit_state.clone(),
-        );
         Self {
             inner: Arc::new(Inner {
-                registry,
-                requests,
-                errors,
-                latency,
-                in_flight,
-                circuit_state,
+                registry: std::sync::Mutex::new(registry),
+                server,
+                client,
+                peers,
                 signals,
                 active_streams,
-                methods: Default::default(),
                 extra: Default::default(),
             }),
         }
+    }
+
+    /// Registers more families: `add` gets the process's registry (no prefix: give full names,
+    /// `tickmesh_<component>_...`). Each component registers once per process.
+    pub fn register(&self, add: impl FnOnce(&mut Registry)) {
+        add(&mut self
+            .inner
+            .registry
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()));
     }
 
     /// The metric handles of the method at `path` (classified as `entry`), created on first use.
     ///
     /// Paths come from clients: only the methods the contracts declare (and those of health and
     /// reflection) get series of their own. Any other path counts under the one
-    /// `service="unknown", method="unknown"` series, so made-up paths cannot grow the process
-    /// or `/metrics`.
-    fn method(&self, path: &str, entry: Entry) -> Arc<MethodMetrics> {
+    /// `rpc_service="unknown", rpc_method="unknown"` series, so made-up paths cannot grow the
+    /// process or `/metrics`.
+    fn method(&self, side: Side, path: &str, entry: Entry) -> Arc<MethodMetrics> {
         let known = entry.method.is_some() || OPEN_METHODS.contains(&path);
         let path = if known { path } else { UNKNOWN_PATH };
-        let inner = &self.inner;
-        if let Some(found) = inner
+        let families = match side {
+            Side::Server => &self.inner.server,
+            Side::Client => &self.inner.client,
+        };
+        if let Some(found) = families
             .methods
             .read()
             .unwrap_or_else(|e| e.into_inner())
@@ -209,29 +365,35 @@ impl Metrics {
             return found.clone();
         }
         let (service, method) = match known {
-            true => path
-                .trim_start_matches('/')
-                .split_once('/')
-                .unwrap_or((UNKNOWN, UNKNOWN)),
+            true => {
+                let full = path.trim_start_matches('/');
+                let service = full.split_once('/').map_or(UNKNOWN, |(s, _)| s);
+                (service, full)
+            }
             false => (UNKNOWN, UNKNOWN),
         };
         let labels = MethodLabels {
-            service: service.to_owned(),
-            method: method.to_owned(),
+            rpc_system_name: "grpc",
+            rpc_service: service.to_owned(),
+            rpc_method: method.to_owned(),
         };
         let ok = CallLabels {
-            service: labels.service.clone(),
-            method: labels.method.clone(),
-            code: "0".to_owned(),
+            rpc_system_name: "grpc",
+            rpc_service: labels.rpc_service.clone(),
+            rpc_method: labels.rpc_method.clone(),
+            rpc_response_status_code: "OK",
         };
         let handles = Arc::new(MethodMetrics {
-            in_flight: inner.in_flight.get_or_create(&labels).clone(),
-            latency: inner.latency.get_or_create(&labels).clone(),
-            ok: inner.requests.get_or_create(&ok).clone(),
+            active: match side {
+                Side::Server => families.active.get_or_create(&labels).clone(),
+                // Not registered: counted, never exported.
+                Side::Client => Gauge::default(),
+            },
+            ok: families.duration.get_or_create(&ok).clone(),
             labels,
         });
         // A bounded set of keys: the declared methods, the open ones and UNKNOWN_PATH.
-        inner
+        families
             .methods
             .write()
             .unwrap_or_else(|e| e.into_inner())
@@ -254,14 +416,27 @@ impl Metrics {
         self.inner.active_streams.clone()
     }
 
-    /// The gauge of the circuit breaker in front of `peer`.
-    pub fn circuit_state(&self, peer: &str) -> Gauge {
-        self.inner
-            .circuit_state
-            .get_or_create(&PeerLabels {
+    /// The client-stack metrics of calls to `peer`.
+    pub fn peer(&self, peer: &str) -> PeerMetrics {
+        let labels = PeerLabels {
+            peer: peer.to_owned(),
+        };
+        let peers = &self.inner.peers;
+        // Every series at 0 from the start, so that a rate over them exists before the first
+        // retry or transition (alert rules and dashboards read them).
+        for state in ["open", "half_open", "closed"] {
+            let _ = peers.breaker_transitions.get_or_create(&TransitionLabels {
                 peer: peer.to_owned(),
-            })
-            .clone()
+                state,
+            });
+        }
+        PeerMetrics {
+            peer: peer.to_owned(),
+            retries: peers.retries.get_or_create(&labels).clone(),
+            budget_exhausted: peers.budget_exhausted.get_or_create(&labels).clone(),
+            breaker_state: peers.breaker_state.get_or_create(&labels).clone(),
+            transitions: peers.breaker_transitions.clone(),
+        }
     }
 
     /// Adds families rendered by `source` to every scrape (for counters kept outside this
@@ -274,11 +449,18 @@ impl Metrics {
             .push(source);
     }
 
-    /// The metrics in the Prometheus text exposition format.
+    /// The metrics in the OpenMetrics text exposition format.
     pub fn encode(&self) -> String {
         let mut text = String::new();
-        // Writing into a String cannot fail.
-        let _ = prometheus_client::encoding::text::encode(&mut text, &self.inner.registry);
+        {
+            let registry = self
+                .inner
+                .registry
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            // Writing into a String cannot fail.
+            let _ = prometheus_client::encoding::text::encode(&mut text, &registry);
+        }
         let extra = self.inner.extra.read().unwrap_or_else(|e| e.into_inner());
         // The other families go before the closing `# EOF`: the process's own under the
         // standard names (what the stock dashboards and the Go and Python clients export),
@@ -296,6 +478,15 @@ impl Metrics {
     pub fn layer(&self) -> MetricsLayer {
         MetricsLayer {
             metrics: self.clone(),
+            side: Side::Server,
+        }
+    }
+
+    /// The tower layer that records every call of a client stack, as the caller sees it.
+    pub fn client_layer(&self) -> MetricsLayer {
+        MetricsLayer {
+            metrics: self.clone(),
+            side: Side::Client,
         }
     }
 
@@ -538,6 +729,7 @@ fn label_set_end(line: &str, open: usize) -> usize {
 #[derive(Clone, Debug)]
 pub struct MetricsLayer {
     metrics: Metrics,
+    side: Side,
 }
 
 impl<S> tower::Layer<S> for MetricsLayer {
@@ -559,20 +751,48 @@ where
     fn call(&self, inner: &mut S, request: http::Request<B>) -> Self::Future {
         let method = self
             .metrics
-            .method(request.uri().path(), Entry::of(&request));
-        method.in_flight.inc();
+            .method(self.side, request.uri().path(), Entry::of(&request));
+        method.active.inc();
+        let families = match self.side {
+            Side::Server => Family::clone(&self.metrics.inner.server.duration),
+            Side::Client => Family::clone(&self.metrics.inner.client.duration),
+        };
         Measured {
             call: inner.call(request),
-            metrics: Some((method, Arc::clone(&self.metrics.inner), Instant::now())),
+            metrics: Some((method, families, Instant::now())),
         }
     }
+}
+
+/// The trace of the span the caller is in, when it is recorded (the RPC span the trace layer
+/// opened around this call); `None` at the cost of one atomic load when nothing is exported.
+fn current_trace() -> Option<TraceLabels> {
+    use opentelemetry::trace::TraceContextExt as _;
+    use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+    if !super::logging::exporting_spans() {
+        return None;
+    }
+    let span = tracing::Span::current();
+    if span.is_none() || span.is_disabled() {
+        return None;
+    }
+    let context = span.context();
+    let ids = context.span().span_context().clone();
+    (ids.is_valid() && ids.is_sampled()).then(|| TraceLabels {
+        trace_id: ids.trace_id().to_string(),
+        span_id: ids.span_id().to_string(),
+    })
 }
 
 /// A call whose outcome and latency are recorded when it completes.
 pub struct Measured<F> {
     call: F,
     /// Taken when recorded.
-    metrics: Option<(Arc<MethodMetrics>, Arc<Inner>, Instant)>,
+    metrics: Option<(
+        Arc<MethodMetrics>,
+        Family<CallLabels, TracedHistogram>,
+        Instant,
+    )>,
 }
 
 impl<F, R, E> Future for Measured<F>
@@ -583,28 +803,31 @@ where
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
         let response = std::task::ready!(Pin::new(&mut self.call).poll(cx));
-        if let Some((method, inner, started)) = self.metrics.take() {
-            method.in_flight.dec();
-            method.latency.observe(started.elapsed().as_secs_f64());
+        if let Some((method, families, started)) = self.metrics.take() {
+            method.active.dec();
+            let elapsed = started.elapsed().as_secs_f64();
             let code = match &response {
                 Ok(r) => r
                     .headers()
                     .get("grpc-status")
                     .and_then(|v| v.to_str().ok())
-                    .unwrap_or("0"),
+                    .map_or("OK", code_name),
                 // The transport failed before any status: UNKNOWN.
-                Err(_) => "2",
+                Err(_) => "UNKNOWN",
             };
-            if code == "0" {
-                method.ok.inc();
+            let exemplar = current_trace();
+            if code == "OK" {
+                method.ok.observe(elapsed, exemplar, None);
             } else {
                 let labels = CallLabels {
-                    service: method.labels.service.clone(),
-                    method: method.labels.method.clone(),
-                    code: code.to_owned(),
+                    rpc_system_name: "grpc",
+                    rpc_service: method.labels.rpc_service.clone(),
+                    rpc_method: method.labels.rpc_method.clone(),
+                    rpc_response_status_code: code,
                 };
-                inner.requests.get_or_create(&labels).inc();
-                inner.errors.get_or_create(&labels).inc();
+                families
+                    .get_or_create(&labels)
+                    .observe(elapsed, exemplar, None);
             }
         }
         Poll::Ready(response)
@@ -613,9 +836,9 @@ where
 
 impl<F> Drop for Measured<F> {
     fn drop(&mut self) {
-        // A call dropped before it completed (the client went away) leaves the in-flight count.
+        // A call dropped before it completed (the client went away) leaves the active count.
         if let Some((method, _, _)) = self.metrics.take() {
-            method.in_flight.dec();
+            method.active.dec();
         }
     }
 }

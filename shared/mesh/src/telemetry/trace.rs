@@ -1,8 +1,13 @@
 //! Distributed tracing of gRPC calls.
 //!
-//! Server side, [`ServerTraceLayer`] opens one span per RPC with the standard RPC attributes
-//! (`rpc.system`, `rpc.service`, `rpc.method`, `rpc.grpc.status_code`) whose parent is the W3C
-//! `traceparent`/`tracestate` of the incoming metadata. Client side, [`ClientTraceLayer`] opens a
+//! Server side, [`ServerTraceLayer`] opens one span per RPC whose parent is the W3C
+//! `traceparent`/`tracestate` of the incoming metadata, with the attributes of the stable
+//! OpenTelemetry RPC conventions (v1.38 and later): `rpc.system.name`, `rpc.method`
+//! (`package.Service/Method`), `rpc.response.status_code` (the code's name). tickmesh emitted
+//! the older experimental ones (`rpc.system`, `rpc.service`, `rpc.grpc.status_code`) before
+//! 0.2; as the conventions' migration plan describes, `OTEL_SEMCONV_STABILITY_OPT_IN=rpc/dup`
+//! emits those too (where both define `rpc.method`, the stable value wins). Unlike the plan's
+//! default, the stable names are the default here: tickmesh is before its 1.0. Client side, [`ClientTraceLayer`] opens a
 //! client span and writes its context into the outgoing metadata, so one user call that crosses
 //! services is one trace. Spans go to OTLP when [`super::logging`] installed an exporter, and
 //! cost next to nothing when it did not.
@@ -55,6 +60,61 @@ fn rpc_names(path: &str) -> (&str, &str) {
     path.split_once('/').unwrap_or((path, ""))
 }
 
+/// Whether `OTEL_SEMCONV_STABILITY_OPT_IN` asks for the old RPC attributes next to the stable
+/// ones (`rpc/dup` in its comma-separated list).
+fn duplicate_old_attributes() -> bool {
+    static DUP: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *DUP.get_or_init(|| {
+        std::env::var("OTEL_SEMCONV_STABILITY_OPT_IN")
+            .is_ok_and(|v| v.split(',').any(|item| item.trim() == "rpc/dup"))
+    })
+}
+
+/// The span of one RPC at `path`, on the `server` or the client side.
+fn rpc_span(path: &str, server: bool) -> tracing::Span {
+    let full = path.trim_start_matches('/');
+    let kind = if server { "server" } else { "client" };
+    // Span names are static in `tracing`: one call site per name and attribute set.
+    match (server, duplicate_old_attributes()) {
+        (true, false) => tracing::info_span!(
+            target: RPC_TARGET,
+            "grpc.server",
+            otel.name = %full,
+            otel.kind = kind,
+            otel.status_code = tracing::field::Empty,
+            rpc.system.name = "grpc",
+            rpc.method = %full,
+            rpc.response.status_code = tracing::field::Empty,
+        ),
+        (false, false) => tracing::info_span!(
+            target: RPC_TARGET,
+            "grpc.client",
+            otel.name = %full,
+            otel.kind = kind,
+            otel.status_code = tracing::field::Empty,
+            rpc.system.name = "grpc",
+            rpc.method = %full,
+            rpc.response.status_code = tracing::field::Empty,
+        ),
+        (_, true) => {
+            let (service, _) = rpc_names(path);
+            tracing::info_span!(
+                target: RPC_TARGET,
+                "grpc",
+                otel.name = %full,
+                otel.kind = kind,
+                otel.status_code = tracing::field::Empty,
+                rpc.system.name = "grpc",
+                rpc.method = %full,
+                rpc.response.status_code = tracing::field::Empty,
+                rpc.system = "grpc",
+                rpc.service = %service,
+                rpc.grpc.status_code = tracing::field::Empty,
+            )
+        }
+    }
+}
+
 /// The gRPC status code a response carries in its headers (trailers-only responses; a
 /// response that streams a body reports OK here).
 fn status_code(response: &http::Response<tonic::body::Body>) -> i64 {
@@ -67,7 +127,13 @@ fn status_code(response: &http::Response<tonic::body::Body>) -> i64 {
 }
 
 fn record_status(span: &tracing::Span, code: i64) {
-    span.record("rpc.grpc.status_code", code);
+    span.record(
+        "rpc.response.status_code",
+        super::metrics::code_name(&code.to_string()),
+    );
+    if duplicate_old_attributes() {
+        span.record("rpc.grpc.status_code", code);
+    }
     if code != 0 {
         span.record("otel.status_code", "ERROR");
     }
@@ -96,18 +162,7 @@ impl<S: GrpcService<B>, B> OnCall<S, B> for ServerTraceLayer {
         if Entry::of(&request).open {
             return Either::Left(inner.call(request));
         }
-        let (service, method) = rpc_names(path);
-        let span = tracing::info_span!(
-            target: RPC_TARGET,
-            "grpc.server",
-            otel.name = %path.trim_start_matches('/'),
-            otel.kind = "server",
-            otel.status_code = tracing::field::Empty,
-            rpc.system = "grpc",
-            rpc.service = %service,
-            rpc.method = %method,
-            rpc.grpc.status_code = tracing::field::Empty,
-        );
+        let span = rpc_span(path, true);
         // Nobody records RPC spans (no OTLP, and the log filter leaves them out).
         if span.is_disabled() {
             return Either::Left(inner.call(request));
@@ -145,18 +200,7 @@ impl<S: GrpcService<B>, B> OnCall<S, B> for ClientTraceLayer {
 
     fn call(&self, inner: &mut S, mut request: http::Request<B>) -> Self::Future {
         let path = request.uri().path().to_owned();
-        let (service, method) = rpc_names(&path);
-        let span = tracing::info_span!(
-            target: RPC_TARGET,
-            "grpc.client",
-            otel.name = %path.trim_start_matches('/'),
-            otel.kind = "client",
-            otel.status_code = tracing::field::Empty,
-            rpc.system = "grpc",
-            rpc.service = %service,
-            rpc.method = %method,
-            rpc.grpc.status_code = tracing::field::Empty,
-        );
+        let span = rpc_span(&path, false);
         let context = span.context();
         opentelemetry::global::get_text_map_propagator(|propagator| {
             propagator.inject_context(&context, &mut HeaderInjector(request.headers_mut()));
