@@ -652,6 +652,14 @@ def table(res: dict, s: dict) -> list[list[str]]:
             f"bare tonic {n0(k['bare']['calls_per_second'])} calls/s",
             f"throughput **{k['ratio']['throughput']:.2f}x**, median of {k['rounds']} ABBA rounds' ratios {k['ratio'].get('throughput_median_of_rounds', float('nan')):.2f}x (goal >= 0.96x); p50 {ratio(k['ratio']['p50'])}, p99 {ratio(k['ratio']['p99'])}",
         ])
+        if "metrics_only" in k:
+            mr = k["metrics_ratio"]
+            rows.append([
+                "the metrics layer alone on `GetConfig` (bare tonic + `Metrics::layer`, same rounds)",
+                f"{n0(k['metrics_only']['calls_per_second'])} calls/s",
+                f"bare tonic {n0(k['bare']['calls_per_second'])} calls/s",
+                f"throughput {mr['throughput']:.2f}x, median of rounds {mr['throughput_median_of_rounds']:.2f}x; p50 {ratio(mr['p50'])}, p99 {ratio(mr['p99'])}",
+            ])
     if "query" in res:
         q = res["query"]
         rows.append(latency_row(f"`GetLatestPrices`, 1 symbol, cache warm ({CONCURRENCY} callers, 1 connection; goal >= 0.8x)", q["latest"]))

@@ -1,7 +1,8 @@
 //! What the mesh's server stack costs. The same RPC (`ConfigService.GetConfig`, the same
 //! implementation) is served twice in this process: by a bare tonic server, and by
 //! `tickmesh_mesh::serve` with the whole stack (trace span, RED metrics, API-key auth, per-caller
-//! rate limit, load shedding, default deadline, message-size status). A closed-loop load of
+//! rate limit, load shedding, default deadline, message-size status); a third server is the
+//! bare one with only the metrics layer, for that layer's own cost. A closed-loop load of
 //! `--concurrency` callers over `--connections` HTTP/2 connections runs against each in turn,
 //! alternating rounds (ABBA), and the report gives the stack's throughput and latency as ratios to the
 //! bare server's.
@@ -83,6 +84,25 @@ async fn bare(config: &ConfigHandle, shutdown: &Shutdown) -> anyhow::Result<Sock
     let addr = listener.local_addr()?;
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     let server = tonic::transport::Server::builder()
+        .add_service(tickmesh_mesh::server::config_service::server(
+            config, shutdown,
+        ))
+        .serve_with_incoming(incoming);
+    tokio::spawn(server);
+    Ok(addr)
+}
+
+/// The bare server with only the metrics layer (what recording RPC metrics costs by itself).
+async fn measured(
+    config: &ConfigHandle,
+    metrics: &Metrics,
+    shutdown: &Shutdown,
+) -> anyhow::Result<SocketAddr> {
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+    let server = tonic::transport::Server::builder()
+        .layer(metrics.layer())
         .add_service(tickmesh_mesh::server::config_service::server(
             config, shutdown,
         ))
@@ -182,7 +202,9 @@ fn main() -> anyhow::Result<()> {
         let shutdown = Shutdown::new();
         let bare_addr = bare(&config, &shutdown).await?;
         let (stacked_addr, _store_dir) = stacked(&config, &shutdown).await?;
-        // Warm-up of both.
+        let metrics_only = Metrics::new();
+        let measured_addr = measured(&config, &metrics_only, &shutdown).await?;
+        // Warm-up of all three.
         let warm = Args {
             seconds: 0.5,
             json: None,
@@ -190,22 +212,28 @@ fn main() -> anyhow::Result<()> {
         };
         round(bare_addr, &warm).await?;
         round(stacked_addr, &warm).await?;
+        round(measured_addr, &warm).await?;
 
         let (mut bare_rates, mut stacked_rates) = (Vec::new(), Vec::new());
         let (mut bare_lat, mut stacked_lat) = (Vec::new(), Vec::new());
+        let (mut measured_rates, mut measured_lat) = (Vec::new(), Vec::new());
         for r in 0..args.rounds {
-            // ABBA: which server goes first alternates, so a drift of the host over a pair
-            // (a build starting, a CPU frequency step) does not favour one side.
+            // Which server goes first alternates (ABBA for the bare / full pair, the metrics-only
+            // one in between), so a drift of the host over a round (a build starting, a CPU
+            // frequency step) does not favour one side.
             let order = if r % 2 == 0 {
-                [bare_addr, stacked_addr]
+                [bare_addr, measured_addr, stacked_addr]
             } else {
-                [stacked_addr, bare_addr]
+                [stacked_addr, measured_addr, bare_addr]
             };
             for addr in order {
                 let (rate, lat) = round(addr, &args).await?;
                 if addr == bare_addr {
                     bare_rates.push(rate);
                     bare_lat.extend(lat);
+                } else if addr == measured_addr {
+                    measured_rates.push(rate);
+                    measured_lat.extend(lat);
                 } else {
                     stacked_rates.push(rate);
                     stacked_lat.extend(lat);
@@ -229,10 +257,19 @@ fn main() -> anyhow::Result<()> {
             .collect();
         paired.sort_by(f64::total_cmp);
         let median_ratio = paired[paired.len() / 2];
+        let mut measured_paired: Vec<f64> = bare_rates
+            .iter()
+            .zip(&measured_rates)
+            .map(|(b, m)| m / b)
+            .collect();
+        measured_paired.sort_by(f64::total_cmp);
+        let measured_median = measured_paired[measured_paired.len() / 2];
         bare_lat.sort();
         stacked_lat.sort();
+        measured_lat.sort();
         let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
         let (b, s) = (mean(&bare_rates), mean(&stacked_rates));
+        let m = mean(&measured_rates);
         println!(
             "GetConfig, {} callers over {} connections, {} rounds of {} s each:",
             args.concurrency, args.connections, args.rounds, args.seconds
@@ -243,6 +280,7 @@ fn main() -> anyhow::Result<()> {
         );
         for (name, rate, lat) in [
             ("bare tonic", b, &bare_lat),
+            ("metrics only", m, &measured_lat),
             ("full stack", s, &stacked_lat),
         ] {
             println!(
@@ -258,6 +296,13 @@ fn main() -> anyhow::Result<()> {
             (s / b - 1.0) * 100.0,
             quantile(&stacked_lat, 0.5) / quantile(&bare_lat, 0.5),
             quantile(&stacked_lat, 0.99) / quantile(&bare_lat, 0.99)
+        );
+        println!(
+            "metrics layer / bare: throughput {:.3}x (median of the rounds' ratios \
+             {measured_median:.3}x), p50 {:.2}x, p99 {:.2}x",
+            m / b,
+            quantile(&measured_lat, 0.5) / quantile(&bare_lat, 0.5),
+            quantile(&measured_lat, 0.99) / quantile(&bare_lat, 0.99)
         );
         if let Some(path) = &args.json {
             let side = |rate: f64, rates: &[f64], lat: &[Duration]| {
@@ -276,6 +321,13 @@ fn main() -> anyhow::Result<()> {
                 "seconds": args.seconds,
                 "bare": side(b, &bare_rates, &bare_lat),
                 "full_stack": side(s, &stacked_rates, &stacked_lat),
+                "metrics_only": side(m, &measured_rates, &measured_lat),
+                "metrics_ratio": {
+                    "throughput": m / b,
+                    "throughput_median_of_rounds": measured_median,
+                    "p50": quantile(&measured_lat, 0.5) / quantile(&bare_lat, 0.5),
+                    "p99": quantile(&measured_lat, 0.99) / quantile(&bare_lat, 0.99),
+                },
                 "ratio": {
                     "throughput": s / b,
                     "throughput_median_of_rounds": median_ratio,
