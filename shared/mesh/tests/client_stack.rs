@@ -170,7 +170,13 @@ async fn the_retry_budget_stops_a_retry_storm() {
     let (replica, addr) = replica().await;
     replica.failures.store(u32::MAX, Ordering::SeqCst);
     // Up to 5 attempts per call, but retries may only be 10 % of calls (+1/s).
-    let mut client = client(config(5, 100_000), &StaticAddrs::new(vec![addr]));
+    let metrics = tickmesh_mesh::Metrics::new();
+    let mut settings =
+        ClientSettings::new("tickmesh.v1.ConfigService", Arc::new(config(5, 100_000)));
+    settings.metrics = Some(metrics.clone());
+    let mut client = ConfigServiceClient::new(
+        connect(&settings, StaticAddrs::new(vec![addr]), &Shutdown::new()).unwrap(),
+    );
     let calls = 200;
     for _ in 0..calls {
         let err = client.get_config(GetConfigRequest {}).await.unwrap_err();
@@ -184,6 +190,17 @@ async fn the_retry_budget_stops_a_retry_storm() {
         sent <= calls + calls / 10 + 12,
         "{sent} attempts for {calls} calls: a retry storm"
     );
+    // The retries sent and the ones the budget refused are counted.
+    let text = metrics.encode();
+    let value = |name: &str| -> u32 {
+        let prefix = format!("{name}{{peer=\"tickmesh.v1.ConfigService\"}} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(prefix.as_str()))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in\n{text}"))
+    };
+    assert_eq!(value("tickmesh_client_retries_total"), sent - calls);
+    assert!(value("tickmesh_client_retry_budget_exhausted_total") >= calls - (sent - calls));
 }
 
 #[tokio::test]
@@ -233,6 +250,14 @@ async fn the_breaker_opens_fails_fast_and_closes_after_recovery() {
     }
     assert_eq!(replica.calls.load(Ordering::SeqCst), 8);
     assert_eq!(state(&metrics), "0", "closed is exported as 0");
+    // Each transition counted once, by the state entered.
+    let text = metrics.encode();
+    for (to, times) in [("open", 1), ("half_open", 1), ("closed", 1)] {
+        let line = format!(
+            "tickmesh_client_breaker_transitions_total{{peer=\"tickmesh.v1.ConfigService\",state=\"{to}\"}} {times}"
+        );
+        assert!(text.contains(&line), "no `{line}` in\n{text}");
+    }
     // Closed again: it takes 3 new failures to open it.
     replica.failures.store(2, Ordering::SeqCst);
     for _ in 0..2 {

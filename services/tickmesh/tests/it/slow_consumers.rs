@@ -171,6 +171,16 @@ async fn streams_that_stop_reading_are_cut_and_stop_counting_while_a_reader_stay
         "stalled streams cut by the server {:?} after the first write",
         started.elapsed()
     );
+    // And counted, for the alert on cut subscribers.
+    let metrics = tokio::task::block_in_place(|| scrape(&mesh.metrics));
+    let counted: f64 = metrics
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("tickmesh_query_slow_subscribers_cut_total{reason=\"stalled\"} ")
+        })
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no cut counter in\n{metrics}"));
+    assert!(counted >= STALLED as f64, "{counted} cut streams counted");
 
     // Each stalled subscriber, reading at last, gets what was buffered for it, then
     // RESOURCE_EXHAUSTED naming the resume point: the time of the last event it got.
