@@ -263,6 +263,14 @@ async fn a_bar_held_by_a_dead_replica_gets_its_signals_from_the_survivor_exactly
         "the held bar was taken over after {recovered:?}, before bus.claim_idle ({CLAIM_IDLE:?})"
     );
     eprintln!("held bar recovered {recovered:?} after the dead replica's last delivery");
+    // The survivor counted what it claimed: the redeliveries an operator alerts on.
+    let metrics = crate::support::scrape(&computation.metrics);
+    let claimed: f64 = metrics
+        .lines()
+        .filter(|l| l.starts_with("tickmesh_bus_redeliveries_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert!(claimed >= 1.0, "no redelivery counted:\n{metrics}");
     assert_eq!(
         pg.psql(&format!(
             "select count(*) from signals where time_us < {}",
