@@ -87,48 +87,14 @@ fn start_prometheus(mesh: &FourProcesses) -> Prometheus {
 
 /// `GET path` on Prometheus's HTTP API, as JSON; `None` while it does not answer.
 fn api(prometheus: &Prometheus, path_and_query: &str) -> Option<serde_json::Value> {
-    use std::io::{Read, Write};
     let addr = prometheus.url.trim_start_matches("http://");
-    let mut conn = std::net::TcpStream::connect(addr).ok()?;
-    conn.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
-    write!(
-        conn,
-        "GET {path_and_query} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut answer = Vec::new();
-    conn.read_to_end(&mut answer).ok()?;
-    let answer = String::from_utf8_lossy(&answer);
-    let (head, body) = answer.split_once("\r\n\r\n")?;
-    if !head.starts_with("HTTP/1.1 200") {
-        return None;
-    }
-    // Prometheus answers small JSON in one piece, larger in chunks.
-    let body = if head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
-    {
-        dechunk(body)
-    } else {
-        body.to_owned()
-    };
-    serde_json::from_str(&body).ok()
-}
-
-/// The body of a chunked HTTP/1.1 answer.
-fn dechunk(mut body: &str) -> String {
-    let mut out = String::new();
-    while let Some((size, rest)) = body.split_once("\r\n") {
-        let Ok(size) = usize::from_str_radix(size.trim(), 16) else {
-            break;
-        };
-        if size == 0 || rest.len() < size {
-            break;
-        }
-        out.push_str(&rest[..size]);
-        body = rest[size..].trim_start_matches("\r\n");
-    }
-    out
+    // Not listening yet: say so instead of failing (the raw exchange would panic).
+    std::net::TcpStream::connect(addr).ok()?;
+    let (status, _, body) =
+        crate::support::http(addr, &format!("GET {path_and_query} HTTP/1.1"), b"");
+    (status == 200)
+        .then(|| serde_json::from_slice(&body).ok())
+        .flatten()
 }
 
 /// The samples of an instant query.

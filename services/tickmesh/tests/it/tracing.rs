@@ -75,6 +75,21 @@ fn traced(target: &str, store: &std::path::Path, otlp: u16, extra: &[(&str, OsSt
     )
 }
 
+/// The first exported server span (kind 2) of an IngestCandles call, within 10 s.
+fn ingest_candles_server_span(otlp: &Receiver) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let span = otlp
+            .spans
+            .recv_timeout(Duration::from_millis(500))
+            .unwrap_or_else(|e| panic!("no IngestCandles server span ({e})"));
+        if span["name"] == "tickmesh.v1.IngestionService/IngestCandles" && span["kind"] == 2 {
+            return span;
+        }
+        assert!(Instant::now() < deadline, "no IngestCandles server span");
+    }
+}
+
 // Multi-threaded, so that the client's connection task answers the server's GOAWAY while this
 // thread waits for the processes to exit.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -209,17 +224,7 @@ async fn a_log_line_written_inside_a_request_carries_its_trace_and_span_ids() {
     assert!(ingestion.wait_exit(Duration::from_secs(15)).success());
 
     // The server span of the call, as exported.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let server = loop {
-        let span = otlp
-            .spans
-            .recv_timeout(Duration::from_millis(500))
-            .unwrap_or_else(|e| panic!("no IngestCandles server span ({e})"));
-        if span["name"] == "tickmesh.v1.IngestionService/IngestCandles" && span["kind"] == 2 {
-            break span;
-        }
-        assert!(Instant::now() < deadline, "no IngestCandles server span");
-    };
+    let server = ingest_candles_server_span(&otlp);
     assert_eq!(server["trace_id"], trace_id, "{server:#}");
     // The handler's "write committed" line: same trace, the server span's id.
     let log = ingestion.log();
@@ -267,17 +272,7 @@ async fn semconv_opt_in_rpc_dup_adds_the_old_attributes_next_to_the_stable_ones(
         .unwrap_err();
     ingestion.terminate();
     assert!(ingestion.wait_exit(Duration::from_secs(15)).success());
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let server = loop {
-        let span = otlp
-            .spans
-            .recv_timeout(Duration::from_millis(500))
-            .unwrap_or_else(|e| panic!("no IngestCandles server span ({e})"));
-        if span["name"] == "tickmesh.v1.IngestionService/IngestCandles" && span["kind"] == 2 {
-            break span;
-        }
-        assert!(Instant::now() < deadline, "no IngestCandles server span");
-    };
+    let server = ingest_candles_server_span(&otlp);
     let attributes = &server["attributes"];
     assert_eq!(attributes["rpc.system.name"], "grpc", "{server:#}");
     assert_eq!(

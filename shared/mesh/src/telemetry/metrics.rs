@@ -176,6 +176,8 @@ struct MethodMetrics {
     labels: MethodLabels,
     active: Gauge,
     ok: TracedHistogram,
+    /// The side's duration family, for the series of the other status codes.
+    durations: Family<CallLabels, TracedHistogram>,
 }
 
 /// Labels of a signal evaluation's outcome.
@@ -390,6 +392,7 @@ impl Metrics {
                 Side::Client => Gauge::default(),
             },
             ok: families.duration.get_or_create(&ok).clone(),
+            durations: families.duration.clone(),
             labels,
         });
         // A bounded set of keys: the declared methods, the open ones and UNKNOWN_PATH.
@@ -753,13 +756,9 @@ where
             .metrics
             .method(self.side, request.uri().path(), Entry::of(&request));
         method.active.inc();
-        let families = match self.side {
-            Side::Server => Family::clone(&self.metrics.inner.server.duration),
-            Side::Client => Family::clone(&self.metrics.inner.client.duration),
-        };
         Measured {
             call: inner.call(request),
-            metrics: Some((method, families, Instant::now())),
+            metrics: Some((method, Instant::now())),
         }
     }
 }
@@ -788,11 +787,7 @@ fn current_trace() -> Option<TraceLabels> {
 pub struct Measured<F> {
     call: F,
     /// Taken when recorded.
-    metrics: Option<(
-        Arc<MethodMetrics>,
-        Family<CallLabels, TracedHistogram>,
-        Instant,
-    )>,
+    metrics: Option<(Arc<MethodMetrics>, Instant)>,
 }
 
 impl<F, R, E> Future for Measured<F>
@@ -803,7 +798,7 @@ where
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
         let response = std::task::ready!(Pin::new(&mut self.call).poll(cx));
-        if let Some((method, families, started)) = self.metrics.take() {
+        if let Some((method, started)) = self.metrics.take() {
             method.active.dec();
             let elapsed = started.elapsed().as_secs_f64();
             let code = match &response {
@@ -825,7 +820,8 @@ where
                     rpc_method: method.labels.rpc_method.clone(),
                     rpc_response_status_code: code,
                 };
-                families
+                method
+                    .durations
                     .get_or_create(&labels)
                     .observe(elapsed, exemplar, None);
             }
@@ -837,7 +833,7 @@ where
 impl<F> Drop for Measured<F> {
     fn drop(&mut self) {
         // A call dropped before it completed (the client went away) leaves the active count.
-        if let Some((method, _, _)) = self.metrics.take() {
+        if let Some((method, _)) = self.metrics.take() {
             method.active.dec();
         }
     }
