@@ -103,6 +103,15 @@ pub enum Refusal {
         /// `server.default_timeout`.
         timeout: Duration,
     },
+    /// A unary call asked for a deadline longer than the server allows and ran past that.
+    #[error(
+        "the call asked for a deadline over the server's ceiling of {max:?} \
+         (server.max_timeout) and ran past the ceiling"
+    )]
+    DeadlineCeiling {
+        /// `server.max_timeout`.
+        max: Duration,
+    },
     /// A unary call without a deadline got no answer within the client's default one.
     #[error("no answer within the default deadline of {timeout:?}")]
     ClientDeadline {
@@ -140,7 +149,9 @@ impl Refusal {
             Self::Overloaded { .. } | Self::BreakerOpen { .. } | Self::Draining => {
                 Code::Unavailable
             }
-            Self::ServerDeadline { .. } | Self::ClientDeadline { .. } => Code::DeadlineExceeded,
+            Self::ServerDeadline { .. }
+            | Self::DeadlineCeiling { .. }
+            | Self::ClientDeadline { .. } => Code::DeadlineExceeded,
             Self::BadField { .. } => Code::InvalidArgument,
             Self::NotYet { .. } => Code::Unimplemented,
         }

@@ -1,5 +1,6 @@
 //! The server-side deadlines. A caller's `grpc-timeout` is honoured by tonic itself
-//! (DEADLINE_EXCEEDED when it passes), up to `server.max_timeout`: a longer one is cut to that;
+//! (DEADLINE_EXCEEDED when it passes), up to `server.max_timeout`: past that, this layer ends
+//! the call (tonic reads the header before any layer of ours could shorten it);
 //! a unary call that sets none gets `server.default_timeout` instead, so no call can hold a slot
 //! forever. A unary call's request message must arrive within `server.request_body_timeout`
 //! of its headers ([`BodyTimeoutLayer`]). Streams are left alone: a long `IngestTicks` or a
@@ -9,8 +10,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
-
-use futures_util::future::Either;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use crate::layer::{GrpcService, Layered, OnCall};
@@ -63,40 +63,78 @@ impl<S> tower::Layer<S> for DefaultDeadlineLayer {
     }
 }
 
-impl<S: GrpcService<B>, B> OnCall<S, B> for DefaultDeadlineLayer {
-    // The inner call as it is when the caller set a deadline, else boxed with the default.
-    type Future =
-        Either<S::Future, Pin<Box<dyn Future<Output = Result<S::Response, S::Error>> + Send>>>;
+impl<S, B> OnCall<S, B> for DefaultDeadlineLayer
+where
+    S: GrpcService<B>,
+    S::Future: Unpin,
+{
+    // No box of its own: the inner call, with a timer made only if it has to be waited for.
+    type Future = Bounded<S::Future>;
 
-    fn call(&self, inner: &mut S, mut request: http::Request<B>) -> Self::Future {
-        let unary = Entry::of(&request).unary();
-        if let (true, Some(max)) = (unary, self.max) {
-            let asked = request.headers().get("grpc-timeout").map(|value| {
-                value
-                    .to_str()
-                    .ok()
-                    .and_then(parse_grpc_timeout)
-                    .unwrap_or(Duration::MAX)
-            });
-            // Too long, or not a timeout at all: the ceiling (tonic would ignore a bad value).
-            if asked.is_some_and(|asked| asked > max) {
-                let ceiling = format!("{}m", max.as_millis().min(99_999_999));
-                if let Ok(value) = http::HeaderValue::from_str(&ceiling) {
-                    request.headers_mut().insert("grpc-timeout", value);
-                }
+    fn call(&self, inner: &mut S, request: http::Request<B>) -> Self::Future {
+        let bound = if Entry::of(&request).unary() {
+            match request.headers().get("grpc-timeout") {
+                // tonic's own timer runs from the header, read before this layer; a longer one
+                // than the ceiling (or one that is not a timeout at all, which tonic ignores)
+                // is cut here.
+                Some(value) => self.max.and_then(|max| {
+                    let asked = value.to_str().ok().and_then(parse_grpc_timeout);
+                    asked.is_none_or(|asked| asked > max).then_some((max, true))
+                }),
+                None => (!self.timeout.is_zero()).then_some((self.timeout, false)),
             }
+        } else {
+            None
+        };
+        Bounded {
+            call: inner.call(request),
+            bound: bound.map(|(after, ceiling)| Bound {
+                after,
+                ceiling,
+                timer: None,
+            }),
         }
-        if self.timeout.is_zero() || !unary || request.headers().contains_key("grpc-timeout") {
-            return Either::Left(inner.call(request));
+    }
+}
+
+/// A call that ends with its refusal when its bound passes first.
+pub struct Bounded<F> {
+    call: F,
+    bound: Option<Bound>,
+}
+
+struct Bound {
+    after: Duration,
+    /// The caller asked for longer than `server.max_timeout` (else: it asked for nothing).
+    ceiling: bool,
+    /// Armed at the first poll that finds the call not done: most unary calls answer at once.
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl<F, E> Future for Bounded<F>
+where
+    F: Future<Output = Result<http::Response<tonic::body::Body>, E>> + Unpin,
+{
+    type Output = F::Output;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        if let Poll::Ready(output) = Pin::new(&mut self.call).poll(cx) {
+            return Poll::Ready(output);
         }
-        let timeout = self.timeout;
-        let call = inner.call(request);
-        Either::Right(Box::pin(async move {
-            match tokio::time::timeout(timeout, call).await {
-                Ok(response) => response,
-                Err(_) => Ok(Refusal::ServerDeadline { timeout }.into_http()),
-            }
-        }))
+        let Some(bound) = self.bound.as_mut() else {
+            return Poll::Pending;
+        };
+        let after = bound.after;
+        let timer = bound
+            .timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(after)));
+        std::task::ready!(timer.as_mut().poll(cx));
+        let refusal = if bound.ceiling {
+            Refusal::DeadlineCeiling { max: after }
+        } else {
+            Refusal::ServerDeadline { timeout: after }
+        };
+        Poll::Ready(Ok(refusal.into_http()))
     }
 }
 
@@ -203,8 +241,64 @@ impl http_body::Body for TimedBody {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_grpc_timeout;
-    use std::time::Duration;
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    /// A handler that never answers, behind the layer with a 50 ms default and a 200 ms ceiling.
+    fn stuck() -> impl tower::Service<
+        http::Request<()>,
+        Response = http::Response<tonic::body::Body>,
+        Error = std::convert::Infallible,
+        Future: Unpin,
+    > {
+        let layer = DefaultDeadlineLayer::new(Duration::from_millis(50))
+            .with_max(Duration::from_millis(200));
+        tower::Layer::layer(
+            &layer,
+            tower::service_fn(|_: http::Request<()>| {
+                std::future::pending::<
+                    Result<http::Response<tonic::body::Body>, std::convert::Infallible>,
+                >()
+            }),
+        )
+    }
+
+    async fn status_after(timeout: Option<&str>) -> (String, Duration) {
+        let mut request = http::Request::builder().uri("/tickmesh.v1.QueryService/GetCandles");
+        if let Some(t) = timeout {
+            request = request.header("grpc-timeout", t);
+        }
+        let started = std::time::Instant::now();
+        let response = tower::ServiceExt::oneshot(stuck(), request.body(()).unwrap())
+            .await
+            .unwrap();
+        let status = tonic::Status::from_header_map(response.headers()).unwrap();
+        (
+            format!("{:?}: {}", status.code(), status.message()),
+            started.elapsed(),
+        )
+    }
+
+    #[tokio::test]
+    async fn a_call_without_a_deadline_ends_at_the_default_and_a_longer_one_at_the_ceiling() {
+        let (status, after) = status_after(None).await;
+        assert!(
+            status.contains("DeadlineExceeded") && status.contains("default_timeout"),
+            "{status}"
+        );
+        assert!(after >= Duration::from_millis(50), "{after:?}");
+        // 1,000 s asked, 200 ms allowed (tonic's own timer would only fire at 1,000 s).
+        let (status, after) = status_after(Some("1000S")).await;
+        assert!(
+            status.contains("DeadlineExceeded") && status.contains("max_timeout"),
+            "{status}"
+        );
+        assert!(after >= Duration::from_millis(200), "{after:?}");
+        // Not a timeout tonic understands: the ceiling too.
+        let (status, after) = status_after(Some("soon")).await;
+        assert!(status.contains("max_timeout"), "{status}");
+        assert!(after >= Duration::from_millis(200), "{after:?}");
+    }
 
     #[test]
     fn grpc_timeouts_parse_as_the_spec_writes_them() {

@@ -1,5 +1,5 @@
-//! What handlers see of a draining server: every request carries a [`Draining`] in its
-//! extensions, so a long call (a client stream) can stop taking new work at shutdown and end
+//! What handlers see of a draining server: every request of a call that streams carries a
+//! [`Draining`] in its extensions, so a long call (a client stream) can stop taking new work at shutdown and end
 //! with what it has done; and the server counts the calls whose handlers are still running, so
 //! the ones cut off at the end of the grace period can be counted. Once draining, a new call
 //! (other than health and reflection) is refused with UNAVAILABLE and `RetryInfo`, while the
@@ -9,6 +9,9 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+
+use futures_util::future::{Either, Ready, ready};
 
 use crate::Shutdown;
 use crate::layer::{GrpcService, Layered, OnCall};
@@ -81,29 +84,45 @@ impl<S> tower::Layer<S> for DrainLayer {
     }
 }
 
-type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
-
 impl<S, B> OnCall<S, B> for DrainLayer
 where
     S: GrpcService<B>,
+    S::Future: Unpin,
 {
-    type Future = BoxFuture<Result<S::Response, S::Error>>;
+    // No box of its own: the inner call counted while it runs, or the refusal.
+    type Future = Either<Running<S::Future>, Ready<Result<S::Response, S::Error>>>;
 
     fn call(&self, inner: &mut S, mut request: http::Request<B>) -> Self::Future {
-        if self.shutdown.is_triggered() && !Entry::of(&request).open {
-            return Box::pin(std::future::ready(Ok(Refusal::Draining.into_http())));
+        let entry = Entry::of(&request);
+        if self.shutdown.is_triggered() && !entry.open {
+            return Either::Right(ready(Ok(Refusal::Draining.into_http())));
         }
-        request
-            .extensions_mut()
-            .insert(Draining(self.shutdown.clone()));
+        // A unary handler has nothing to wind down: only calls that stream get the signal.
+        if !entry.unary() {
+            request
+                .extensions_mut()
+                .insert(Draining(self.shutdown.clone()));
+        }
         self.in_flight.0.fetch_add(1, Ordering::Relaxed);
         let counted = Counted(self.in_flight.0.clone());
-        let call = inner.call(request);
-        Box::pin(async move {
-            let result = call.await;
-            drop(counted);
-            result
+        Either::Left(Running {
+            call: inner.call(request),
+            _counted: counted,
         })
+    }
+}
+
+/// A call counted in flight until its handler is done (or the call is dropped).
+pub struct Running<F> {
+    call: F,
+    _counted: Counted,
+}
+
+impl<F: Future + Unpin> Future for Running<F> {
+    type Output = F::Output;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        Pin::new(&mut self.call).poll(cx)
     }
 }
 
@@ -113,14 +132,14 @@ mod tests {
     use super::*;
 
     #[tokio::test]
-    async fn a_call_counts_while_its_handler_runs_and_sees_the_drain() {
+    async fn a_streamed_call_counts_while_its_handler_runs_and_sees_the_drain() {
         let shutdown = Shutdown::new();
         let in_flight = InFlight::default();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let rx = Arc::new(tokio::sync::Mutex::new(Some(rx)));
         let svc = tower::service_fn(move |req: http::Request<()>| {
             let rx = rx.clone();
-            async move {
+            Box::pin(async move {
                 let seen = req.extensions().get::<Draining>().is_some();
                 let rx = rx.lock().await.take().unwrap();
                 let _ = rx.await;
@@ -130,13 +149,13 @@ mod tests {
                     .headers_mut()
                     .insert("grpc-status", http::HeaderValue::from_static(code));
                 Ok::<_, std::convert::Infallible>(response)
-            }
+            })
         });
         let layer = DrainLayer::new(&shutdown, &in_flight);
         let mut svc = tower::Layer::layer(&layer, svc);
         let request = || {
             http::Request::builder()
-                .uri("/tickmesh.v1.QueryService/GetCandles")
+                .uri("/tickmesh.v1.IngestionService/IngestTicks")
                 .body(())
                 .unwrap()
         };

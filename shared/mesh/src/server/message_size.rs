@@ -8,6 +8,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::task::{Context, Poll};
 
 use crate::layer::{GrpcService, Layered, OnCall};
 
@@ -23,30 +24,59 @@ impl<S> tower::Layer<S> for MessageSizeLayer {
     }
 }
 
-impl<S: GrpcService<B>, B> OnCall<S, B> for MessageSizeLayer {
-    type Future = Pin<Box<dyn Future<Output = Result<S::Response, S::Error>> + Send>>;
+impl<S, B> OnCall<S, B> for MessageSizeLayer
+where
+    S: GrpcService<B>,
+    S::Future: Unpin,
+{
+    // No box of its own: the inner call, its response's headers corrected when it is ready.
+    type Future = Corrected<S::Future>;
 
     fn call(&self, inner: &mut S, request: http::Request<B>) -> Self::Future {
-        let call = inner.call(request);
-        Box::pin(async move {
-            let mut response = call.await?;
-            let headers = response.headers_mut();
-            let oversized = headers
-                .get("grpc-status")
-                .is_some_and(|s| s.as_bytes() == b"11")
-                && headers
-                    .get("grpc-message")
-                    .is_some_and(|m| m.as_bytes().starts_with(TOO_LARGE_ENCODED));
-            if oversized {
-                headers.insert(
-                    "grpc-status",
-                    http::HeaderValue::from_static("8"), // RESOURCE_EXHAUSTED
-                );
-            }
-            bound_status(headers);
-            Ok(response)
-        })
+        Corrected {
+            call: inner.call(request),
+        }
     }
+}
+
+/// A call whose response headers [`correct`] goes over once they are ready.
+pub struct Corrected<F> {
+    call: F,
+}
+
+impl<F, E> Future for Corrected<F>
+where
+    F: Future<Output = Result<http::Response<tonic::body::Body>, E>> + Unpin,
+{
+    type Output = F::Output;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut response = std::task::ready!(Pin::new(&mut self.call).poll(cx))?;
+        correct(response.headers_mut());
+        Poll::Ready(Ok(response))
+    }
+}
+
+/// RESOURCE_EXHAUSTED for tonic's "message too large", and the status bounded.
+fn correct(headers: &mut http::HeaderMap) {
+    // An answer with its status in the headers is a refusal (trailers-only); an answer that
+    // carries messages has its status in the trailers, which no handler fills from input.
+    if !headers.contains_key("grpc-status") {
+        return;
+    }
+    let oversized = headers
+        .get("grpc-status")
+        .is_some_and(|s| s.as_bytes() == b"11")
+        && headers
+            .get("grpc-message")
+            .is_some_and(|m| m.as_bytes().starts_with(TOO_LARGE_ENCODED));
+    if oversized {
+        headers.insert(
+            "grpc-status",
+            http::HeaderValue::from_static("8"), // RESOURCE_EXHAUSTED
+        );
+    }
+    bound_status(headers);
 }
 
 /// Longest `grpc-message` sent, in (percent-encoded) bytes.

@@ -84,15 +84,19 @@ impl<S: GrpcService<B>, B> OnCall<S, B> for RateLimitLayer {
         if Entry::of(&request).open {
             return Either::Left(inner.call(request));
         }
-        let caller = request
-            .extensions()
-            .get::<Caller>()
-            .cloned()
-            .unwrap_or_else(Caller::anonymous);
-        match self.admit(&caller) {
+        let admitted = match request.extensions().get::<Caller>() {
+            Some(caller) => self
+                .admit(caller)
+                .map_err(|wait| (caller.name.clone(), wait)),
+            None => {
+                let caller = Caller::anonymous();
+                self.admit(&caller).map_err(|wait| (caller.name, wait))
+            }
+        };
+        match admitted {
             Ok(()) => Either::Left(inner.call(request)),
-            Err(retry_after) => Either::Right(ready(Ok(Refusal::RateLimited {
-                caller: caller.name,
+            Err((caller, retry_after)) => Either::Right(ready(Ok(Refusal::RateLimited {
+                caller,
                 retry_after,
             }
             .into_http()))),
