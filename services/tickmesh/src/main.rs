@@ -260,8 +260,11 @@ fn main() -> ExitCode {
         if let Some(ingestion) = current.config.ingestion {
             store.write_batch_rows = ingestion.write_batch_rows as usize;
         }
-        if let Some(timeout) = current.config.store.and_then(|s| s.connect_timeout) {
-            store.connect_timeout = tickmesh_config::std_duration(Some(&timeout));
+        if let Some(settings) = current.config.store {
+            if let Some(timeout) = settings.connect_timeout {
+                store.connect_timeout = tickmesh_config::std_duration(Some(&timeout));
+            }
+            store.pool_size = settings.pool_size;
         }
         let web_config = current.config.web.clone().unwrap_or_default().addr;
         let (targets, ready_file, metrics_addr, web) = match command {

@@ -17,6 +17,9 @@ pub const MAX_REDIS_TIMEOUT: std::time::Duration = std::time::Duration::from_sec
 /// Longest `store.connect_timeout`: past this, every write during an outage hangs its caller.
 pub const MAX_CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
+/// Largest `store.pool_size` (PostgreSQL's own default `max_connections` is 100).
+pub const MAX_POOL_SIZE: u32 = 1024;
+
 /// Largest `query.indicator_cache_bytes` and `query.candle_cache_bytes`.
 pub const MAX_INDICATOR_CACHE_BYTES: u64 = 16 << 30;
 
@@ -296,6 +299,12 @@ pub fn validate(config: &PerformanceOptimizationConfig) -> Check {
                 format!("must be at most {MAX_CONNECT_TIMEOUT:?}"),
             );
         }
+    }
+    if !(1..=MAX_POOL_SIZE).contains(&store.pool_size) {
+        return fail(
+            "store.pool_size",
+            format!("must be between 1 and {MAX_POOL_SIZE}"),
+        );
     }
     let bus = config.bus.unwrap_or_default();
     if let Some(idle) = bus.claim_idle.as_ref() {

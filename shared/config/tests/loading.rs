@@ -276,6 +276,7 @@ fn the_reliability_bounds_have_their_defaults_and_are_checked() {
         d.seconds as f64 + f64::from(d.nanos) / 1e9
     };
     assert_eq!(secs(config.store.unwrap().connect_timeout), 3.0);
+    assert_eq!(config.store.unwrap().pool_size, 8);
     assert_eq!(secs(config.bus.unwrap().claim_idle), 3.0);
     assert_eq!(secs(config.bus.unwrap().consumer_idle_limit), 600.0);
     assert_eq!(secs(config.circuit_breaker.unwrap().probe_interval), 0.5);
@@ -289,6 +290,8 @@ fn the_reliability_bounds_have_their_defaults_and_are_checked() {
     for (yaml, field) in [
         ("store:\n  connect_timeout: 0s\n", "store.connect_timeout"),
         ("store:\n  connect_timeout: 61s\n", "store.connect_timeout"),
+        ("store:\n  pool_size: 0\n", "store.pool_size"),
+        ("store:\n  pool_size: 1025\n", "store.pool_size"),
         ("bus:\n  claim_idle: 0s\n", "bus.claim_idle"),
         (
             "bus:\n  claim_idle: 10s\n  consumer_idle_limit: 5s\n",

@@ -250,3 +250,80 @@ async fn the_relay_logs_a_store_outage_once_and_recovered_only_once_the_store_an
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// `tickmesh_store_pool_waiting{pool="write"}` on the server's `/metrics`.
+fn pool_waiting(metrics: &str) -> u64 {
+    let text = support::scrape(metrics);
+    text.lines()
+        .find_map(|l| l.strip_prefix("tickmesh_store_pool_waiting{pool=\"write\"} "))
+        .unwrap_or_else(|| panic!("no write pool in:\n{text}"))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn callers_waiting_for_a_store_connection_show_on_metrics_while_postgres_hangs() {
+    let pg = tickmesh_testkit::Postgres::start().expect("a throwaway PostgreSQL");
+    // One connection for four streams and the relay; a wait as long as the test needs.
+    let mut server = serve_ingestion(&[
+        ("TICKMESH_STORE_URL", OsString::from(pg.url())),
+        ("TICKMESH_STORE__POOL_SIZE", "1".into()),
+        ("TICKMESH_STORE__CONNECT_TIMEOUT", "30s".into()),
+    ]);
+    let metrics = server.metrics.clone();
+    let streams = open_streams(server.addr("ingestion")).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while count(&pg, "ticks") == 0 {
+        assert!(Instant::now() < deadline, "no load after 60 s");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // PostgreSQL hangs: the batch holding the one connection never ends, the others queue.
+    let postmaster = pg.pid().unwrap().to_string();
+    let kill = |sig: &str, pid: &str| {
+        support::run(Command::new("kill").arg(format!("-{sig}")).arg(pid))
+            .status
+            .success()
+    };
+    assert!(kill("STOP", &postmaster), "cannot stop the postmaster");
+    let children = support::run(Command::new("pgrep").args(["-P", &postmaster]));
+    let backends: Vec<String> = String::from_utf8_lossy(&children.stdout)
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect();
+    for pid in &backends {
+        kill("STOP", pid);
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut most = 0;
+    while most < 2 && Instant::now() < deadline {
+        most = most.max(pool_waiting(&metrics));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for pid in &backends {
+        kill("CONT", pid);
+    }
+    assert!(kill("CONT", &postmaster), "cannot continue the postmaster");
+    assert!(
+        most >= 2,
+        "at most {most} callers waiting for the one connection with {STREAMS} streams open"
+    );
+    // Once PostgreSQL answers, the waiting callers are served: rows commit again.
+    let frozen_rows = count(&pg, "ticks");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while count(&pg, "ticks") <= frozen_rows {
+        assert!(
+            Instant::now() < deadline,
+            "nothing committed 20 s after PostgreSQL returned"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    server.terminate();
+    let status = server.wait_exit(Duration::from_secs(30));
+    for stream in streams {
+        let (_, outcome) = stream.await.unwrap();
+        outcome.expect("a stream that waited for the connection ends with its summary");
+    }
+    assert!(status.success(), "{}", server.log());
+    eprintln!("at most {most} callers waited for the store's one connection");
+}

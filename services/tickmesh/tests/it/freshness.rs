@@ -33,6 +33,23 @@ struct Answer {
     phase: &'static str,
 }
 
+/// `tickmesh_outbox_backlog` and `tickmesh_outbox_oldest_age_seconds` on `/metrics`.
+fn outbox_gauges(metrics: &str) -> (f64, f64) {
+    let text = support::scrape(metrics);
+    let gauge = |name: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+            .unwrap_or_else(|| panic!("no {name} in:\n{text}"))
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    (
+        gauge("tickmesh_outbox_backlog"),
+        gauge("tickmesh_outbox_oldest_age_seconds"),
+    )
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn latest_prices_stay_within_the_bound_through_a_bus_outage() {
     let pg = tickmesh_testkit::Postgres::start().expect("a throwaway PostgreSQL");
@@ -125,6 +142,8 @@ async fn latest_prices_stay_within_the_bound_through_a_bus_outage() {
     let current_before = mesh.log().matches(CURRENT).count();
     tokio::task::block_in_place(|| redis.stop());
     tokio::time::sleep(Duration::from_secs(10)).await;
+    // The outbox holds the outage's events, and its oldest one ages (sampled every 2 s).
+    let (backlog_during, age_during) = outbox_gauges(&mesh.metrics);
     tokio::task::block_in_place(|| redis.restart()).unwrap();
     let back = Instant::now();
     *phase.lock().unwrap() = "after";
@@ -154,6 +173,7 @@ async fn latest_prices_stay_within_the_bound_through_a_bus_outage() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
+    let (backlog_after, age_after) = outbox_gauges(&mesh.metrics);
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     writer.await.unwrap();
     let errors = reader.await.unwrap();
@@ -207,6 +227,21 @@ async fn latest_prices_stay_within_the_bound_through_a_bus_outage() {
     eprintln!(
         "the tier answered again {tier_back:?} after Redis returned; transitions:\n{}",
         transitions.join("\n")
+    );
+    eprintln!(
+        "outbox: {backlog_during} events, the oldest {age_during:.1} s old, at the end of the \
+         outage; {backlog_after} events, {age_after:.1} s, after the drain"
+    );
+    // 10 s of ticks every 100 ms, the first of them queued since the outage began.
+    assert!(
+        backlog_during >= 20.0 && age_during >= 4.0,
+        "tickmesh_outbox_backlog {backlog_during}, tickmesh_outbox_oldest_age_seconds \
+         {age_during} at the end of a 10 s bus outage"
+    );
+    // The writer goes on: an event may be on its way, but none waits.
+    assert!(
+        backlog_after <= 5.0 && age_after < 2.0,
+        "after the drain: tickmesh_outbox_backlog {backlog_after}, oldest {age_after} s"
     );
     assert!(
         stale.is_empty(),

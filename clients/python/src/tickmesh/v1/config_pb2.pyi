@@ -883,6 +883,12 @@ class StoreConfig(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     CONNECT_TIMEOUT_FIELD_NUMBER: _builtins.int
+    POOL_SIZE_FIELD_NUMBER: _builtins.int
+    pool_size: _builtins.int
+    """Connections of each of the store's pools (the writer's, and the reader's when
+    `--store-read-url` is set), 1 to 1024. A caller past them waits for one, up to
+    `connect_timeout`, and shows in `tickmesh_store_pool_waiting`.
+    """
     @_builtins.property
     def connect_timeout(self) -> _duration_pb2.Duration:
         """How long opening one connection may take; a write during a database outage fails with
@@ -893,10 +899,11 @@ class StoreConfig(_message.Message):
         self,
         *,
         connect_timeout: _duration_pb2.Duration | None = ...,
+        pool_size: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["connect_timeout", b"connect_timeout"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["connect_timeout", b"connect_timeout"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["connect_timeout", b"connect_timeout", "pool_size", b"pool_size"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
