@@ -15,6 +15,9 @@ pub enum StoreError {
     /// Migrations could not be applied.
     #[error("store migration failed: {0}")]
     Migration(String),
+    /// The failure of a read this caller shared with others (see `FreshReads`).
+    #[error("{0}")]
+    Shared(std::sync::Arc<StoreError>),
 }
 
 /// Messages of PostgreSQL (SQLSTATE 40P01, 57P01, 57P02, 57P03) that diesel reports as
@@ -49,6 +52,7 @@ impl StoreError {
         match self {
             Self::Unavailable(_) => true,
             Self::Query(e) => query_error_is_transient(e),
+            Self::Shared(e) => e.is_transient(),
             _ => false,
         }
     }

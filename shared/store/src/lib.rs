@@ -16,6 +16,7 @@ mod backend;
 mod candles;
 mod error;
 pub mod events;
+pub mod fresh_reads;
 mod keyset;
 pub mod models;
 mod outbox;
@@ -106,6 +107,8 @@ pub struct Store {
     tick_rows: usize,
     /// Time of each call, by operation (`tickmesh_store_query_duration_seconds`).
     durations: Family<OperationLabels, Histogram>,
+    /// Revision reads shared by the callers that ask for one pair at once.
+    revisions: fresh_reads::FreshReads<(String, i16), i64, std::sync::Arc<StoreError>>,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -164,6 +167,7 @@ impl Store {
             durations: Family::new_with_constructor(|| {
                 Histogram::new(DURATION_BUCKETS.iter().copied())
             }),
+            revisions: Default::default(),
         })
     }
 
@@ -307,16 +311,26 @@ impl Store {
     /// The revision of (symbol, interval): a counter that every write changing one of the
     /// pair's candles moves forward in its own transaction (0: never written). Something
     /// derived from those candles at revision `r` is current while this still says `r`.
+    /// The answer comes from a read that started after this call, shared with the other
+    /// callers of the pair that wait for the same read ([`fresh_reads`]): a crowd of readers
+    /// costs one statement at a time, and still sees every write acknowledged before it asked.
     pub async fn candle_revision(
         &self,
         symbol: &str,
         interval_code: i16,
     ) -> Result<i64, StoreError> {
-        self.timed(
-            "candle_revision",
-            revisions::read(&self.backend, symbol, interval_code),
-        )
-        .await
+        let read = || async {
+            self.timed(
+                "candle_revision",
+                revisions::read(&self.backend, symbol, interval_code),
+            )
+            .await
+            .map_err(std::sync::Arc::new)
+        };
+        self.revisions
+            .get(&(symbol.to_owned(), interval_code), read)
+            .await
+            .map_err(|e| std::sync::Arc::try_unwrap(e).unwrap_or_else(StoreError::Shared))
     }
 
     /// The newest `limit` candles of (symbol, interval), newest first, with the pair's revision
