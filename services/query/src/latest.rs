@@ -157,11 +157,14 @@ impl LatestPrices {
         let full = entries.len() >= MAX_SYMBOLS;
         match entries.get_mut(&price.symbol) {
             Some(entry) if entry.price.time_us > price.time_us => entry.price.clone(),
+            // Confirmed by the bus already: nothing newer to learn from the caching service.
             Some(entry)
-                if entry.price.time_us == price.time_us && entry.state != State::Suspect =>
+                if entry.price.time_us == price.time_us && entry.state == State::Confirmed =>
             {
                 price
             }
+            // A fresh read of the same seed renews it (else a symbol without ticks, once its
+            // seed expired, went through the caching service on every call from then on).
             Some(entry) if trusted => {
                 entry.price = price.clone();
                 entry.state = State::Seeded(Instant::now());
@@ -457,6 +460,28 @@ mod tests {
         // An older seed does not replace a newer confirmed price.
         assert_eq!(tier.seed(price("A", 1.0, 10)), price("A", 2.0, 20));
         assert_eq!(tier.get("A", Duration::ZERO), Some(price("A", 2.0, 20)));
+    }
+
+    #[test]
+    fn an_expired_seed_read_again_unchanged_is_served_for_another_ttl() {
+        let tier = settled();
+        let ttl = Duration::from_millis(30);
+        tier.seed(price("A", 1.0, 10));
+        assert_eq!(tier.get("A", ttl), Some(price("A", 1.0, 10)));
+        std::thread::sleep(ttl);
+        assert_eq!(tier.get("A", ttl), None, "the seed expired");
+        // The caching service answers the same price again: it is a seed again.
+        let tier_now = settled_again(&tier);
+        tier_now.seed(price("A", 1.0, 10));
+        assert_eq!(tier_now.get("A", ttl), Some(price("A", 1.0, 10)));
+    }
+
+    /// A fresh clean check and a read after it (the one of `settled` vouches for 400 ms only).
+    fn settled_again(tier: &LatestPrices) -> &LatestPrices {
+        tier.outbox_checked(Instant::now(), Ok(None));
+        tier.bus_read(Instant::now(), Ok(false));
+        assert!(tier.trusted());
+        tier
     }
 
     #[test]
