@@ -11,11 +11,18 @@
 
 use std::sync::Arc;
 
-use tickmesh_proto::v1::{Candle, ExportCandlesResponse};
+#[cfg(test)]
+use tickmesh_proto::v1::Candle;
+use tickmesh_proto::v1::ExportCandlesResponse;
 use tickmesh_store::{CandleQuery, CandleRow, Store, StoreError};
 
-/// Bytes a held bar weighs: open time, five prices and volume, trade count, closed flag.
+/// Bytes a held bar's columns weigh: open time, five prices and volume, trade count, closed
+/// flag; its encoded message comes on top (see [`History::bytes`]).
 pub const BAR_BYTES: usize = 8 + 5 * 8 + 8 + 1;
+
+/// The field number of `GetCandlesResponse.candles` and of `next_page_token`.
+const CANDLES_FIELD: u32 = 1;
+const TOKEN_FIELD: u32 = 2;
 
 /// One pair's newest bars, oldest first.
 #[derive(Debug, Default)]
@@ -31,6 +38,11 @@ struct History {
     volume: Vec<f64>,
     trade_count: Vec<i64>,
     closed: Vec<bool>,
+    /// Every bar as the `candles` entry of a `GetCandlesResponse` (tag, length, `Candle`),
+    /// oldest first, back to back: an ascending page is one slice of it.
+    wire: Vec<u8>,
+    /// Where each bar's entry starts in `wire` (one more: the end).
+    offsets: Vec<u32>,
 }
 
 impl History {
@@ -48,8 +60,19 @@ impl History {
             volume: Vec::with_capacity(n),
             trade_count: Vec::with_capacity(n),
             closed: Vec::with_capacity(n),
+            wire: Vec::new(),
+            offsets: Vec::with_capacity(n + 1),
         };
+        let mut wire = Vec::new();
+        h.offsets.push(0);
         for row in rows.iter().rev() {
+            prost::encoding::message::encode(
+                CANDLES_FIELD,
+                &tickmesh_store::events::candle_message(row),
+                &mut wire,
+            );
+            h.offsets
+                .push(u32::try_from(wire.len()).unwrap_or(u32::MAX));
             h.time_us.push(row.open_time_us);
             h.open.push(row.open);
             h.high.push(row.high);
@@ -59,13 +82,17 @@ impl History {
             h.trade_count.push(row.trade_count);
             h.closed.push(row.closed);
         }
+        wire.shrink_to_fit();
+        h.wire = wire;
         h
     }
 
+    /// What the history holds on the heap: its columns, its encoded bars and their offsets.
     fn bytes(&self) -> usize {
-        self.time_us.len() * BAR_BYTES
+        self.time_us.len() * (BAR_BYTES + 4) + self.wire.len()
     }
 
+    #[cfg(test)]
     fn candle(&self, i: usize, symbol: &str, interval: i32) -> Candle {
         Candle {
             symbol: symbol.to_owned(),
@@ -109,7 +136,8 @@ impl History {
         }
     }
 
-    /// The page of `q` as messages, in its order.
+    /// The page of `q` as messages, in its order (what `encoded_page` is checked against).
+    #[cfg(test)]
     fn page(&self, q: &CandleQuery) -> Option<Vec<Candle>> {
         let span = self.span(q)?;
         let interval = i32::from(q.interval_code);
@@ -119,6 +147,37 @@ impl History {
         } else {
             span.map(candle).collect()
         })
+    }
+
+    /// The `GetCandlesResponse` of `q`, at most `page` bars (`q.limit` is one more, to tell
+    /// whether more follow), encoded from the held bars: their entries in the page's order,
+    /// then the next page's token (`token` of the last bar's open time) when more follow.
+    fn encoded_page(
+        &self,
+        q: &CandleQuery,
+        page: usize,
+        token: &(dyn Fn(i64) -> String + Sync),
+    ) -> Option<Vec<u8>> {
+        let span = self.span(q)?;
+        let more = span.len() > page;
+        let at = |i: usize| self.offsets[i] as usize;
+        let (mut out, last) = if q.descending {
+            let from = span.end.saturating_sub(page).max(span.start);
+            let mut out = Vec::with_capacity(at(span.end) - at(from) + 64);
+            for i in (from..span.end).rev() {
+                out.extend_from_slice(&self.wire[at(i)..at(i + 1)]);
+            }
+            (out, from)
+        } else {
+            let to = span.end.min(span.start + page);
+            let mut out = Vec::with_capacity(at(to) - at(span.start) + 64);
+            out.extend_from_slice(&self.wire[at(span.start)..at(to)]);
+            (out, to.saturating_sub(1))
+        };
+        if more {
+            prost::encoding::string::encode(TOKEN_FIELD, &token(self.time_us[last]), &mut out);
+        }
+        Some(out)
     }
 
     /// The page of an ascending `q` as export columns (copies of the held slices).
@@ -180,17 +239,23 @@ impl HeldCandles {
         }
     }
 
-    /// The page of `q` from the held history of its pair, read (again) from the store when its
-    /// revision moved; `None` when nothing is held or the page reaches before the held bars.
-    pub async fn page(
+    /// The encoded `GetCandlesResponse` of `q` from the held history of its pair (see
+    /// [`History::encoded_page`]), read (again) from the store when its revision moved; `None`
+    /// when nothing is held or the page reaches before the held bars.
+    pub async fn encoded_page(
         &self,
         store: &Store,
         q: &CandleQuery,
-    ) -> Result<Option<Vec<Candle>>, StoreError> {
-        Ok(self.current(store, q).await?.and_then(|h| h.page(q)))
+        page: usize,
+        token: &(dyn Fn(i64) -> String + Sync),
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self
+            .current(store, q)
+            .await?
+            .and_then(|h| h.encoded_page(q, page, token)))
     }
 
-    /// The page of an ascending `q` as export columns, like [`HeldCandles::page`].
+    /// The page of an ascending `q` as export columns, like [`HeldCandles::encoded_page`].
     pub async fn columns(
         &self,
         store: &Store,
@@ -333,6 +398,41 @@ mod tests {
             h.page(&q(None, None, None, false, 3)).unwrap()[0].close,
             10.5
         );
+    }
+
+    #[test]
+    fn an_encoded_page_is_the_response_prost_would_encode() {
+        use prost::Message as _;
+        use tickmesh_proto::v1::GetCandlesResponse;
+        let all: Vec<i64> = (1..=10).map(|i| i * 10).collect();
+        let h = History::from_newest(1, &rows(&all), true);
+        let token = |t: i64| format!("after-{t}");
+        for query in [
+            q(None, None, None, false, 4),
+            q(None, None, None, true, 4),
+            q(None, None, Some(30), false, 4),
+            q(None, None, Some(90), true, 4),
+            q(Some(25), Some(55), None, false, 9),
+            q(Some(20), Some(45), None, true, 9),
+            q(Some(200), None, None, false, 9),
+        ] {
+            // `limit` is one more than the page, as the service asks.
+            let page = usize::try_from(query.limit - 1).unwrap();
+            let mut candles = h.page(&query).unwrap();
+            let more = candles.len() > page;
+            candles.truncate(page);
+            let expected = GetCandlesResponse {
+                next_page_token: match (more, candles.last()) {
+                    (true, Some(last)) => token(last.open_time_us),
+                    _ => String::new(),
+                },
+                candles,
+                source_interval: 0,
+            };
+            let encoded = h.encoded_page(&query, page, &token).unwrap();
+            assert_eq!(encoded, expected.encode_to_vec(), "{query:?}");
+        }
+        assert!(h.bytes() > h.wire.len(), "the encoded bars are weighed");
     }
 
     #[test]

@@ -6,19 +6,19 @@
 //! sees the new candle, in this process and in any other one sharing the caching service: the
 //! revision is also part of the caching service's key, so an older entry there is never found.
 //!
-//! The near cache saves the hop to the caching service on a repeat; it is bounded by
-//! `query.indicator_cache_bytes` (weighed by the encoded size of the series).
+//! The near cache saves the hop to the caching service on a repeat; it keeps the encoded
+//! answer of a hit (`GetIndicatorsResponse` with `cache_hit`), sent as it is, and is bounded by
+//! `query.indicator_cache_bytes` (weighed by those bytes).
 
 use std::sync::Arc;
 
-use prost::Message;
-use tickmesh_proto::v1::IndicatorSeries;
+use bytes::Bytes;
 
-/// One cached answer.
+/// One cached answer: an encoded `GetIndicatorsResponse`.
 #[derive(Debug)]
 struct Entry {
     revision: i64,
-    series: Arc<[IndicatorSeries]>,
+    reply: Bytes,
 }
 
 /// The query process's own indicator series, by request key.
@@ -42,26 +42,25 @@ impl NearIndicators {
             moka::future::Cache::builder()
                 .max_capacity(bytes)
                 .weigher(|key: &String, entry: &Arc<Entry>| {
-                    let size: usize = entry.series.iter().map(Message::encoded_len).sum();
-                    u32::try_from(size + key.len()).unwrap_or(u32::MAX)
+                    u32::try_from(entry.reply.len() + key.len()).unwrap_or(u32::MAX)
                 })
                 .build()
         });
         Self { entries }
     }
 
-    /// The series cached under `key`, if it was computed at `revision`.
-    pub async fn get(&self, key: &str, revision: i64) -> Option<Arc<[IndicatorSeries]>> {
+    /// The answer cached under `key`, if it was computed at `revision`.
+    pub async fn get(&self, key: &str, revision: i64) -> Option<Bytes> {
         let entry = self.entries.as_ref()?.get(key).await?;
-        (entry.revision == revision).then(|| entry.series.clone())
+        (entry.revision == revision).then(|| entry.reply.clone())
     }
 
-    /// Keeps `series`, computed at `revision`, unless a newer revision's is already kept.
-    pub async fn put(&self, key: String, revision: i64, series: Arc<[IndicatorSeries]>) {
+    /// Keeps `reply`, computed at `revision`, unless a newer revision's is already kept.
+    pub async fn put(&self, key: String, revision: i64, reply: Bytes) {
         let Some(entries) = &self.entries else {
             return;
         };
-        let entry = Arc::new(Entry { revision, series });
+        let entry = Arc::new(Entry { revision, reply });
         entries
             .entry(key)
             .and_compute_with(|held| {
@@ -80,14 +79,8 @@ impl NearIndicators {
 mod tests {
     use super::*;
 
-    fn series(points: usize) -> Arc<[IndicatorSeries]> {
-        Arc::from(vec![
-            IndicatorSeries {
-                symbol: "GOOG".into(),
-                ..IndicatorSeries::default()
-            };
-            points.max(1)
-        ])
+    fn series(points: usize) -> Bytes {
+        Bytes::from(vec![7; points.max(1)])
     }
 
     #[tokio::test]

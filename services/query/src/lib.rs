@@ -7,6 +7,7 @@ pub mod indicators;
 pub mod latest;
 pub mod live;
 pub mod paging;
+mod wire;
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -15,10 +16,11 @@ use std::time::Duration;
 use prost::Message;
 use tickmesh_mesh::client::MeshChannel;
 use tickmesh_mesh::{ConfigHandle, Service, Shutdown};
+use tickmesh_proto::codec::Encoded;
 use tickmesh_proto::v1::cache_value::Kind;
 use tickmesh_proto::v1::caching_service_client::CachingServiceClient;
 use tickmesh_proto::v1::computation_service_client::ComputationServiceClient;
-use tickmesh_proto::v1::query_service_server::{QueryService, QueryServiceServer};
+use tickmesh_proto::v1::query_service_server::QueryService;
 use tickmesh_proto::v1::{
     CacheValue, ComputeIndicatorsRequest, EventKind, GetCandlesRequest, GetCandlesResponse,
     GetIndicatorsRequest, GetIndicatorsResponse, GetLatestPricesRequest, GetLatestPricesResponse,
@@ -28,7 +30,6 @@ use tickmesh_proto::v1::{
 };
 use tickmesh_store::{CandleQuery, SignalKey, SignalQuery, Store, resample};
 use tokio_stream::Stream;
-use tonic::codec::CompressionEncoding;
 use tonic::{Request, Response, Status};
 
 use crate::latest::LatestPrices;
@@ -143,6 +144,196 @@ fn bar_plan(
 impl QueryApi {
     /// `GetCandles` with `bar`: stored bars of the coarsest interval that can make them,
     /// aggregated into periods (`resample`).
+    /// The `GetCandlesResponse` of `r`, encoded: a page inside the held history is put
+    /// together from its bars' ready bytes, anything else is read and encoded.
+    async fn candles_reply(
+        &self,
+        r: GetCandlesRequest,
+    ) -> Result<Encoded<GetCandlesResponse>, Status> {
+        symbol(&r.symbol, "symbol")?;
+        if !r.bar.is_empty() {
+            return self.resampled(r).await.map(|reply| Encoded::new(&reply));
+        }
+        for (field, value) in [("time_zone", &r.time_zone), ("session", &r.session)] {
+            if !value.is_empty() {
+                return Err(bad_field(field, "applies with `bar` only"));
+            }
+        }
+        let interval = interval(r.interval)?;
+        let limit = page_size(r.page_size)?;
+        let descending = match SortOrder::try_from(r.order) {
+            Ok(SortOrder::Descending) => true,
+            Ok(_) => false,
+            Err(_) => return Err(bad_field("order", "ASCENDING or DESCENDING")),
+        };
+        if r.end_time_us != 0 && r.end_time_us <= r.start_time_us {
+            return Err(bad_field("end_time_us", "must be after start_time_us"));
+        }
+        let fingerprint = paging::fingerprint(&[
+            r.symbol.as_bytes(),
+            &r.interval.to_le_bytes(),
+            &r.start_time_us.to_le_bytes(),
+            &r.end_time_us.to_le_bytes(),
+            &[u8::from(descending)],
+        ]);
+        let query = stored_page_query(
+            &r.symbol,
+            interval,
+            (r.start_time_us, r.end_time_us),
+            (&r.page_token, fingerprint),
+            descending,
+            limit,
+        )?;
+        // From the held history when the page lies inside it, else from the store.
+        let token = |last_us: i64| paging::encode(&[last_us.to_string()], fingerprint);
+        let page = usize::try_from(limit).unwrap_or(usize::MAX);
+        if let Some(bytes) = self
+            .held
+            .encoded_page(&self.store, &query, page, &token)
+            .await
+            .map_err(store_error)?
+        {
+            return Ok(Encoded::from_bytes(bytes));
+        }
+        let mut candles: Vec<_> = self
+            .store
+            .candles(&query)
+            .await
+            .map_err(store_error)?
+            .iter()
+            .map(tickmesh_store::events::candle_message)
+            .collect();
+        let more = candles.len() > page;
+        candles.truncate(page);
+        let next_page_token = match (more, candles.last()) {
+            (true, Some(last)) => token(last.open_time_us),
+            _ => String::new(),
+        };
+        Ok(Encoded::new(&GetCandlesResponse {
+            candles,
+            next_page_token,
+            source_interval: Interval::Unspecified as i32,
+        }))
+    }
+
+    /// The `GetIndicatorsResponse` of `request`, encoded; a hit of the near cache is its
+    /// ready bytes.
+    async fn indicators_reply(
+        &self,
+        request: Request<GetIndicatorsRequest>,
+    ) -> Result<Encoded<GetIndicatorsResponse>, Status> {
+        // Computed by the computation service through its gRPC API (the client stack: trace
+        // context, retries, breaker, balancing).
+        let Some(mut computation) = self.computation.clone() else {
+            return Err(Status::unavailable(
+                "no computation service is configured for this query service \
+                 (--computation-addr or TICKMESH_COMPUTATION_ADDR)",
+            ));
+        };
+        let message = request.get_ref().clone();
+        symbol(&message.symbol, "symbol")?;
+        // The revision of the candles the series is computed from, read before computing: a
+        // series cached at it is current (see `indicators`).
+        // Resampled bars may come from any stored interval: the sum of their revisions moves
+        // whenever one of them does.
+        let mut revision = 0;
+        for interval in revision_intervals(&message) {
+            revision += self
+                .store
+                .candle_revision(&message.symbol, interval)
+                .await
+                .map_err(store_error)?;
+        }
+        // Cached under a key of the request's parameters: a repeat is a cache hit.
+        let key = format!(
+            "{}/{}/{:016x}",
+            message.symbol,
+            message.interval,
+            paging::fingerprint(&[&message.encode_to_vec()])
+        );
+        if let Some(hit) = self.near.get(&key, revision).await {
+            return Ok(Encoded::from_bytes(hit));
+        }
+        let shared_key = format!("{key}/r{revision}");
+        if let Some(mut caching) = self.caching.clone() {
+            let got = caching
+                .get(on_behalf_of(
+                    &request,
+                    GetRequest {
+                        namespace: INDICATORS.into(),
+                        key: shared_key.clone(),
+                    },
+                ))
+                .await?
+                .into_inner();
+            if got.found
+                && let Some(Kind::Indicators(cached)) = got.typed.and_then(|v| v.kind)
+            {
+                let hit = Encoded::new(&GetIndicatorsResponse {
+                    series: cached.series,
+                    cache_hit: true,
+                });
+                self.near.put(key, revision, hit.bytes()).await;
+                return Ok(hit);
+            }
+        }
+        let compute = ComputeIndicatorsRequest {
+            symbols: vec![message.symbol.clone()],
+            interval: message.interval,
+            indicators: message.indicators,
+            start_time_us: message.start_time_us,
+            end_time_us: message.end_time_us,
+            limit: message.limit,
+            bar: message.bar,
+            time_zone: message.time_zone,
+            session: message.session,
+        };
+        let computed = computation
+            .compute_indicators(on_behalf_of(&request, compute))
+            .await?
+            .into_inner();
+        if let Some(error) = computed.errors.first() {
+            return Err(Status::failed_precondition(format!(
+                "{}: {}",
+                error.symbol, error.reason
+            )));
+        }
+        if let Some(mut caching) = self.caching.clone() {
+            let set = caching
+                .set(on_behalf_of(
+                    &request,
+                    SetRequest {
+                        namespace: INDICATORS.into(),
+                        key: shared_key,
+                        typed: Some(CacheValue {
+                            kind: Some(Kind::Indicators(IndicatorSeriesList {
+                                series: computed.series.clone(),
+                            })),
+                        }),
+                        ..SetRequest::default()
+                    },
+                ))
+                .await;
+            // Not cached (e.g. too large for cache.max_value_bytes): still a good answer.
+            if let Err(status) = set {
+                tracing::debug!(error = %status.message(), "indicator series not cached");
+            }
+        }
+        let reply = GetIndicatorsResponse {
+            series: computed.series,
+            cache_hit: false,
+        };
+        // Kept as the answer of a repeat: the same series, a hit.
+        let hit = GetIndicatorsResponse {
+            cache_hit: true,
+            ..reply.clone()
+        };
+        self.near
+            .put(key, revision, Encoded::new(&hit).bytes())
+            .await;
+        Ok(Encoded::new(&reply))
+    }
+
     async fn resampled(&self, r: GetCandlesRequest) -> Result<GetCandlesResponse, Status> {
         if r.interval != Interval::Unspecified as i32 {
             return Err(bad_field("interval", "leave unset when `bar` is given"));
@@ -327,69 +518,13 @@ impl QueryService for QueryApi {
         &self,
         request: Request<GetCandlesRequest>,
     ) -> Result<Response<GetCandlesResponse>, Status> {
-        let r = request.into_inner();
-        symbol(&r.symbol, "symbol")?;
-        if !r.bar.is_empty() {
-            return self.resampled(r).await.map(Response::new);
-        }
-        for (field, value) in [("time_zone", &r.time_zone), ("session", &r.session)] {
-            if !value.is_empty() {
-                return Err(bad_field(field, "applies with `bar` only"));
-            }
-        }
-        let interval = interval(r.interval)?;
-        let limit = page_size(r.page_size)?;
-        let descending = match SortOrder::try_from(r.order) {
-            Ok(SortOrder::Descending) => true,
-            Ok(_) => false,
-            Err(_) => return Err(bad_field("order", "ASCENDING or DESCENDING")),
-        };
-        if r.end_time_us != 0 && r.end_time_us <= r.start_time_us {
-            return Err(bad_field("end_time_us", "must be after start_time_us"));
-        }
-        let fingerprint = paging::fingerprint(&[
-            r.symbol.as_bytes(),
-            &r.interval.to_le_bytes(),
-            &r.start_time_us.to_le_bytes(),
-            &r.end_time_us.to_le_bytes(),
-            &[u8::from(descending)],
-        ]);
-        let query = stored_page_query(
-            &r.symbol,
-            interval,
-            (r.start_time_us, r.end_time_us),
-            (&r.page_token, fingerprint),
-            descending,
-            limit,
-        )?;
-        // From the held history when the page lies inside it, else from the store.
-        let mut candles = match self
-            .held
-            .page(&self.store, &query)
-            .await
-            .map_err(store_error)?
-        {
-            Some(candles) => candles,
-            None => self
-                .store
-                .candles(&query)
-                .await
-                .map_err(store_error)?
-                .iter()
-                .map(tickmesh_store::events::candle_message)
-                .collect(),
-        };
-        let more = candles.len() as i64 > limit;
-        candles.truncate(limit as usize);
-        let next_page_token = match (more, candles.last()) {
-            (true, Some(last)) => paging::encode(&[last.open_time_us.to_string()], fingerprint),
-            _ => String::new(),
-        };
-        Ok(Response::new(GetCandlesResponse {
-            candles,
-            next_page_token,
-            source_interval: Interval::Unspecified as i32,
-        }))
+        // On the wire the encoded reply goes out as it is (see `wire`); this is the same
+        // answer as a message, for callers of the trait itself.
+        let reply = self.candles_reply(request.into_inner()).await?;
+        reply
+            .decode()
+            .map(Response::new)
+            .map_err(|e| Status::internal(format!("a candle page did not decode: {e}")))
     }
 
     async fn get_latest_prices(
@@ -512,114 +647,12 @@ impl QueryService for QueryApi {
         &self,
         request: Request<GetIndicatorsRequest>,
     ) -> Result<Response<GetIndicatorsResponse>, Status> {
-        // Computed by the computation service through its gRPC API (the client stack: trace
-        // context, retries, breaker, balancing).
-        let Some(mut computation) = self.computation.clone() else {
-            return Err(Status::unavailable(
-                "no computation service is configured for this query service \
-                 (--computation-addr or TICKMESH_COMPUTATION_ADDR)",
-            ));
-        };
-        let message = request.get_ref().clone();
-        symbol(&message.symbol, "symbol")?;
-        // The revision of the candles the series is computed from, read before computing: a
-        // series cached at it is current (see `indicators`).
-        // Resampled bars may come from any stored interval: the sum of their revisions moves
-        // whenever one of them does.
-        let mut revision = 0;
-        for interval in revision_intervals(&message) {
-            revision += self
-                .store
-                .candle_revision(&message.symbol, interval)
-                .await
-                .map_err(store_error)?;
-        }
-        // Cached under a key of the request's parameters: a repeat is a cache hit.
-        let key = format!(
-            "{}/{}/{:016x}",
-            message.symbol,
-            message.interval,
-            paging::fingerprint(&[&message.encode_to_vec()])
-        );
-        if let Some(series) = self.near.get(&key, revision).await {
-            return Ok(Response::new(GetIndicatorsResponse {
-                series: series.to_vec(),
-                cache_hit: true,
-            }));
-        }
-        let shared_key = format!("{key}/r{revision}");
-        if let Some(mut caching) = self.caching.clone() {
-            let got = caching
-                .get(on_behalf_of(
-                    &request,
-                    GetRequest {
-                        namespace: INDICATORS.into(),
-                        key: shared_key.clone(),
-                    },
-                ))
-                .await?
-                .into_inner();
-            if got.found
-                && let Some(Kind::Indicators(cached)) = got.typed.and_then(|v| v.kind)
-            {
-                self.near
-                    .put(key, revision, Arc::from(cached.series.clone()))
-                    .await;
-                return Ok(Response::new(GetIndicatorsResponse {
-                    series: cached.series,
-                    cache_hit: true,
-                }));
-            }
-        }
-        let compute = ComputeIndicatorsRequest {
-            symbols: vec![message.symbol.clone()],
-            interval: message.interval,
-            indicators: message.indicators,
-            start_time_us: message.start_time_us,
-            end_time_us: message.end_time_us,
-            limit: message.limit,
-            bar: message.bar,
-            time_zone: message.time_zone,
-            session: message.session,
-        };
-        let computed = computation
-            .compute_indicators(on_behalf_of(&request, compute))
-            .await?
-            .into_inner();
-        if let Some(error) = computed.errors.first() {
-            return Err(Status::failed_precondition(format!(
-                "{}: {}",
-                error.symbol, error.reason
-            )));
-        }
-        if let Some(mut caching) = self.caching.clone() {
-            let set = caching
-                .set(on_behalf_of(
-                    &request,
-                    SetRequest {
-                        namespace: INDICATORS.into(),
-                        key: shared_key,
-                        typed: Some(CacheValue {
-                            kind: Some(Kind::Indicators(IndicatorSeriesList {
-                                series: computed.series.clone(),
-                            })),
-                        }),
-                        ..SetRequest::default()
-                    },
-                ))
-                .await;
-            // Not cached (e.g. too large for cache.max_value_bytes): still a good answer.
-            if let Err(status) = set {
-                tracing::debug!(error = %status.message(), "indicator series not cached");
-            }
-        }
-        self.near
-            .put(key, revision, Arc::from(computed.series.clone()))
-            .await;
-        Ok(Response::new(GetIndicatorsResponse {
-            series: computed.series,
-            cache_hit: false,
-        }))
+        // Like `get_candles`: the encoded reply as a message.
+        let reply = self.indicators_reply(request).await?;
+        reply
+            .decode()
+            .map(Response::new)
+            .map_err(|e| Status::internal(format!("an indicator reply did not decode: {e}")))
     }
 
     async fn export_candles(
@@ -702,7 +735,7 @@ pub fn service(
     let current = config.current();
     let limit = current.message_limit();
     let live = Live::spawn(bus, store.clone(), metrics, shutdown);
-    let server = QueryServiceServer::new(QueryApi {
+    let api = QueryApi {
         store,
         shutdown: shutdown.clone(),
         computation: computation.map(|channel| {
@@ -729,13 +762,7 @@ pub fn service(
         ),
         config: config.subscribe(),
         live,
-    })
-    .max_decoding_message_size(limit)
-    .max_encoding_message_size(limit)
-    // Responses are compressed when the client asks for it.
-    .accept_compressed(CompressionEncoding::Gzip)
-    .accept_compressed(CompressionEncoding::Zstd)
-    .send_compressed(CompressionEncoding::Gzip)
-    .send_compressed(CompressionEncoding::Zstd);
+    };
+    let server = wire::QueryRoutes::new(api, limit);
     Service::new(tickmesh_proto::service_names::QUERY, server)
 }

@@ -835,7 +835,8 @@ export type QueryConfig = Message<"tickmesh.v1.QueryConfig"> & {
    * Bytes of candle history the query process keeps in memory, as columns per (symbol,
    * interval), loaded on a pair's first read and reloaded when its candle revision moves; a
    * `GetCandles` page inside the held history is answered from it. 0: every page is read from
-   * the store. Each pair weighs 57 bytes a bar plus its key.
+   * the store. Each pair weighs 61 bytes a bar plus the bar's encoded `Candle` (about 66 bytes
+   * with a 4-letter symbol), plus its key.
    *
    * @generated from field: uint64 candle_cache_bytes = 2;
    */
