@@ -12,8 +12,10 @@
 //! reports every figure also as a ratio to that baseline. `--json FILE` writes the result.
 //!
 //! `--serve-echo ADDR` only serves the echo RPC (`/tickmesh.bench.Echo/Echo`), e.g. for a
-//! cross-check with h2load; `--serve-sink ADDR` serves a stand-in OTLP trace receiver that
-//! discards what it gets (to measure a traced mesh without a collector); `--echo-only` measures only the echo baseline (request bytes from
+//! cross-check with h2load (`--reply-bytes N`: it answers a message of N bytes instead of the
+//! request, the floor of an answer of that size); `--encode-request FILE` writes the request of
+//! `--call`/`--data` as one gRPC frame (what `h2load -d` sends) and exits; `--serve-sink ADDR`
+//! serves a stand-in OTLP trace receiver that discards what it gets (to measure a traced mesh without a collector); `--echo-only` measures only the echo baseline (request bytes from
 //! `--call`/`--data`). The JSON has each run's percentile distribution (p50 to p99.99, for a
 //! latency chart) besides the summary figures.
 
@@ -89,14 +91,21 @@ trait Answer: Send + 'static {
     fn answer(request: Vec<u8>) -> Vec<u8>;
 }
 
-/// The echo server: answers every `Echo` call with its request.
+/// The echo server: answers every `Echo` call with its request, or with a message of
+/// `--reply-bytes` bytes when that is set (the floor of an answer of a given size).
 struct Echo;
+
+/// `--reply-bytes` of `--serve-echo`.
+static REPLY_BYTES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
 
 impl Answer for Echo {
     const SERVICE: &'static str = "tickmesh.bench.Echo";
     const PATH: Option<&'static str> = Some(ECHO_PATH);
     fn answer(request: Vec<u8>) -> Vec<u8> {
-        request
+        match REPLY_BYTES.get() {
+            Some(&n) => vec![0; n],
+            None => request,
+        }
     }
 }
 
@@ -219,6 +228,8 @@ struct Args {
     serve_sink: Option<SocketAddr>,
     no_baseline: bool,
     echo_only: bool,
+    reply_bytes: Option<usize>,
+    encode_request: Option<std::path::PathBuf>,
 }
 
 fn parse() -> anyhow::Result<Args> {
@@ -238,6 +249,8 @@ fn parse() -> anyhow::Result<Args> {
         serve_sink: None,
         no_baseline: false,
         echo_only: false,
+        reply_bytes: None,
+        encode_request: None,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -265,6 +278,8 @@ fn parse() -> anyhow::Result<Args> {
             "--serve-sink" => a.serve_sink = Some(value()?.parse()?),
             "--no-baseline" => a.no_baseline = true,
             "--echo-only" => a.echo_only = true,
+            "--reply-bytes" => a.reply_bytes = Some(value()?.parse()?),
+            "--encode-request" => a.encode_request = Some(value()?.into()),
             other => bail!("unknown argument {other}"),
         }
     }
@@ -604,7 +619,19 @@ fn main() -> anyhow::Result<()> {
     let args = parse()?;
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async move {
+        if let Some(path) = &args.encode_request {
+            // The request as a gRPC frame (uncompressed, 4-byte length), e.g. for `h2load -d`.
+            let message = encode_request(&args.call, &args.data)?;
+            let mut frame = vec![0u8];
+            frame.extend_from_slice(&u32::try_from(message.len())?.to_be_bytes());
+            frame.extend_from_slice(&message);
+            std::fs::write(path, frame)?;
+            return Ok(());
+        }
         if let Some(addr) = args.serve_echo {
+            if let Some(n) = args.reply_bytes {
+                let _ = REPLY_BYTES.set(n);
+            }
             let bound = serve::<Echo>(addr).await?;
             println!("echo server on {bound} ({ECHO_PATH}); Ctrl-C stops it");
             tokio::signal::ctrl_c().await?;
