@@ -113,6 +113,7 @@ KNOWN_METRICS = {
     QUERY_STREAMS_METRIC: "gauge",
     "tickmesh_query_slow_subscribers_cut_total": "counter",
     "tickmesh_query_events_delivered_total": "counter",
+    "tickmesh_query_held_candle_bytes": "gauge",
     # The cache.
     "tickmesh_cache_hits_total": "counter",
     "tickmesh_cache_misses_total": "counter",

@@ -195,11 +195,27 @@ impl History {
     }
 }
 
+/// Gives the memory freed by a history load back to the system. The rows of a load are read on
+/// blocking threads, and glibc keeps what they free in those threads' arenas, between blocks
+/// still in use: without this, 15.4 MB held cost 70.7 MiB of resident memory in the
+/// `held_candles` memory test (11.2 MiB with it). A load is rare next to the pages it serves.
+fn release_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only returns free pages of glibc's heaps to the kernel; it takes the
+    // allocator's own locks and touches no memory in use.
+    #[allow(unsafe_code)]
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 /// The held histories, by (symbol, interval).
 #[derive(Clone)]
 pub struct HeldCandles {
     entries: Option<moka::future::Cache<(String, i16), Arc<History>>>,
     bars: i64,
+    /// `tickmesh_query_held_candle_bytes`: what is held, after each load and its evictions.
+    held_bytes: prometheus_client::metrics::gauge::Gauge,
 }
 
 impl std::fmt::Debug for HeldCandles {
@@ -225,7 +241,21 @@ impl HeldCandles {
         Self {
             entries,
             bars: i64::from(bars),
+            held_bytes: Default::default(),
         }
+    }
+
+    /// Registers `tickmesh_query_held_candle_bytes` in `metrics`.
+    pub fn register(&self, metrics: &tickmesh_mesh::Metrics) {
+        let gauge = self.held_bytes.clone();
+        metrics.register(move |registry| {
+            registry.register(
+                "tickmesh_query_held_candle_bytes",
+                "Bytes of candle history the query process holds in memory (bounded by \
+                 query.candle_cache_bytes)",
+                gauge.clone(),
+            );
+        });
     }
 
     /// Bytes held now (after pending evictions).
@@ -309,6 +339,9 @@ impl HeldCandles {
                 // Evict what the new history pushed over the bound now, not at some later
                 // maintenance.
                 entries.run_pending_tasks().await;
+                self.held_bytes
+                    .set(i64::try_from(entries.weighted_size()).unwrap_or(i64::MAX));
+                release_freed_memory();
                 Some(e.into_value())
             }
             CompResult::Unchanged(e) => Some(e.into_value()),

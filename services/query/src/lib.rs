@@ -763,6 +763,7 @@ pub fn service(
         config: config.subscribe(),
         live,
     };
+    api.held.register(metrics);
     let server = wire::QueryRoutes::new(api, limit);
     Service::new(tickmesh_proto::service_names::QUERY, server)
 }

@@ -242,3 +242,106 @@ async fn held_candle_pages_equal_the_store_on_postgres() {
     let mesh = up(vec![("TICKMESH_STORE_URL", pg.url().into())]);
     held_pages_equal_the_store(mesh.addr("ingestion"), mesh.addr("query")).await;
 }
+
+/// Resident memory of a process, in bytes.
+fn rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .unwrap()
+        * 1024
+}
+
+/// `tickmesh_query_held_candle_bytes` on `/metrics`.
+fn held_bytes(metrics: &str) -> u64 {
+    let text = support::scrape(metrics);
+    text.lines()
+        .find_map(|l| l.strip_prefix("tickmesh_query_held_candle_bytes "))
+        .unwrap_or_else(|| panic!("no held bytes in:\n{text}"))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_held_history_filled_past_its_bound_keeps_the_query_process_under_it() {
+    // The bound, and what the process may grow past it: the allocator's slack and the rows of
+    // the load in flight (one pair's 20,000 rows as read from the store).
+    const BOUND: u64 = 16 << 20;
+    const MARGIN: u64 = 8 << 20;
+    // 16 pairs of 20,000 minute bars, about 127 bytes a bar held: some 40 MB, 2.5x the bound.
+    const PAIRS: usize = 16;
+    const BARS: usize = 20_000;
+    let mesh = Process::start(&["up", "--base-port", "0"], |c| {
+        c.env("TICKMESH_QUERY__CANDLE_CACHE_BYTES", BOUND.to_string())
+            .env("TICKMESH_QUERY__CANDLE_HISTORY_BARS", BARS.to_string());
+    });
+    let mut ingestion = IngestionServiceClient::new(channel(mesh.addr("ingestion")).await);
+    let mut query = QueryServiceClient::new(channel(mesh.addr("query")).await);
+    let t0 = 1_735_689_600_000_000_i64; // 2025-01-01T00:00:00Z
+    for pair in 0..PAIRS {
+        for chunk in (0..BARS).step_by(5_000) {
+            let candles = (chunk..chunk + 5_000)
+                .map(|i| {
+                    let price = 100.0 + (i % 100) as f64 / 10.0;
+                    support::candle(
+                        &format!("HELD{pair}"),
+                        Interval::Interval1m,
+                        t0 + i as i64 * 60_000_000,
+                        [price, price + 1.0, price - 1.0, price + 0.5],
+                        10.0,
+                    )
+                })
+                .collect();
+            let summary = ingestion
+                .ingest_candles(IngestCandlesRequest {
+                    candles,
+                    source: String::new(),
+                })
+                .await
+                .unwrap()
+                .into_inner()
+                .summary
+                .unwrap();
+            assert_eq!(summary.stored, 5_000, "{summary:?}");
+        }
+    }
+    let newest = |pair: usize| GetCandlesRequest {
+        symbol: format!("HELD{pair}"),
+        interval: Interval::Interval1m as i32,
+        page_size: 500,
+        order: SortOrder::Descending as i32,
+        ..GetCandlesRequest::default()
+    };
+    // One pair held: the paths are warm; the baseline.
+    query.get_candles(newest(0)).await.unwrap();
+    let pid = mesh.child.id();
+    let before = rss(pid);
+    let mut most_held = 0;
+    for round in 0..2 {
+        for pair in 0..PAIRS {
+            let page = query.get_candles(newest(pair)).await.unwrap().into_inner();
+            assert_eq!(page.candles.len(), 500, "round {round}, pair {pair}");
+            let held = held_bytes(&mesh.metrics);
+            assert!(
+                held <= BOUND,
+                "{held} bytes held, over the bound of {BOUND}"
+            );
+            most_held = most_held.max(held);
+        }
+    }
+    let grown = rss(pid).saturating_sub(before);
+    eprintln!(
+        "held at most {most_held} of {BOUND} bytes; RSS grew {grown} bytes ({:.1} MiB) loading \
+         {PAIRS} pairs twice",
+        grown as f64 / (1 << 20) as f64
+    );
+    // The bound was reached (so evictions ran), and memory followed it.
+    assert!(most_held >= BOUND / 2, "only {most_held} bytes ever held");
+    assert!(
+        grown <= BOUND + MARGIN,
+        "RSS grew {grown} bytes, more than the bound {BOUND} plus {MARGIN}"
+    );
+}
