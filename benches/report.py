@@ -749,7 +749,7 @@ def table(res: dict, s: dict) -> list[list[str]]:
             ratio(st["ratio_serving_to_baseline"]),
         ])
         rows.append([
-            "SIGTERM to exit 0",
+            "SIGTERM to exit 0 (the listeners stay open 500 ms, `DRAIN_LINGER`, so health checks see NOT_SERVING)",
             ms(st["sigterm_to_exit"]["median_ms"]),
             f"`tickmesh --version` {ms(base)}",
             ratio(st["ratio_exit_to_baseline"]),

@@ -44,6 +44,8 @@ fn main() -> anyhow::Result<()> {
     let mut baseline = Vec::with_capacity(runs);
     let mut serving = Vec::with_capacity(runs);
     let mut stopping = Vec::with_capacity(runs);
+    // What `up` logs (warnings and errors), shown when a run fails.
+    let log = std::env::temp_dir().join(format!("tickmesh-startup-{}.log", std::process::id()));
     for run in 0..runs {
         let started = Instant::now();
         let status = Command::new(&bin)
@@ -53,16 +55,26 @@ fn main() -> anyhow::Result<()> {
         anyhow::ensure!(status.success(), "tickmesh --version failed");
         baseline.push(started.elapsed());
 
-        let base = free_consecutive_ports(4)?;
+        // The four services' ports, and the one before them: the dashboard's (`up` serves it on
+        // base - 1). Checking only the four let a taken dashboard port stop `up` at start, which
+        // then looked like a refused or GOAWAY'd health check.
+        let base = free_consecutive_ports(5)? + 1;
         let started = Instant::now();
         let mut child = Command::new(&bin)
             .args(["up", "--base-port", &base.to_string()])
             .env("TICKMESH_METRICS_ADDR", "127.0.0.1:0")
             .env("TICKMESH_LOG", "warn")
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(std::fs::File::create(&log)?)
             .spawn()?;
-        runtime.block_on(wait_serving(base))?;
+        if let Err(e) = runtime.block_on(wait_serving(base)) {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!(
+                "run {run}: {e:#}; tickmesh up (base port {base}) logged:\n{}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+        }
         serving.push(started.elapsed());
 
         let stop = Instant::now();
@@ -139,23 +151,32 @@ async fn wait_serving(base: u16) -> anyhow::Result<()> {
             anyhow::ensure!(Instant::now() < deadline, "{service} not listening in 10 s");
             std::thread::sleep(Duration::from_micros(200));
         }
+        // While `up` waits for its store and bus, a first server on the same listeners answers
+        // NOT_SERVING; when the services take over, it closes its connections with GOAWAY
+        // (NO_ERROR, the call not processed). A client that connected in between asks again on
+        // a new connection, as a readiness probe would.
+        let endpoint = tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{port}"))?
+            .tcp_nodelay(true);
+        let mut last_error = None;
         loop {
-            anyhow::ensure!(Instant::now() < deadline, "{service} not SERVING in 10 s");
-            let channel =
-                tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{port}"))?
-                    .tcp_nodelay(true)
-                    .connect()
-                    .await?;
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "{service} not SERVING in 10 s (last error: {last_error:?})"
+            );
             let request = HealthCheckRequest {
                 service: service.to_owned(),
             };
-            let status = HealthClient::new(channel)
-                .check(request)
-                .await?
-                .into_inner()
-                .status;
-            if status == ServingStatus::Serving as i32 {
-                break;
+            let status = match endpoint.connect().await {
+                Ok(channel) => HealthClient::new(channel).check(request).await,
+                Err(e) => Err(tonic::Status::unavailable(e.to_string())),
+            };
+            match status {
+                Ok(answer) if answer.get_ref().status == ServingStatus::Serving as i32 => break,
+                Ok(_) => {}
+                Err(e) => {
+                    last_error = Some(e.message().to_owned());
+                    tokio::time::sleep(Duration::from_micros(200)).await;
+                }
             }
         }
     }
