@@ -6,7 +6,7 @@ use http::uri::PathAndQuery;
 use tonic_prost::ProstCodec;
 
 use crate::cli::requests_total;
-use crate::support::{Process, channel, scrape};
+use crate::support::{Process, channel, rss, scrape};
 
 /// Calls at made-up paths, on one connection, as a client without a key could send them.
 const MADE_UP_PATHS: usize = 2_000;
@@ -156,17 +156,6 @@ async fn victim(
     };
     let control = (!control_latencies.is_empty()).then(|| p99(control_latencies));
     (failures, p99(latencies), control)
-}
-
-/// Resident memory of a process, in bytes.
-fn rss(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let kb: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap();
-    kb * 1024
 }
 
 /// The victim's p99 under attack may be 3x its baseline; below 5 ms a busy 2-core machine's

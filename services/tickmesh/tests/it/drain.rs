@@ -159,6 +159,51 @@ async fn sigterm_ends_open_tick_streams_with_summaries_that_match_the_store_and_
     eprintln!("{acknowledged} rows acknowledged and stored; exit 0 after {drained:?}");
 }
 
+/// A PostgreSQL stopped with SIGSTOP, postmaster and backends, until [`Frozen::thaw`]. The
+/// postmaster stops first, so it forks no backend after the list is taken; a backend that exits
+/// in between is simply gone (kill then says "no such process", which must not fail a test: CI
+/// once lost one to an exiting worker).
+struct Frozen {
+    postmaster: String,
+    backends: Vec<String>,
+}
+
+fn kill(signal: &str, pid: &str) -> bool {
+    support::run(Command::new("kill").arg(format!("-{signal}")).arg(pid))
+        .status
+        .success()
+}
+
+impl Frozen {
+    fn new(pg: &tickmesh_testkit::Postgres) -> Self {
+        let postmaster = pg.pid().unwrap().to_string();
+        assert!(kill("STOP", &postmaster), "cannot stop the postmaster");
+        let children = support::run(Command::new("pgrep").args(["-P", &postmaster]));
+        let backends: Vec<String> = String::from_utf8_lossy(&children.stdout)
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect();
+        assert!(!backends.is_empty(), "no PostgreSQL backend to freeze");
+        for pid in &backends {
+            kill("STOP", pid);
+        }
+        Self {
+            postmaster,
+            backends,
+        }
+    }
+
+    fn thaw(self) {
+        for pid in &self.backends {
+            kill("CONT", pid);
+        }
+        assert!(
+            kill("CONT", &self.postmaster),
+            "cannot continue the postmaster"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stream_blocked_behind_a_frozen_postgres_past_the_grace_period_exits_non_zero() {
     let pg = tickmesh_testkit::Postgres::start().expect("a throwaway PostgreSQL");
@@ -172,35 +217,11 @@ async fn a_stream_blocked_behind_a_frozen_postgres_past_the_grace_period_exits_n
         assert!(Instant::now() < deadline, "no load after 60 s");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    // Freeze PostgreSQL (postmaster and backends): the batch in flight can never commit.
-    // The postmaster stops first, so it forks no backend after the list below is taken;
-    // a backend that exits in between is simply gone (kill then says "no such process",
-    // which must not fail the test: CI once lost this test to an exiting worker).
-    let postmaster = pg.pid().unwrap().to_string();
-    let kill = |sig: &str, pid: &str| {
-        support::run(Command::new("kill").arg(format!("-{sig}")).arg(pid))
-            .status
-            .success()
-    };
-    assert!(kill("STOP", &postmaster), "cannot stop the postmaster");
-    let children = support::run(Command::new("pgrep").args(["-P", &postmaster]));
-    let backends: Vec<String> = String::from_utf8_lossy(&children.stdout)
-        .split_whitespace()
-        .map(str::to_owned)
-        .collect();
-    assert!(!backends.is_empty(), "no PostgreSQL backend to freeze");
-    for pid in &backends {
-        kill("STOP", pid);
-    }
-    let signal_cont = || {
-        for pid in &backends {
-            kill("CONT", pid);
-        }
-        assert!(kill("CONT", &postmaster), "cannot continue the postmaster");
-    };
+    // Freeze PostgreSQL: the batch in flight can never commit.
+    let frozen = Frozen::new(&pg);
     server.terminate();
     let status = server.wait_exit(Duration::from_secs(20));
-    signal_cont();
+    frozen.thaw();
     let log = server.log();
     assert_ne!(
         status.code(),
@@ -279,31 +300,14 @@ async fn callers_waiting_for_a_store_connection_show_on_metrics_while_postgres_h
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     // PostgreSQL hangs: the batch holding the one connection never ends, the others queue.
-    let postmaster = pg.pid().unwrap().to_string();
-    let kill = |sig: &str, pid: &str| {
-        support::run(Command::new("kill").arg(format!("-{sig}")).arg(pid))
-            .status
-            .success()
-    };
-    assert!(kill("STOP", &postmaster), "cannot stop the postmaster");
-    let children = support::run(Command::new("pgrep").args(["-P", &postmaster]));
-    let backends: Vec<String> = String::from_utf8_lossy(&children.stdout)
-        .split_whitespace()
-        .map(str::to_owned)
-        .collect();
-    for pid in &backends {
-        kill("STOP", pid);
-    }
+    let frozen = Frozen::new(&pg);
     let deadline = Instant::now() + Duration::from_secs(20);
     let mut most = 0;
     while most < 2 && Instant::now() < deadline {
         most = most.max(pool_waiting(&metrics));
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    for pid in &backends {
-        kill("CONT", pid);
-    }
-    assert!(kill("CONT", &postmaster), "cannot continue the postmaster");
+    frozen.thaw();
     assert!(
         most >= 2,
         "at most {most} callers waiting for the one connection with {STREAMS} streams open"

@@ -48,9 +48,15 @@ async fn pages(
 }
 
 async fn ingest(ingestion: &mut IngestionServiceClient<Channel>, rows: &[Row]) {
+    ingest_candles(ingestion, rows.iter().copied().map(candle).collect()).await;
+}
+
+/// Ingests `candles` in one call; every one is stored.
+async fn ingest_candles(ingestion: &mut IngestionServiceClient<Channel>, candles: Vec<Candle>) {
+    let n = candles.len();
     let summary = ingestion
         .ingest_candles(IngestCandlesRequest {
-            candles: rows.iter().copied().map(candle).collect(),
+            candles,
             source: String::new(),
         })
         .await
@@ -59,7 +65,7 @@ async fn ingest(ingestion: &mut IngestionServiceClient<Channel>, rows: &[Row]) {
         .summary
         .unwrap();
     assert!(summary.rejected.is_empty(), "{summary:?}");
-    assert_eq!(summary.stored as usize, rows.len(), "{summary:?}");
+    assert_eq!(summary.stored as usize, n, "{summary:?}");
 }
 
 fn goog(page_size: u32, descending: bool) -> GetCandlesRequest {
@@ -243,17 +249,6 @@ async fn held_candle_pages_equal_the_store_on_postgres() {
     held_pages_equal_the_store(mesh.addr("ingestion"), mesh.addr("query")).await;
 }
 
-/// Resident memory of a process, in bytes.
-fn rss(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .unwrap()
-        * 1024
-}
-
 /// `tickmesh_query_held_candle_bytes` on `/metrics`.
 fn held_bytes(metrics: &str) -> u64 {
     let text = support::scrape(metrics);
@@ -295,17 +290,7 @@ async fn the_held_history_filled_past_its_bound_keeps_the_query_process_under_it
                     )
                 })
                 .collect();
-            let summary = ingestion
-                .ingest_candles(IngestCandlesRequest {
-                    candles,
-                    source: String::new(),
-                })
-                .await
-                .unwrap()
-                .into_inner()
-                .summary
-                .unwrap();
-            assert_eq!(summary.stored, 5_000, "{summary:?}");
+            ingest_candles(&mut ingestion, candles).await;
         }
     }
     let newest = |pair: usize| GetCandlesRequest {
@@ -318,7 +303,7 @@ async fn the_held_history_filled_past_its_bound_keeps_the_query_process_under_it
     // One pair held: the paths are warm; the baseline.
     query.get_candles(newest(0)).await.unwrap();
     let pid = mesh.child.id();
-    let before = rss(pid);
+    let before = support::rss(pid);
     let mut most_held = 0;
     for round in 0..2 {
         for pair in 0..PAIRS {
@@ -332,7 +317,7 @@ async fn the_held_history_filled_past_its_bound_keeps_the_query_process_under_it
             most_held = most_held.max(held);
         }
     }
-    let grown = rss(pid).saturating_sub(before);
+    let grown = support::rss(pid).saturating_sub(before);
     eprintln!(
         "held at most {most_held} of {BOUND} bytes; RSS grew {grown} bytes ({:.1} MiB) loading \
          {PAIRS} pairs twice",

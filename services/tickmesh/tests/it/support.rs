@@ -259,6 +259,17 @@ pub fn in_repo(path: &str) -> PathBuf {
     repo().join(Path::new(path))
 }
 
+/// Resident memory of a process (`VmRSS`), in bytes.
+pub fn rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .unwrap()
+        * 1024
+}
+
 /// The body of `GET /metrics` at `addr`, over a plain HTTP/1.1 connection.
 pub fn scrape(addr: &str) -> String {
     let (status, headers, body) = http(addr, "GET /metrics HTTP/1.1", b"");
