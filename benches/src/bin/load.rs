@@ -15,7 +15,8 @@
 //! cross-check with h2load (`--reply-bytes N`: it answers a message of N bytes instead of the
 //! request, the floor of an answer of that size); `--encode-request FILE` writes the request of
 //! `--call`/`--data` as one gRPC frame (what `h2load -d` sends) and exits; `--serve-sink ADDR`
-//! serves a stand-in OTLP trace receiver that discards what it gets (to measure a traced mesh without a collector); `--echo-only` measures only the echo baseline (request bytes from
+//! serves a stand-in OTLP trace receiver that counts the spans it gets (printed as `spans received: N` when it stops) and
+//! discards them (to measure a traced mesh without a collector); `--echo-only` measures only the echo baseline (request bytes from
 //! `--call`/`--data`). The JSON has each run's percentile distribution (p50 to p99.99, for a
 //! latency chart) besides the summary figures.
 
@@ -116,9 +117,58 @@ struct Sink;
 impl Answer for Sink {
     const SERVICE: &'static str = "opentelemetry.proto.collector.trace.v1.TraceService";
     const PATH: Option<&'static str> = None;
-    fn answer(_: Vec<u8>) -> Vec<u8> {
+    fn answer(request: Vec<u8>) -> Vec<u8> {
+        SPANS_RECEIVED.fetch_add(count_spans(&request), std::sync::atomic::Ordering::Relaxed);
         Vec::new()
     }
+}
+
+/// Spans the sink was sent, printed when it stops (so a run can check that none was dropped).
+static SPANS_RECEIVED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// The length-delimited fields numbered `field` of a protobuf message (others skipped; a
+/// malformed message ends the walk).
+fn fields(message: &[u8], field: u64) -> Vec<&[u8]> {
+    fn varint(buf: &mut &[u8]) -> Option<u64> {
+        let mut value = 0u64;
+        for shift in (0..64).step_by(7) {
+            let (&byte, rest) = buf.split_first()?;
+            *buf = rest;
+            value |= u64::from(byte & 0x7f) << shift;
+            if byte & 0x80 == 0 {
+                return Some(value);
+            }
+        }
+        None
+    }
+    let mut found = Vec::new();
+    let mut buf = message;
+    while let Some(key) = varint(&mut buf) {
+        let skip = match key & 7 {
+            0 => varint(&mut buf).map(|_| 0),
+            1 => Some(8),
+            5 => Some(4),
+            2 => varint(&mut buf).and_then(|n| usize::try_from(n).ok()),
+            _ => None,
+        };
+        let Some(len) = skip.filter(|&n| n <= buf.len()) else {
+            break;
+        };
+        if key & 7 == 2 && key >> 3 == field {
+            found.push(&buf[..len]);
+        }
+        buf = &buf[len..];
+    }
+    found
+}
+
+/// Spans in an `ExportTraceServiceRequest`: resource_spans (1) / scope_spans (2) / spans (2).
+fn count_spans(request: &[u8]) -> u64 {
+    fields(request, 1)
+        .into_iter()
+        .flat_map(|resource| fields(resource, 2))
+        .map(|scope| fields(scope, 2).len() as u64)
+        .sum()
 }
 
 /// A bare tonic service answering as `A` does (raw bytes in and out, gzip accepted).
@@ -639,8 +689,10 @@ fn main() -> anyhow::Result<()> {
         }
         if let Some(addr) = args.serve_sink {
             let bound = serve::<Sink>(addr).await?;
-            println!("OTLP trace sink on {bound} (discards every export); Ctrl-C stops it");
+            println!("OTLP trace sink on {bound} (counts and discards every export); Ctrl-C stops it");
             tokio::signal::ctrl_c().await?;
+            let spans = SPANS_RECEIVED.load(std::sync::atomic::Ordering::Relaxed);
+            println!("spans received: {spans}");
             return Ok(());
         }
         if args.echo_only {
@@ -742,4 +794,29 @@ fn main() -> anyhow::Result<()> {
         }
         anyhow::Ok(())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    /// A length-delimited field: key, length, bytes.
+    fn field(number: u8, bytes: &[u8]) -> Vec<u8> {
+        let mut out = vec![(number << 3) | 2, u8::try_from(bytes.len()).unwrap()];
+        out.extend_from_slice(bytes);
+        out
+    }
+
+    #[test]
+    fn spans_are_counted_through_resource_and_scope() {
+        let span = field(2, &field(1, b"0123456789abcdef"));
+        // A scope with two spans and its own scope field (1), a resource with that scope twice.
+        let scope = [field(1, b"scope"), span.clone(), span].concat();
+        let resource = [field(1, b"resource"), field(2, &scope), field(2, &scope)].concat();
+        let request = [field(1, &resource), vec![0x10, 0x01]].concat();
+        assert_eq!(super::count_spans(&request), 4);
+        assert_eq!(
+            super::count_spans(&request[..request.len() / 2]),
+            0,
+            "a cut message"
+        );
+    }
 }
