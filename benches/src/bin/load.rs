@@ -128,36 +128,28 @@ static SPANS_RECEIVED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU
 
 /// The length-delimited fields numbered `field` of a protobuf message (others skipped; a
 /// malformed message ends the walk).
-fn fields(message: &[u8], field: u64) -> Vec<&[u8]> {
-    fn varint(buf: &mut &[u8]) -> Option<u64> {
-        let mut value = 0u64;
-        for shift in (0..64).step_by(7) {
-            let (&byte, rest) = buf.split_first()?;
-            *buf = rest;
-            value |= u64::from(byte & 0x7f) << shift;
-            if byte & 0x80 == 0 {
-                return Some(value);
-            }
-        }
-        None
-    }
+fn fields(message: &[u8], field: u32) -> Vec<&[u8]> {
+    use prost::encoding::{DecodeContext, WireType, decode_key, decode_varint, skip_field};
     let mut found = Vec::new();
     let mut buf = message;
-    while let Some(key) = varint(&mut buf) {
-        let skip = match key & 7 {
-            0 => varint(&mut buf).map(|_| 0),
-            1 => Some(8),
-            5 => Some(4),
-            2 => varint(&mut buf).and_then(|n| usize::try_from(n).ok()),
-            _ => None,
-        };
-        let Some(len) = skip.filter(|&n| n <= buf.len()) else {
+    while !buf.is_empty() {
+        let Ok((tag, wire_type)) = decode_key(&mut buf) else {
             break;
         };
-        if key & 7 == 2 && key >> 3 == field {
-            found.push(&buf[..len]);
+        if wire_type == WireType::LengthDelimited {
+            let len = decode_varint(&mut buf)
+                .ok()
+                .and_then(|n| usize::try_from(n).ok());
+            let Some(len) = len.filter(|&n| n <= buf.len()) else {
+                break;
+            };
+            if tag == field {
+                found.push(&buf[..len]);
+            }
+            buf = &buf[len..];
+        } else if skip_field(wire_type, tag, &mut buf, DecodeContext::default()).is_err() {
+            break;
         }
-        buf = &buf[len..];
     }
     found
 }

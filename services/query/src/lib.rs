@@ -118,6 +118,14 @@ pub struct QueryApi {
     config: tokio::sync::watch::Receiver<tickmesh_mesh::ConfigSnapshot>,
 }
 
+/// An encoded reply as the message it encodes (for callers of the `QueryService` trait).
+fn as_message<T: Message + Default>(reply: Encoded<T>) -> Result<Response<T>, Status> {
+    reply
+        .decode()
+        .map(Response::new)
+        .map_err(|e| Status::internal(format!("an encoded reply did not decode: {e}")))
+}
+
 /// The clock, in microseconds since the epoch.
 fn now_us() -> i64 {
     std::time::SystemTime::now()
@@ -142,8 +150,6 @@ fn bar_plan(
 }
 
 impl QueryApi {
-    /// `GetCandles` with `bar`: stored bars of the coarsest interval that can make them,
-    /// aggregated into periods (`resample`).
     /// The `GetCandlesResponse` of `r`, encoded: a page inside the held history is put
     /// together from its bars' ready bytes, anything else is read and encoded.
     async fn candles_reply(
@@ -334,6 +340,8 @@ impl QueryApi {
         Ok(Encoded::new(&reply))
     }
 
+    /// `GetCandles` with `bar`: stored bars of the coarsest interval that can make them,
+    /// aggregated into periods (`resample`).
     async fn resampled(&self, r: GetCandlesRequest) -> Result<GetCandlesResponse, Status> {
         if r.interval != Interval::Unspecified as i32 {
             return Err(bad_field("interval", "leave unset when `bar` is given"));
@@ -520,11 +528,7 @@ impl QueryService for QueryApi {
     ) -> Result<Response<GetCandlesResponse>, Status> {
         // On the wire the encoded reply goes out as it is (see `wire`); this is the same
         // answer as a message, for callers of the trait itself.
-        let reply = self.candles_reply(request.into_inner()).await?;
-        reply
-            .decode()
-            .map(Response::new)
-            .map_err(|e| Status::internal(format!("a candle page did not decode: {e}")))
+        as_message(self.candles_reply(request.into_inner()).await?)
     }
 
     async fn get_latest_prices(
@@ -648,11 +652,7 @@ impl QueryService for QueryApi {
         request: Request<GetIndicatorsRequest>,
     ) -> Result<Response<GetIndicatorsResponse>, Status> {
         // Like `get_candles`: the encoded reply as a message.
-        let reply = self.indicators_reply(request).await?;
-        reply
-            .decode()
-            .map(Response::new)
-            .map_err(|e| Status::internal(format!("an indicator reply did not decode: {e}")))
+        as_message(self.indicators_reply(request).await?)
     }
 
     async fn export_candles(

@@ -274,13 +274,7 @@ async fn the_relay_logs_a_store_outage_once_and_recovered_only_once_the_store_an
 
 /// `tickmesh_store_pool_waiting{pool="write"}` on the server's `/metrics`.
 fn pool_waiting(metrics: &str) -> u64 {
-    let text = support::scrape(metrics);
-    text.lines()
-        .find_map(|l| l.strip_prefix("tickmesh_store_pool_waiting{pool=\"write\"} "))
-        .unwrap_or_else(|| panic!("no write pool in:\n{text}"))
-        .trim()
-        .parse()
-        .unwrap()
+    support::sample(metrics, "tickmesh_store_pool_waiting{pool=\"write\"}") as u64
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

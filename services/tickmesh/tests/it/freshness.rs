@@ -35,18 +35,9 @@ struct Answer {
 
 /// `tickmesh_outbox_backlog` and `tickmesh_outbox_oldest_age_seconds` on `/metrics`.
 fn outbox_gauges(metrics: &str) -> (f64, f64) {
-    let text = support::scrape(metrics);
-    let gauge = |name: &str| -> f64 {
-        text.lines()
-            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
-            .unwrap_or_else(|| panic!("no {name} in:\n{text}"))
-            .trim()
-            .parse()
-            .unwrap()
-    };
     (
-        gauge("tickmesh_outbox_backlog"),
-        gauge("tickmesh_outbox_oldest_age_seconds"),
+        support::sample(metrics, "tickmesh_outbox_backlog"),
+        support::sample(metrics, "tickmesh_outbox_oldest_age_seconds"),
     )
 }
 

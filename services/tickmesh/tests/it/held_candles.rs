@@ -251,13 +251,7 @@ async fn held_candle_pages_equal_the_store_on_postgres() {
 
 /// `tickmesh_query_held_candle_bytes` on `/metrics`.
 fn held_bytes(metrics: &str) -> u64 {
-    let text = support::scrape(metrics);
-    text.lines()
-        .find_map(|l| l.strip_prefix("tickmesh_query_held_candle_bytes "))
-        .unwrap_or_else(|| panic!("no held bytes in:\n{text}"))
-        .trim()
-        .parse()
-        .unwrap()
+    support::sample(metrics, "tickmesh_query_held_candle_bytes") as u64
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

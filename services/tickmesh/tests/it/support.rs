@@ -270,6 +270,17 @@ pub fn rss(pid: u32) -> u64 {
         * 1024
 }
 
+/// The value of `series` (name and labels, as exposed) on the `/metrics` at `addr`.
+pub fn sample(addr: &str, series: &str) -> f64 {
+    let text = scrape(addr);
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .unwrap_or_else(|| panic!("no {series} in:\n{text}"))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
 /// The body of `GET /metrics` at `addr`, over a plain HTTP/1.1 connection.
 pub fn scrape(addr: &str) -> String {
     let (status, headers, body) = http(addr, "GET /metrics HTTP/1.1", b"");
